@@ -1,0 +1,99 @@
+"""The model artifact: build it, checksum it, pack it, load and verify it.
+
+One directory: `model.onnx` (what endpoints serve), `model_card.json`, `baseline.json`,
+`MANIFEST.json` (sha256 of each of those), plus `model.tar.gz` of the four (the SageMaker
+convention; reproducible bytes, so re-uploading the same artifact is a no-op).
+"""
+
+from __future__ import annotations
+
+import gzip
+import io
+import json
+import tarfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from deploy.inference import MANIFEST, IntegrityError, Model, sha256_file, verify_manifest
+from ml.errors import ArtifactIntegrityError
+
+ONNX, CARD, BASELINE, TARBALL = "model.onnx", "model_card.json", "baseline.json", "model.tar.gz"
+CONTENT = (ONNX, CARD, BASELINE)
+
+
+def to_onnx(pipeline: Any, spec: Any) -> bytes:
+    """Convert the fitted scikit-learn pipeline; one ONNX input per feature column."""
+    from skl2onnx import to_onnx as convert
+    from skl2onnx.common.data_types import FloatTensorType, StringTensorType
+
+    types = [
+        (f.name, FloatTensorType([None, 1]) if f.type == "numeric" else StringTensorType([None, 1]))
+        for f in spec.features
+    ]
+    # zipmap off: probabilities come back as a plain float tensor, cheap to read
+    onnx_model = convert(pipeline, initial_types=types, options={id(pipeline): {"zipmap": False}})
+    return onnx_model.SerializeToString()
+
+
+def write_json(path: Path, payload: Any) -> None:
+    path.write_text(json.dumps(payload, indent=2, sort_keys=True, default=str) + "\n")
+
+
+def seal(directory: Path) -> Path:
+    """Write MANIFEST.json and model.tar.gz for an artifact directory; return the tarball."""
+    directory = Path(directory)
+    files = {name: sha256_file(directory / name) for name in CONTENT}
+    write_json(directory / MANIFEST, {"files": files, "algorithm": "sha256"})
+    return pack(directory)
+
+
+def pack(directory: Path) -> Path:
+    """A reproducible model.tar.gz (sorted, zero mtimes, no owner) of the sealed files."""
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w") as tar:
+        for name in sorted((*CONTENT, MANIFEST)):
+            data = (directory / name).read_bytes()
+            info = tarfile.TarInfo(name)
+            info.size, info.mode, info.mtime = len(data), 0o644, 0
+            tar.addfile(info, io.BytesIO(data))
+    target = directory / TARBALL
+    with target.open("wb") as raw, gzip.GzipFile(fileobj=raw, mode="wb", mtime=0, filename="") as gz:
+        gz.write(buffer.getvalue())
+    return target
+
+
+def unpack(tarball: Path, dest: Path) -> Path:
+    """Extract a model.tar.gz (only the artifact's own regular files) and verify it."""
+    dest = Path(dest)
+    dest.mkdir(parents=True, exist_ok=True)
+    with tarfile.open(tarball, "r:gz") as tar:
+        tar.extractall(dest, filter="data")
+    verify(dest)
+    return dest
+
+
+def verify(directory: Path) -> dict[str, str]:
+    """Check every file against MANIFEST.json; the error names the file that fails."""
+    try:
+        return verify_manifest(Path(directory))
+    except IntegrityError as exc:
+        raise ArtifactIntegrityError(f"{directory}: {exc}") from None
+
+
+@dataclass
+class Artifact:
+    """A verified artifact directory, loaded."""
+
+    directory: Path
+    card: dict[str, Any]
+    baseline: dict[str, Any]
+    model: Model
+
+
+def load(directory: Path) -> Artifact:
+    directory = Path(directory)
+    verify(directory)
+    model = Model.load(directory, verify=False)  # verified just above
+    baseline = json.loads((directory / BASELINE).read_text())
+    return Artifact(directory, model.card, baseline, model)

@@ -1,0 +1,220 @@
+"""The contracts every cloud adapter honours.
+
+The lifecycle (`ml/lifecycle.py`) is written once against these Protocols; a cloud adds an
+adapter module (`local.py`, `aws.py`, `azure.py`) and never a branch in the lifecycle.
+Every method documents what a caller may rely on: idempotency, atomicity, ordering, errors.
+Errors are the ones in `ml.errors`; an adapter translates its SDK's errors into them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol, runtime_checkable
+
+# Registry states and the changes allowed between them.
+PENDING, APPROVED, REJECTED, ARCHIVED = "pending", "approved", "rejected", "archived"
+STATUSES = (PENDING, APPROVED, REJECTED, ARCHIVED)
+TRANSITIONS: Mapping[str, frozenset[str]] = {
+    PENDING: frozenset({APPROVED, REJECTED}),
+    APPROVED: frozenset({ARCHIVED}),
+    REJECTED: frozenset(),
+    ARCHIVED: frozenset(),
+}
+
+Progress = Callable[[str], None]
+"""A callback for long-running steps; receives one human-readable line at a time."""
+
+
+@dataclass(frozen=True)
+class ModelVersion:
+    """One registered version of a model. `version` is assigned by the registry."""
+
+    model: str
+    version: int
+    status: str
+    artifact_uri: str
+    created_at: str
+    metrics: dict[str, float] = field(default_factory=dict)
+    tags: dict[str, str] = field(default_factory=dict)
+    status_reason: str = ""
+
+
+@dataclass(frozen=True)
+class Deployment:
+    """What an endpoint serves for a model after a deploy or a rollback."""
+
+    model: str
+    version: int
+    artifact_uri: str
+    endpoint: str
+    deployed_at: str
+    canary_weight: float | None = None
+    details: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class MetricPoint:
+    """One observation for the metrics sink; dimensions are e.g. {"Model": m, "Version": "3"}."""
+
+    name: str
+    value: float
+    dimensions: dict[str, str] = field(default_factory=dict)
+    unit: str = "None"
+    timestamp: str | None = None
+
+
+@dataclass(frozen=True)
+class JobResult:
+    """A finished training job: where its artifact landed and what it reported."""
+
+    job_id: str
+    status: str
+    artifact_uri: str
+    logs_uri: str = ""
+
+
+@runtime_checkable
+class ArtifactStore(Protocol):
+    """Stores model artifacts, datasets, run records and reports under string keys.
+
+    Keys are '/'-separated relative paths (`models/credit/<run-id>/model.onnx`).
+    """
+
+    def uri_for(self, key: str) -> str:
+        """The URI an object under `key` has (or would have) in this store."""
+        ...
+
+    def put_bytes(self, key: str, data: bytes) -> str:
+        """Write `data` under `key` (last write wins) and return its URI."""
+        ...
+
+    def get_bytes(self, uri_or_key: str) -> bytes:
+        """Read an object. Raises NotFoundError when it does not exist."""
+        ...
+
+    def list_keys(self, prefix: str) -> list[str]:
+        """Keys under `prefix`, sorted. An empty list when there are none."""
+        ...
+
+    def put_artifact(self, local_dir: Path, key: str) -> str:
+        """Upload an artifact directory (with its MANIFEST.json) under `key`; return its URI.
+
+        Verifies the local manifest before sending anything and the stored copy after,
+        so a returned URI always points at a complete, verified artifact. Idempotent:
+        putting identical content again returns the same URI. Putting different content
+        under a key that already holds a complete artifact raises ConflictError.
+        """
+        ...
+
+    def get_artifact(self, uri: str, dest: Path) -> Path:
+        """Download the artifact at `uri` into `dest` and verify it against its manifest.
+
+        Raises NotFoundError if absent, ArtifactIntegrityError naming the file that differs.
+        """
+        ...
+
+
+@runtime_checkable
+class ModelRegistry(Protocol):
+    """Versions of models and their approval state (see TRANSITIONS)."""
+
+    def create_version(
+        self,
+        model: str,
+        artifact_uri: str,
+        metrics: Mapping[str, float],
+        tags: Mapping[str, str],
+    ) -> ModelVersion:
+        """Create the next version (status `pending`) pointing at an uploaded artifact.
+
+        The registry assigns the version number: consecutive from 1, never reused, safe
+        under concurrent callers. Callers create the version LAST, after the artifact is
+        stored and verified, so no version ever exists without its artifact.
+        """
+        ...
+
+    def get_version(self, model: str, version: int) -> ModelVersion:
+        """One version. Raises NotFoundError."""
+        ...
+
+    def list_versions(self, model: str) -> list[ModelVersion]:
+        """All versions of a model, oldest first. An empty list for an unknown model."""
+        ...
+
+    def list_models(self) -> list[str]:
+        """Names of the models that have at least one version, sorted."""
+        ...
+
+    def set_status(self, model: str, version: int, status: str, reason: str = "") -> ModelVersion:
+        """Move a version to `status`. Setting the status it already has is a no-op.
+
+        Raises InvalidTransitionError for a change TRANSITIONS does not allow.
+        """
+        ...
+
+
+@runtime_checkable
+class MetricsSink(Protocol):
+    """Where model quality, drift and serving metrics go (namespace `Tandem`)."""
+
+    def emit(self, points: Iterable[MetricPoint]) -> None:
+        """Send points; the adapter batches as its service requires. Never partial-silent:
+        a failure raises."""
+        ...
+
+
+@runtime_checkable
+class JobRunner(Protocol):
+    """Runs `ml/train.py` where the cloud runs training jobs."""
+
+    def run_training(
+        self,
+        spec_path: Path,
+        data_uri: str,
+        output_key: str,
+        *,
+        progress: Progress | None = None,
+    ) -> JobResult:
+        """Run one training job to completion and store its artifact under `output_key`.
+
+        Blocks until the job ends. The returned `artifact_uri` is readable with
+        ArtifactStore.get_artifact. A failed job raises TandemError with the job's reason.
+        """
+        ...
+
+
+@runtime_checkable
+class EndpointTarget(Protocol):
+    """The inference endpoint of a stack, serving one version per model."""
+
+    def deploy(self, version: ModelVersion, *, canary_weight: float | None = None) -> Deployment:
+        """Serve `version` (optionally to a `canary_weight` share of traffic).
+
+        Idempotent: deploying the version already live returns the current Deployment.
+        Only `approved` versions may be deployed; the lifecycle checks that before calling.
+        """
+        ...
+
+    def current(self, model: str) -> Deployment | None:
+        """What is live for `model`, or None if nothing was ever deployed."""
+        ...
+
+    def history(self, model: str) -> list[Deployment]:
+        """Every deployment of `model`, oldest first."""
+        ...
+
+
+@dataclass
+class Stack:
+    """One of each component, for one environment (dev, staging, prod) of one cloud."""
+
+    cloud: str
+    name: str
+    store: ArtifactStore
+    registry: ModelRegistry
+    metrics: MetricsSink
+    jobs: JobRunner
+    endpoint: EndpointTarget
+    outputs: dict[str, Any] = field(default_factory=dict)

@@ -1,0 +1,136 @@
+"""Load, validate and split a dataset against its spec; record its schema and content hash."""
+
+from __future__ import annotations
+
+import hashlib
+import io
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+from urllib.parse import urlparse
+
+import numpy as np
+import pandas as pd
+
+from ml.datasets import BUILTIN_SCHEMES, load_builtin
+from ml.errors import DataError
+
+MISSING = "__missing__"
+
+if TYPE_CHECKING:
+    from ml.clouds.base import ArtifactStore
+    from ml.spec import ModelSpec
+
+
+def _parse(data: bytes | Path, name: str, fmt: str) -> pd.DataFrame:
+    if fmt == "auto":
+        fmt = "parquet" if name.endswith((".parquet", ".pq")) else "csv"
+    source = io.BytesIO(data) if isinstance(data, bytes) else data
+    try:
+        if fmt == "parquet":
+            return pd.read_parquet(source)
+        return pd.read_csv(source)
+    except (ValueError, OSError, pd.errors.ParserError) as exc:
+        raise DataError(f"{name}: cannot read as {fmt}: {exc}") from None
+
+
+def load_frame(source: str, store: ArtifactStore | None = None, fmt: str = "auto") -> pd.DataFrame:
+    """Read a dataset from a built-in URI, a local path, or a URI in an artifact store."""
+    scheme = urlparse(source).scheme
+    if scheme in BUILTIN_SCHEMES:
+        return load_builtin(source)
+    if scheme in ("", "file") or len(scheme) == 1:  # a path (len 1: a Windows drive letter)
+        path = Path(urlparse(source).path if scheme == "file" else source)
+        if not path.is_file():
+            raise DataError(f"{source}: no such data file")
+        return _parse(path, path.name, fmt)
+    if store is None:
+        raise DataError(f"{source}: a {scheme}:// dataset needs the stack's artifact store")
+    return _parse(store.get_bytes(source), source, fmt)
+
+
+def validate(frame: pd.DataFrame, spec: ModelSpec, origin: str = "dataset") -> pd.DataFrame:
+    """Check the frame against the spec and return the spec's columns with canonical dtypes.
+
+    Numeric features become float64, categorical ones str (missing stays missing), the
+    target becomes 0/1 with 1 = spec.positive_label.
+    """
+    if frame.empty:
+        raise DataError(f"{origin}: the dataset is empty")
+    missing = [c for c in spec.columns if c not in frame.columns]
+    if missing:
+        raise DataError(f"{origin}: missing column(s) {missing}; it has {list(frame.columns)}")
+    out = frame[spec.columns].copy()
+    for name in spec.numeric:
+        column = out[name]
+        if not pd.api.types.is_numeric_dtype(column) or pd.api.types.is_bool_dtype(column):
+            coerced = pd.to_numeric(column, errors="coerce")
+            bad = column[coerced.isna() & column.notna()]
+            if len(bad):
+                raise DataError(
+                    f"{origin}: column {name!r} is numeric in the spec but holds "
+                    f"{bad.iloc[0]!r} (row {bad.index[0]}) and {len(bad) - 1} more non-numeric values"
+                )
+            column = coerced
+        out[name] = column.astype("float64")
+    for name in spec.categorical:
+        # Missing categories become their own level, here and at the endpoint alike.
+        out[name] = out[name].map(lambda v: MISSING if pd.isna(v) else str(v)).astype("object")
+    target = out[spec.target]
+    if target.isna().any():
+        rows = list(target[target.isna()].index[:5])
+        raise DataError(
+            f"{origin}: target {spec.target!r} has {int(target.isna().sum())} missing value(s) (rows {rows}...)"
+        )
+    labels = sorted(pd.unique(target).tolist(), key=str)
+    if len(labels) != 2:
+        raise DataError(f"{origin}: target {spec.target!r} must have exactly 2 classes, found {labels}")
+    positive = spec.positive_label
+    if positive not in labels and str(positive) not in map(str, labels):
+        raise DataError(f"{origin}: positive_label {positive!r} not among the target values {labels}")
+    out[spec.target] = (target.astype(str) == str(positive)).astype("int64")
+    if spec.sensitive_attribute:
+        sens = spec.sensitive_attribute
+        out[sens] = out[sens].map(lambda v: MISSING if pd.isna(v) else str(v)).astype("object")
+    return out
+
+
+def split(frame: pd.DataFrame, spec: ModelSpec) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """A deterministic, stratified train/test split (same data + spec => same rows)."""
+    from sklearn.model_selection import train_test_split
+
+    counts = frame[spec.target].value_counts()
+    stratify = frame[spec.target] if counts.min() >= 2 else None
+    train, test = train_test_split(
+        frame, test_size=spec.split.test_size, random_state=spec.split.seed, stratify=stratify
+    )
+    return train, test
+
+
+def pseudonym(value: str) -> str:
+    """A stable pseudonym for personal data: the raw value never leaves the trainer."""
+    return "sha256:" + hashlib.sha256(value.encode()).hexdigest()[:16]
+
+
+def input_schema(frame: pd.DataFrame, spec: ModelSpec) -> dict[str, Any]:
+    """Names, dtypes, ranges and categories of the features, in input order."""
+    columns = []
+    for feature in spec.features:
+        column = frame[feature.name]
+        entry: dict[str, Any] = {"name": feature.name, "type": feature.type}
+        if feature.type == "numeric":
+            entry.update(dtype="float32", min=float(np.nanmin(column)), max=float(np.nanmax(column)))
+        else:
+            values = sorted(str(v) for v in column.dropna().unique())
+            if feature.name in spec.personal_data:
+                values = sorted(pseudonym(v) for v in values)
+                entry["pseudonymised"] = True
+            entry.update(dtype="string", categories=values[:200])
+        entry["nullable"] = bool(column.isna().any())
+        columns.append(entry)
+    return {"features": columns, "target": spec.target, "positive_label": spec.positive_label}
+
+
+def content_hash(frame: pd.DataFrame) -> str:
+    """sha256 of a canonical CSV rendering: stable across file formats and row indexes."""
+    canonical = frame.reset_index(drop=True).to_csv(index=False, float_format="%.17g", lineterminator="\n")
+    return "sha256:" + hashlib.sha256(canonical.encode()).hexdigest()

@@ -1,0 +1,97 @@
+"""Reference statistics of the training data, and the drift tests that compare against them.
+
+`baseline.json` holds, per feature: quantile bin edges and counts (numeric), category
+frequencies (categorical), and the missing rate. Personal-data columns are pseudonymised.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import pandas as pd
+
+from ml.data import MISSING, pseudonym
+
+if TYPE_CHECKING:
+    from ml.spec import ModelSpec
+
+BINS = 10
+TOP_CATEGORIES = 50
+EPSILON = 1e-6  # keeps PSI finite when a bin is empty on one side
+
+
+def _numeric_baseline(column: pd.Series) -> dict[str, Any]:
+    values = column.dropna().to_numpy(dtype=float)
+    edges = np.unique(np.quantile(values, np.linspace(0, 1, BINS + 1))) if len(values) else np.array([])
+    counts = _bin_counts(values, edges) if len(edges) > 1 else [len(values)]
+    return {
+        "type": "numeric",
+        "edges": edges.tolist(),
+        "counts": counts,
+        "mean": float(values.mean()) if len(values) else None,
+        "std": float(values.std()) if len(values) else None,
+        "missing_rate": float(column.isna().mean()),
+    }
+
+
+def _bin_counts(values: np.ndarray, edges: np.ndarray) -> list[int]:
+    # interior edges only: values below/above the training range fall in the outer bins
+    index = np.searchsorted(edges[1:-1], values, side="right")
+    return np.bincount(index, minlength=len(edges) - 1).tolist()
+
+
+def _categorical_baseline(column: pd.Series, personal: bool) -> dict[str, Any]:
+    missing = column.isna() | (column == MISSING)
+    present = column[~missing].astype(str)
+    if personal:
+        present = present.map(pseudonym)
+    freq = present.value_counts(normalize=True)
+    top = freq.head(TOP_CATEGORIES)
+    return {
+        "type": "categorical",
+        "frequencies": {str(k): float(v) for k, v in top.items()},
+        "other_rate": float(freq.iloc[TOP_CATEGORIES:].sum()),
+        "missing_rate": float(missing.mean()),
+        "pseudonymised": personal,
+    }
+
+
+def baseline(frame: pd.DataFrame, spec: ModelSpec) -> dict[str, Any]:
+    """Per-feature reference statistics of the training frame."""
+    features = {}
+    for feature in spec.features:
+        column = frame[feature.name]
+        if feature.type == "numeric":
+            features[feature.name] = _numeric_baseline(column)
+        else:
+            features[feature.name] = _categorical_baseline(column, feature.name in spec.personal_data)
+    return {"rows": len(frame), "bins": BINS, "features": features}
+
+
+def psi(expected: np.ndarray, actual: np.ndarray) -> float:
+    """Population stability index between two count (or share) vectors of the same bins."""
+    e = np.asarray(expected, dtype=float)
+    a = np.asarray(actual, dtype=float)
+    e = e / max(e.sum(), EPSILON) + EPSILON
+    a = a / max(a.sum(), EPSILON) + EPSILON
+    return float(np.sum((a - e) * np.log(a / e)))
+
+
+def feature_psi(reference: dict[str, Any], column: pd.Series) -> float:
+    """PSI of a live column against its baseline entry."""
+    if reference["type"] == "numeric":
+        values = column.dropna().to_numpy(dtype=float)
+        edges = np.asarray(reference["edges"])
+        if len(edges) < 2:
+            return 0.0
+        return psi(np.asarray(reference["counts"]), np.asarray(_bin_counts(values, edges)))
+    present = column[column.notna() & (column != MISSING)].astype(str)
+    if reference.get("pseudonymised"):
+        present = present.map(pseudonym)
+    categories = list(reference["frequencies"])
+    shares = present.value_counts(normalize=True)
+    expected = [*reference["frequencies"].values(), reference["other_rate"]]
+    actual = [float(shares.get(c, 0.0)) for c in categories]
+    actual.append(max(0.0, 1.0 - sum(actual)))
+    return psi(np.asarray(expected), np.asarray(actual))

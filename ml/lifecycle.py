@@ -1,0 +1,238 @@
+"""The lifecycle stages as functions, written once against the cloud Protocols.
+
+train -> evaluate -> register (pending) -> approve | reject -> deploy -> rollback, and
+promote (an approved version from one stack to another, lineage kept). CI stages and the
+`tandem` CLI call these; no function here asks which cloud it runs on.
+"""
+
+from __future__ import annotations
+
+import json
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ml import artifact, data, train as training
+from ml.clouds.base import APPROVED, ARCHIVED, REJECTED, Deployment, ModelVersion, Progress, Stack
+from ml.errors import GateFailedError, NotFoundError, TandemError
+from ml.evaluate import Evaluation, Verdict, gate
+from ml.spec import ModelSpec, load_spec
+
+
+@dataclass
+class TrainOutcome:
+    run_id: str
+    artifact_uri: str
+    card: dict[str, Any]
+
+    @property
+    def evaluation(self) -> Evaluation:
+        return Evaluation.from_dict(self.card["evaluation"])
+
+
+@dataclass
+class EvaluationReport:
+    """A candidate and the champion scored on the same holdout rows, and the gate verdict."""
+
+    candidate: Evaluation
+    verdict: Verdict
+    champion: Evaluation | None = None
+    champion_version: int | None = None
+
+
+@dataclass
+class PipelineResult:
+    spec: ModelSpec
+    outcome: TrainOutcome
+    report: EvaluationReport
+    version: ModelVersion
+    deployment: Deployment | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+def _say(progress: Progress | None, line: str) -> None:
+    if progress:
+        progress(line)
+
+
+def run_key(model: str, run_id: str) -> str:
+    return f"runs/{model}/{run_id}.json"
+
+
+def train(
+    stack: Stack, spec_path: Path, *, data_uri: str | None = None, progress: Progress | None = None
+) -> TrainOutcome:
+    """Run the training job on the stack and record the run (params, metrics, lineage)."""
+    spec = load_spec(spec_path)
+    run_id = training.new_run_id(spec.name)
+    result = stack.jobs.run_training(
+        Path(spec_path),
+        data_uri or spec.dataset.source,
+        f"artifacts/{spec.name}/{run_id}",
+        progress=progress,
+    )
+    with tempfile.TemporaryDirectory() as tmp:
+        card = artifact.load(stack.store.get_artifact(result.artifact_uri, Path(tmp))).card
+    record = {
+        "run_id": card["run_id"],
+        "model": spec.name,
+        "artifact_uri": result.artifact_uri,
+        "job_id": result.job_id,
+        "logs_uri": result.logs_uri,
+        "params": card["params"],
+        "metrics": card["metrics"],
+        "data_hash": card["data"]["hash"],
+        "data_uri": card["data"]["uri"],
+        "code_version": card["code_version"],
+        "environment": card["environment"],
+        "created_at": card["created_at"],
+    }
+    stack.store.put_bytes(run_key(spec.name, card["run_id"]), json.dumps(record, indent=2).encode())
+    return TrainOutcome(card["run_id"], result.artifact_uri, card)
+
+
+def list_runs(stack: Stack, model: str | None = None) -> list[dict[str, Any]]:
+    """Every recorded run (oldest first), optionally of one model."""
+    keys = stack.store.list_keys(f"runs/{model}/" if model else "runs/")
+    runs = [json.loads(stack.store.get_bytes(k)) for k in keys if k.endswith(".json")]
+    return sorted(runs, key=lambda r: r["created_at"])
+
+
+def champion(stack: Stack, model: str) -> ModelVersion | None:
+    """The newest approved version: what a deploy takes when not told a version."""
+    approved = [v for v in stack.registry.list_versions(model) if v.status == APPROVED]
+    return approved[-1] if approved else None
+
+
+def evaluate(
+    stack: Stack, spec: ModelSpec, outcome: TrainOutcome, *, progress: Progress | None = None
+) -> EvaluationReport:
+    """Gate the candidate; score the champion on the candidate's own holdout rows."""
+    candidate = outcome.evaluation
+    current = champion(stack, spec.name)
+    champion_eval = None
+    if current is not None:
+        _say(progress, f"scoring champion v{current.version} on the same holdout")
+        frame = data.load_frame(outcome.card["data"]["uri"], stack.store, spec.dataset.format)
+        _, test = data.split(data.validate(frame, spec), spec)
+        with tempfile.TemporaryDirectory() as tmp:
+            loaded = artifact.load(stack.store.get_artifact(current.artifact_uri, Path(tmp)))
+            champion_eval = training.holdout_evaluation(loaded.model, test, spec)
+    verdict = gate(spec.gates, candidate, champion_eval)
+    return EvaluationReport(candidate, verdict, champion_eval, current.version if current else None)
+
+
+def register(
+    stack: Stack, model: str, artifact_uri: str, metrics: dict[str, float], tags: dict[str, str]
+) -> ModelVersion:
+    """Create a pending version, but only for an artifact that is stored and verifies.
+
+    The version is created last: an interrupted upload leaves, at worst, an orphaned
+    artifact, never a version without its artifact.
+    """
+    with tempfile.TemporaryDirectory() as tmp:
+        stack.store.get_artifact(artifact_uri, Path(tmp))  # raises if absent or tampered
+    return stack.registry.create_version(model, artifact_uri, metrics, tags)
+
+
+def approve(stack: Stack, model: str, version: int, reason: str = "") -> ModelVersion:
+    return stack.registry.set_status(model, version, APPROVED, reason)
+
+
+def reject(stack: Stack, model: str, version: int, reason: str = "") -> ModelVersion:
+    return stack.registry.set_status(model, version, REJECTED, reason)
+
+
+def deploy(
+    stack: Stack, model: str, version: int | None = None, *, canary_weight: float | None = None
+) -> Deployment:
+    """Deploy a version (default: the newest approved one); only approved versions deploy."""
+    if version is None:
+        target = champion(stack, model)
+        if target is None:
+            raise NotFoundError(f"model {model!r} has no approved version to deploy")
+    else:
+        target = stack.registry.get_version(model, version)
+        if target.status != APPROVED:
+            raise TandemError(f"{model} v{version} is {target.status}; only approved versions deploy")
+    return stack.endpoint.deploy(target, canary_weight=canary_weight)
+
+
+def rollback(stack: Stack, model: str, reason: str = "rolled back") -> Deployment:
+    """Archive the live version and re-deploy the previous approved one."""
+    live = stack.endpoint.current(model)
+    if live is None:
+        raise NotFoundError(f"model {model!r} is not deployed on stack {stack.name!r}")
+    previous = [
+        v
+        for v in stack.registry.list_versions(model)
+        if v.status == APPROVED and v.version < live.version
+    ]
+    if not previous:
+        raise NotFoundError(f"{model}: no approved version older than the live v{live.version}")
+    deployment = stack.endpoint.deploy(previous[-1])
+    stack.registry.set_status(model, live.version, ARCHIVED, reason)
+    return deployment
+
+
+def promote(
+    source: Stack, target: Stack, model: str, version: int | None = None, *, approve_in_target: bool = False
+) -> ModelVersion:
+    """Copy an approved version to another stack (dev -> staging), keeping its lineage.
+
+    The artifact is copied and verified first; the target's version is created last.
+    """
+    mv = champion(source, model) if version is None else source.registry.get_version(model, version)
+    if mv is None or mv.status != APPROVED:
+        raise TandemError(f"{model}: only an approved version can be promoted (got {mv and mv.status})")
+    with tempfile.TemporaryDirectory() as tmp:
+        local = source.store.get_artifact(mv.artifact_uri, Path(tmp) / "artifact")
+        run_id = mv.tags.get("run_id") or f"{model}-v{mv.version}"
+        uri = target.store.put_artifact(local, f"artifacts/{model}/{run_id}")
+    lineage = {
+        **mv.tags,
+        "promoted_from": f"{source.cloud}:{source.name}:{model}:v{mv.version}",
+        "source_artifact_uri": mv.artifact_uri,
+    }
+    promoted = register(target, model, uri, mv.metrics, lineage)
+    if approve_in_target:
+        promoted = approve(target, model, promoted.version, f"promoted from {source.name}")
+    return promoted
+
+
+def pipeline(
+    stack: Stack,
+    spec_path: Path,
+    *,
+    auto_approve: bool = True,
+    deploy_approved: bool = True,
+    data_uri: str | None = None,
+    progress: Progress | None = None,
+) -> PipelineResult:
+    """What CI runs: train, evaluate, register, then approve + deploy or reject.
+
+    A failed gate registers the candidate as rejected (with every reason) and raises
+    GateFailedError, so the champion stays deployed and CI stops with a non-zero exit.
+    """
+    spec = load_spec(spec_path)
+    _say(progress, f"training {spec.name}")
+    outcome = train(stack, spec_path, data_uri=data_uri, progress=progress)
+    _say(progress, "evaluating against the gates")
+    report = evaluate(stack, spec, outcome, progress=progress)
+    tags = {
+        "run_id": outcome.run_id,
+        "data_hash": outcome.card["data"]["hash"],
+        "code_version": outcome.card["code_version"],
+    }
+    version = register(stack, spec.name, outcome.artifact_uri, outcome.card["metrics"], tags)
+    result = PipelineResult(spec, outcome, report, version)
+    if not report.verdict.passed:
+        result.version = reject(stack, spec.name, version.version, "; ".join(report.verdict.reasons))
+        raise GateFailedError(report.verdict, result)
+    if auto_approve:
+        result.version = approve(stack, spec.name, version.version, "all gates passed")
+        if deploy_approved:
+            _say(progress, f"deploying v{version.version}")
+            result.deployment = deploy(stack, spec.name, version.version)
+    return result

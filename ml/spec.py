@@ -1,0 +1,153 @@
+"""ModelSpec: one TOML file per model says what to train, on what, and what it must pass.
+
+A bad spec is a SpecError naming the file, the key and what was expected, e.g.
+`examples/credit.toml: gates.max_fairness_gap: Input should be less than or equal to 1`.
+"""
+
+from __future__ import annotations
+
+import re
+import tomllib
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from ml.errors import SpecError
+
+NAME = r"^[a-z][a-z0-9-]{0,38}[a-z0-9]$"
+METRICS = ("accuracy", "precision", "recall", "f1", "roc_auc")
+
+# scikit-learn estimators that skl2onnx converts faithfully (see reference/pitfalls.md:
+# HistGradientBoosting fails with skl2onnx 1.20 + scikit-learn 1.9, so it is not offered).
+ESTIMATORS = {
+    "logistic_regression": "sklearn.linear_model:LogisticRegression",
+    "gradient_boosting": "sklearn.ensemble:GradientBoostingClassifier",
+    "random_forest": "sklearn.ensemble:RandomForestClassifier",
+}
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Feature(_Strict):
+    name: Annotated[str, Field(min_length=1)]
+    type: Literal["numeric", "categorical"]
+
+
+class DatasetSpec(_Strict):
+    source: Annotated[str, Field(min_length=1, description="a path, or a URI in an artifact store")]
+    format: Literal["csv", "parquet", "auto"] = "auto"
+
+
+class EstimatorSpec(_Strict):
+    kind: Literal["logistic_regression", "gradient_boosting", "random_forest"]
+    params: dict[str, Any] = Field(default_factory=dict)
+
+
+class SplitSpec(_Strict):
+    test_size: Annotated[float, Field(gt=0, lt=1)] = 0.25
+    seed: int = 42
+
+
+class Gates(_Strict):
+    """What a candidate must pass before it may be registered as approvable."""
+
+    min_metrics: dict[str, Annotated[float, Field(ge=0, le=1)]] = Field(default_factory=dict)
+    primary_metric: Literal["accuracy", "precision", "recall", "f1", "roc_auc"] = "roc_auc"
+    min_improvement: float = Field(
+        default=0.0, description="challenger minus champion on the primary metric, at least"
+    )
+    max_fairness_gap: Annotated[float, Field(ge=0, le=1)] | None = None
+    max_p99_latency_ms: Annotated[float, Field(gt=0)] | None = None
+
+    @field_validator("min_metrics")
+    @classmethod
+    def _known_metrics(cls, value: dict[str, float]) -> dict[str, float]:
+        unknown = sorted(set(value) - set(METRICS))
+        if unknown:
+            raise ValueError(f"unknown metric(s) {unknown}: expected some of {list(METRICS)}")
+        return value
+
+
+class ModelSpec(_Strict):
+    name: Annotated[str, Field(pattern=NAME, description="lowercase, digits and '-'")]
+    description: str = ""
+    dataset: DatasetSpec
+    target: Annotated[str, Field(min_length=1)]
+    positive_label: int | str = 1
+    features: Annotated[list[Feature], Field(min_length=1)]
+    sensitive_attribute: str | None = None
+    personal_data: list[str] = Field(
+        default_factory=list, description="columns never stored in the clear in captures/reports"
+    )
+    estimator: EstimatorSpec
+    split: SplitSpec = SplitSpec()
+    gates: Gates = Gates()
+
+    @model_validator(mode="after")
+    def _consistent(self) -> ModelSpec:
+        names = [f.name for f in self.features]
+        duplicates = sorted({n for n in names if names.count(n) > 1})
+        if duplicates:
+            raise ValueError(f"features: duplicate names {duplicates}")
+        if self.target in names:
+            raise ValueError(f"target {self.target!r} is also listed as a feature")
+        if self.sensitive_attribute == self.target:
+            raise ValueError("sensitive_attribute cannot be the target")
+        if self.gates.max_fairness_gap is not None and not self.sensitive_attribute:
+            raise ValueError("gates.max_fairness_gap needs a sensitive_attribute")
+        return self
+
+    @property
+    def feature_names(self) -> list[str]:
+        return [f.name for f in self.features]
+
+    @property
+    def numeric(self) -> list[str]:
+        return [f.name for f in self.features if f.type == "numeric"]
+
+    @property
+    def categorical(self) -> list[str]:
+        return [f.name for f in self.features if f.type == "categorical"]
+
+    @property
+    def columns(self) -> list[str]:
+        """Every column the data must hold: features, target, sensitive attribute."""
+        extra = [self.sensitive_attribute] if self.sensitive_attribute else []
+        return list(dict.fromkeys([*self.feature_names, self.target, *extra]))
+
+
+def _location(loc: tuple[Any, ...]) -> str:
+    return ".".join(str(part) for part in loc) or "(top level)"
+
+
+def parse_spec(raw: dict[str, Any], origin: str = "<spec>", base_dir: Path | None = None) -> ModelSpec:
+    """Validate a spec mapping; relative dataset paths resolve against `base_dir`."""
+    try:
+        spec = ModelSpec.model_validate(raw)
+    except ValidationError as exc:
+        problems = [f"{origin}: {_location(e['loc'])}: {e['msg']}" for e in exc.errors()]
+        raise SpecError("\n".join(problems)) from None
+    source = spec.dataset.source
+    if base_dir is not None and "://" not in source and not Path(source).is_absolute():
+        resolved = str((base_dir / source).resolve())
+        spec = spec.model_copy(update={"dataset": spec.dataset.model_copy(update={"source": resolved})})
+    return spec
+
+
+def load_spec(path: str | Path) -> ModelSpec:
+    """Read and validate a spec file. Errors name the file and the key."""
+    path = Path(path)
+    try:
+        raw = tomllib.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise SpecError(f"{path}: no such spec file") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise SpecError(f"{path}: not valid TOML: {exc}") from None
+    return parse_spec(raw, origin=str(path), base_dir=path.parent)
+
+
+def is_valid_name(name: str) -> bool:
+    return re.fullmatch(NAME, name) is not None

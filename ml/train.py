@@ -1,0 +1,289 @@
+"""The training entry point: the SAME script runs locally, on SageMaker and on Azure ML.
+
+    python -m ml.train --spec examples/credit.toml [--data PATH_OR_URI] [--model-dir DIR]
+
+Where it runs is read from the environment, following each platform's conventions:
+- SageMaker training container: `SM_MODEL_DIR` (the artifact goes there and SageMaker
+  tars it to S3), `SM_CHANNEL_TRAIN` (a directory holding the dataset),
+  `/opt/ml/input/config/hyperparameters.json` (spec path, estimator overrides),
+  `TRAINING_JOB_NAME` (the run id).
+- Azure ML command job: inputs and outputs arrive as arguments (`--data ${{inputs.data}}
+  --model-dir ${{outputs.model}}`), `AZUREML_RUN_ID` names the run.
+Seeded and deterministic: the same data and spec give the same metrics.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from ml import __version__, artifact, data, drift, evaluate
+from ml.spec import ESTIMATORS, ModelSpec, load_spec
+
+SAGEMAKER_HYPERPARAMETERS = Path("/opt/ml/input/config/hyperparameters.json")
+IMPORTANCE_REPEATS = 5
+
+
+def build_pipeline(spec: ModelSpec, overrides: dict[str, Any] | None = None):
+    """Preprocessing + estimator as one scikit-learn pipeline (converted to ONNX whole)."""
+    import importlib
+
+    from sklearn.compose import ColumnTransformer
+    from sklearn.impute import SimpleImputer
+    from sklearn.pipeline import Pipeline
+    from sklearn.preprocessing import OneHotEncoder, StandardScaler
+
+    module, cls = ESTIMATORS[spec.estimator.kind].split(":")
+    params = {**spec.estimator.params, **(overrides or {})}
+    estimator = getattr(importlib.import_module(module), cls)()
+    if "random_state" in estimator.get_params():
+        params.setdefault("random_state", spec.split.seed)
+    estimator.set_params(**params)
+    numeric_steps = [("impute", SimpleImputer(strategy="median"))]
+    if spec.estimator.kind == "logistic_regression":
+        # trees need no scaling, and a scaler before float32 tree thresholds costs ONNX parity
+        numeric_steps.append(("scale", StandardScaler()))
+    transformers = []
+    if spec.numeric:
+        transformers.append(("numeric", Pipeline(numeric_steps), spec.numeric))
+    if spec.categorical:
+        transformers.append(
+            ("categorical", OneHotEncoder(handle_unknown="ignore"), spec.categorical)
+        )
+    return Pipeline([("prepare", ColumnTransformer(transformers)), ("estimator", estimator)])
+
+
+def code_version() -> str:
+    """The git commit of the training code when there is one, else the package version."""
+    if env := os.environ.get("TANDEM_CODE_VERSION"):
+        return env
+    try:
+        commit = subprocess.run(
+            ["git", "rev-parse", "--short=12", "HEAD"],
+            cwd=Path(__file__).resolve().parent,
+            capture_output=True,
+            text=True,
+            timeout=5,
+            check=True,
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no"],
+            cwd=Path(__file__).resolve().parent,
+            capture_output=True,
+            text=True,
+            timeout=5,
+        ).stdout.strip()
+        return f"{commit}{'-dirty' if dirty else ''}"
+    except (OSError, subprocess.SubprocessError):
+        return f"tandem-{__version__}"
+
+
+@dataclass
+class TrainResult:
+    artifact_dir: Path
+    card: dict[str, Any]
+
+
+def holdout_evaluation(model: Any, test: pd.DataFrame, spec: ModelSpec) -> evaluate.Evaluation:
+    """Score an ONNX model (deploy.inference.Model) on the holdout rows."""
+    proba = model.predict_proba(model.feeds_from_columns({c: test[c] for c in spec.feature_names}))
+    sensitive = test[spec.sensitive_attribute].to_numpy() if spec.sensitive_attribute else None
+    return evaluate.score(test[spec.target].to_numpy(), proba, sensitive, spec.sensitive_attribute)
+
+
+def fit(
+    spec: ModelSpec,
+    frame: pd.DataFrame,
+    out_dir: Path,
+    *,
+    run_id: str,
+    environment: str = "local",
+    overrides: dict[str, Any] | None = None,
+    data_uri: str = "",
+) -> TrainResult:
+    """Validate, split, fit, convert, evaluate and seal one artifact into `out_dir`."""
+    from sklearn.inspection import permutation_importance
+
+    from deploy.inference import Model, columns_from_schema
+
+    started = time.perf_counter()
+    frame = data.validate(frame, spec, origin=data_uri or spec.dataset.source)
+    train, test = data.split(frame, spec)
+    features = spec.feature_names
+    pipeline = build_pipeline(spec, overrides)
+    pipeline.fit(train[features], train[spec.target])
+    fit_seconds = time.perf_counter() - started
+
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    (out_dir / artifact.ONNX).write_bytes(artifact.to_onnx(pipeline, spec))
+    schema = data.input_schema(train, spec)
+    model = Model(out_dir / artifact.ONNX, columns_from_schema(schema))
+
+    # Metrics come from the ONNX model: that is what endpoints serve.
+    evaluation = holdout_evaluation(model, test, spec)
+    onnx_proba = model.predict_proba(model.feeds_from_columns({c: test[c] for c in features}))
+    sklearn_proba = pipeline.predict_proba(test[features])[:, 1]
+    parity = float(np.max(np.abs(onnx_proba - sklearn_proba)))
+    records = test[features].replace({np.nan: None}).to_dict("records")
+    evaluation.latency_ms = evaluate.latency(lambda i: model.predict([records[i]]), len(records))
+
+    importance = permutation_importance(
+        pipeline,
+        test[features],
+        test[spec.target],
+        scoring="roc_auc",
+        n_repeats=IMPORTANCE_REPEATS,
+        random_state=spec.split.seed,
+    )
+    importances = sorted(
+        (
+            {"feature": name, "mean": float(mean), "std": float(std)}
+            for name, mean, std in zip(
+                features, importance.importances_mean, importance.importances_std, strict=True
+            )
+        ),
+        key=lambda item: -item["mean"],
+    )
+    estimator_params = {
+        k: v for k, v in pipeline.named_steps["estimator"].get_params().items() if _jsonable(v)
+    }
+    card = {
+        "run_id": run_id,
+        "spec": spec.model_dump(mode="json"),
+        "params": estimator_params,
+        "evaluation": evaluation.to_dict(),
+        "metrics": evaluation.flat_metrics(),
+        "onnx_parity_max_abs_diff": parity,
+        "feature_importances": importances,
+        "data": {
+            "uri": data_uri or spec.dataset.source,
+            "hash": data.content_hash(frame),
+            "rows": len(frame),
+            "train_rows": len(train),
+            "test_rows": len(test),
+        },
+        "input_schema": schema,
+        "code_version": code_version(),
+        "environment": environment,
+        "training_seconds": round(time.perf_counter() - started, 3),
+        "fit_seconds": round(fit_seconds, 3),
+        "created_at": datetime.now(UTC).isoformat(timespec="seconds"),
+    }
+    artifact.write_json(out_dir / artifact.CARD, card)
+    artifact.write_json(out_dir / artifact.BASELINE, drift.baseline(train, spec))
+    artifact.seal(out_dir)
+    return TrainResult(out_dir, card)
+
+
+def _jsonable(value: Any) -> bool:
+    return value is None or isinstance(value, bool | int | float | str)
+
+
+def _data_file(directory: Path) -> str:
+    """The one dataset file in a SageMaker channel / Azure ML folder input."""
+    if directory.is_file():
+        return str(directory)
+    files = sorted(p for p in directory.rglob("*") if p.suffix in (".csv", ".parquet", ".pq"))
+    if len(files) != 1:
+        raise SystemExit(f"expected one .csv/.parquet file in {directory}, found {len(files)}")
+    return str(files[0])
+
+
+def resolve_environment(args: argparse.Namespace) -> tuple[str, dict[str, Any]]:
+    """Fill in unset arguments from SageMaker / Azure ML conventions; return env + overrides."""
+    overrides: dict[str, Any] = {}
+    if "SM_MODEL_DIR" in os.environ or "SM_TRAINING_ENV" in os.environ:
+        environment = "sagemaker"
+        hyper: dict[str, Any] = {}
+        if SAGEMAKER_HYPERPARAMETERS.is_file():
+            hyper = json.loads(SAGEMAKER_HYPERPARAMETERS.read_text())
+        # SageMaker passes every hyperparameter value as a string (JSON-encoded by its SDKs)
+        hyper = {k: _decode(v) for k, v in hyper.items() if not k.startswith("sagemaker_")}
+        args.spec = args.spec or hyper.pop("spec", None)
+        hyper.pop("spec", None)
+        args.run_id = args.run_id or os.environ.get("TRAINING_JOB_NAME")
+        args.model_dir = args.model_dir or os.environ["SM_MODEL_DIR"]
+        if not args.data and os.environ.get("SM_CHANNEL_TRAIN"):
+            args.data = _data_file(Path(os.environ["SM_CHANNEL_TRAIN"]))
+        overrides = hyper
+    elif any(key.startswith("AZUREML_") for key in os.environ):
+        environment = "azureml"
+        args.run_id = args.run_id or os.environ.get("AZUREML_RUN_ID")
+        if args.data and Path(args.data).is_dir():  # a uri_folder input is mounted as a directory
+            args.data = _data_file(Path(args.data))
+    else:
+        environment = "local"
+    for pair in args.param or []:
+        key, _, value = pair.partition("=")
+        overrides[key] = _decode(value)
+    return environment, overrides
+
+
+def _decode(value: Any) -> Any:
+    if not isinstance(value, str):
+        return value
+    try:
+        return json.loads(value)
+    except ValueError:
+        return value
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m ml.train", description=__doc__.split("\n")[0])
+    parser.add_argument("--spec", help="model spec TOML (SageMaker: hyperparameter 'spec')")
+    parser.add_argument("--data", help="dataset path or URI (default: the spec's dataset.source)")
+    parser.add_argument("--model-dir", help="where the artifact is written (SageMaker: SM_MODEL_DIR)")
+    parser.add_argument("--run-id", help="names this run (default: job name, or a timestamp)")
+    parser.add_argument("--param", action="append", help="estimator override key=value (JSON value)")
+    args = parser.parse_args(argv)
+    environment, overrides = resolve_environment(args)
+    if not args.spec:
+        parser.error("--spec is required (or the 'spec' hyperparameter on SageMaker)")
+    spec = load_spec(args.spec)
+    run_id = args.run_id or new_run_id(spec.name)
+    model_dir = Path(args.model_dir or Path("artifacts") / spec.name / run_id)
+    data_uri = args.data or spec.dataset.source
+    frame = data.load_frame(data_uri, fmt=spec.dataset.format)
+    result = fit(spec, frame, model_dir, run_id=run_id, environment=environment,
+                 overrides=overrides, data_uri=data_uri)
+    log_to_mlflow(result)
+    print(json.dumps({"run_id": run_id, "artifact_dir": str(model_dir), "metrics": result.card["metrics"]}))
+    return 0
+
+
+def new_run_id(model: str) -> str:
+    return f"{model}-{datetime.now(UTC).strftime('%Y%m%d-%H%M%S-%f')}"
+
+
+def log_to_mlflow(result: TrainResult) -> None:
+    """Also log to MLflow when a tracking server is configured (SageMaker and Azure ML host one)."""
+    if not os.environ.get("MLFLOW_TRACKING_URI"):
+        return
+    try:
+        import mlflow
+    except ImportError:
+        print("MLFLOW_TRACKING_URI is set but mlflow is not installed; skipping", file=sys.stderr)
+        return
+    card = result.card
+    mlflow.set_experiment(card["spec"]["name"])
+    with mlflow.start_run(run_name=card["run_id"]):
+        mlflow.log_params({k: v for k, v in card["params"].items() if v is not None})
+        mlflow.log_metrics({k: v for k, v in card["metrics"].items() if v == v})  # drop NaN
+        mlflow.set_tags({"data_hash": card["data"]["hash"], "code_version": card["code_version"]})
+        mlflow.log_artifacts(str(result.artifact_dir), artifact_path="model")
+
+
+if __name__ == "__main__":
+    sys.exit(main())

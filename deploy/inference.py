@@ -132,9 +132,9 @@ class Model:
                     )
                 feeds[column.name].append(value)
         return {
-            c.name: np.asarray(
-                feeds[c.name], dtype=np.float32 if c.numeric else object
-            ).reshape(-1, 1)
+            c.name: np.asarray(feeds[c.name], dtype=np.float32 if c.numeric else object).reshape(
+                -1, 1
+            )
             for c in self.columns
         }
 

@@ -68,7 +68,8 @@ def validate(frame: pd.DataFrame, spec: ModelSpec, origin: str = "dataset") -> p
             if len(bad):
                 raise DataError(
                     f"{origin}: column {name!r} is numeric in the spec but holds "
-                    f"{bad.iloc[0]!r} (row {bad.index[0]}) and {len(bad) - 1} more non-numeric values"
+                    f"{bad.iloc[0]!r} (row {bad.index[0]}) and {len(bad) - 1} more "
+                    "non-numeric values"
                 )
             column = coerced
         out[name] = column.astype("float64")
@@ -79,14 +80,19 @@ def validate(frame: pd.DataFrame, spec: ModelSpec, origin: str = "dataset") -> p
     if target.isna().any():
         rows = list(target[target.isna()].index[:5])
         raise DataError(
-            f"{origin}: target {spec.target!r} has {int(target.isna().sum())} missing value(s) (rows {rows}...)"
+            f"{origin}: target {spec.target!r} has {int(target.isna().sum())} missing "
+            f"value(s) (rows {rows}...)"
         )
     labels = sorted(pd.unique(target).tolist(), key=str)
     if len(labels) != 2:
-        raise DataError(f"{origin}: target {spec.target!r} must have exactly 2 classes, found {labels}")
+        raise DataError(
+            f"{origin}: target {spec.target!r} must have exactly 2 classes, found {labels}"
+        )
     positive = spec.positive_label
     if positive not in labels and str(positive) not in map(str, labels):
-        raise DataError(f"{origin}: positive_label {positive!r} not among the target values {labels}")
+        raise DataError(
+            f"{origin}: positive_label {positive!r} not among the target values {labels}"
+        )
     out[spec.target] = (target.astype(str) == str(positive)).astype("int64")
     if spec.sensitive_attribute:
         sens = spec.sensitive_attribute
@@ -118,7 +124,9 @@ def input_schema(frame: pd.DataFrame, spec: ModelSpec) -> dict[str, Any]:
         column = frame[feature.name]
         entry: dict[str, Any] = {"name": feature.name, "type": feature.type}
         if feature.type == "numeric":
-            entry.update(dtype="float32", min=float(np.nanmin(column)), max=float(np.nanmax(column)))
+            entry.update(
+                dtype="float32", min=float(np.nanmin(column)), max=float(np.nanmax(column))
+            )
         else:
             values = sorted(str(v) for v in column.dropna().unique())
             if feature.name in spec.personal_data:
@@ -132,5 +140,7 @@ def input_schema(frame: pd.DataFrame, spec: ModelSpec) -> dict[str, Any]:
 
 def content_hash(frame: pd.DataFrame) -> str:
     """sha256 of a canonical CSV rendering: stable across file formats and row indexes."""
-    canonical = frame.reset_index(drop=True).to_csv(index=False, float_format="%.17g", lineterminator="\n")
+    canonical = frame.reset_index(drop=True).to_csv(
+        index=False, float_format="%.17g", lineterminator="\n"
+    )
     return "sha256:" + hashlib.sha256(canonical.encode()).hexdigest()

@@ -89,7 +89,9 @@ def load_builtin(uri: str) -> pd.DataFrame:
             )
         except ValueError as exc:
             raise DataError(f"{uri}: bad parameter: {exc}") from None
-    raise DataError(f"{uri}: unknown built-in dataset (sklearn://breast_cancer, synthetic://credit)")
+    raise DataError(
+        f"{uri}: unknown built-in dataset (sklearn://breast_cancer, synthetic://credit)"
+    )
 
 
 BUILTIN_SCHEMES = ("sklearn", "synthetic")

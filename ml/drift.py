@@ -23,7 +23,9 @@ EPSILON = 1e-6  # keeps PSI finite when a bin is empty on one side
 
 def _numeric_baseline(column: pd.Series) -> dict[str, Any]:
     values = column.dropna().to_numpy(dtype=float)
-    edges = np.unique(np.quantile(values, np.linspace(0, 1, BINS + 1))) if len(values) else np.array([])
+    edges = (
+        np.unique(np.quantile(values, np.linspace(0, 1, BINS + 1))) if len(values) else np.array([])
+    )
     counts = _bin_counts(values, edges) if len(edges) > 1 else [len(values)]
     return {
         "type": "numeric",
@@ -65,7 +67,9 @@ def baseline(frame: pd.DataFrame, spec: ModelSpec) -> dict[str, Any]:
         if feature.type == "numeric":
             features[feature.name] = _numeric_baseline(column)
         else:
-            features[feature.name] = _categorical_baseline(column, feature.name in spec.personal_data)
+            features[feature.name] = _categorical_baseline(
+                column, feature.name in spec.personal_data
+            )
     return {"rows": len(frame), "bins": BINS, "features": features}
 
 

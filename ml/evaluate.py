@@ -116,7 +116,9 @@ def group_fairness(
     }
 
 
-def latency(predict_one: Callable[[int], object], rows: int, samples: int = 300) -> dict[str, float]:
+def latency(
+    predict_one: Callable[[int], object], rows: int, samples: int = 300
+) -> dict[str, float]:
     """Single-row inference latency percentiles in milliseconds (after a short warm-up)."""
     for i in range(min(20, rows)):
         predict_one(i)
@@ -150,7 +152,11 @@ class Verdict:
         return [c.detail for c in self.checks if not c.passed]
 
     def to_dict(self) -> dict[str, Any]:
-        return {"passed": self.passed, "reasons": self.reasons, "checks": [asdict(c) for c in self.checks]}
+        return {
+            "passed": self.passed,
+            "reasons": self.reasons,
+            "checks": [asdict(c) for c in self.checks],
+        }
 
 
 def gate(gates: Gates, candidate: Evaluation, champion: Evaluation | None = None) -> Verdict:
@@ -159,7 +165,9 @@ def gate(gates: Gates, candidate: Evaluation, champion: Evaluation | None = None
     for metric, minimum in sorted(gates.min_metrics.items()):
         value = candidate.metrics.get(metric, float("nan"))
         ok = bool(value >= minimum)  # NaN fails
-        checks.append(Check(f"min_{metric}", ok, f"{metric} {value:.4f} {'>=' if ok else '<'} {minimum}"))
+        checks.append(
+            Check(f"min_{metric}", ok, f"{metric} {value:.4f} {'>=' if ok else '<'} {minimum}")
+        )
     if champion is not None:
         metric = gates.primary_metric
         delta = candidate.metrics[metric] - champion.metrics[metric]
@@ -168,13 +176,16 @@ def gate(gates: Gates, candidate: Evaluation, champion: Evaluation | None = None
             Check(
                 "champion",
                 ok,
-                f"{metric} {candidate.metrics[metric]:.4f} vs champion {champion.metrics[metric]:.4f}: "
+                f"{metric} {candidate.metrics[metric]:.4f} vs champion "
+                f"{champion.metrics[metric]:.4f}: "
                 f"{delta:+.4f} {'>=' if ok else '<'} required {gates.min_improvement:+.4f}",
             )
         )
     if gates.max_fairness_gap is not None:
         if candidate.fairness is None:
-            checks.append(Check("fairness", False, "fairness gate set but no sensitive attribute scored"))
+            checks.append(
+                Check("fairness", False, "fairness gate set but no sensitive attribute scored")
+            )
         else:
             gap = candidate.fairness["equal_opportunity_difference"]
             ok = bool(gap <= gates.max_fairness_gap)
@@ -190,6 +201,10 @@ def gate(gates: Gates, candidate: Evaluation, champion: Evaluation | None = None
         p99 = candidate.latency_ms.get("p99", float("nan"))
         ok = bool(p99 <= gates.max_p99_latency_ms)
         checks.append(
-            Check("latency", ok, f"p99 latency {p99:.3f} ms {'<=' if ok else '>'} {gates.max_p99_latency_ms} ms")
+            Check(
+                "latency",
+                ok,
+                f"p99 latency {p99:.3f} ms {'<=' if ok else '>'} {gates.max_p99_latency_ms} ms",
+            )
         )
     return Verdict(checks)

@@ -17,7 +17,7 @@ from ml import artifact, data, train as training
 from ml.clouds.base import APPROVED, ARCHIVED, REJECTED, Deployment, ModelVersion, Progress, Stack
 from ml.errors import GateFailedError, NotFoundError, TandemError
 from ml.evaluate import Evaluation, Verdict, gate
-from ml.spec import ModelSpec, load_spec
+from ml.spec import ModelSpec, load_spec, parse_spec
 
 
 @dataclass
@@ -118,7 +118,11 @@ def evaluate(
         _, test = data.split(data.validate(frame, spec), spec)
         with tempfile.TemporaryDirectory() as tmp:
             loaded = artifact.load(stack.store.get_artifact(current.artifact_uri, Path(tmp)))
-            champion_eval = training.holdout_evaluation(loaded.model, test, spec)
+            # the champion reads its own features (a challenger may use others): same rows,
+            # the champion's columns
+            champion_spec = parse_spec(loaded.card["spec"], origin=f"{spec.name} v{current.version}")
+            champion_rows = data.validate(frame, champion_spec).loc[test.index]
+            champion_eval = training.holdout_evaluation(loaded.model, champion_rows, champion_spec)
     verdict = gate(spec.gates, candidate, champion_eval)
     return EvaluationReport(candidate, verdict, champion_eval, current.version if current else None)
 
@@ -218,17 +222,9 @@ def pipeline(
     spec = load_spec(spec_path)
     _say(progress, f"training {spec.name}")
     outcome = train(stack, spec_path, data_uri=data_uri, progress=progress)
-    _say(progress, "evaluating against the gates")
-    report = evaluate(stack, spec, outcome, progress=progress)
-    tags = {
-        "run_id": outcome.run_id,
-        "data_hash": outcome.card["data"]["hash"],
-        "code_version": outcome.card["code_version"],
-    }
-    version = register(stack, spec.name, outcome.artifact_uri, outcome.card["metrics"], tags)
+    version, report = submit(stack, spec, outcome, progress=progress)
     result = PipelineResult(spec, outcome, report, version)
     if not report.verdict.passed:
-        result.version = reject(stack, spec.name, version.version, "; ".join(report.verdict.reasons))
         raise GateFailedError(report.verdict, result)
     if auto_approve:
         result.version = approve(stack, spec.name, version.version, "all gates passed")
@@ -236,3 +232,32 @@ def pipeline(
             _say(progress, f"deploying v{version.version}")
             result.deployment = deploy(stack, spec.name, version.version)
     return result
+
+
+def submit(
+    stack: Stack, spec: ModelSpec, outcome: TrainOutcome, *, progress: Progress | None = None
+) -> tuple[ModelVersion, EvaluationReport]:
+    """Evaluate a trained run and register it: pending if it passed, rejected with reasons if not."""
+    _say(progress, "evaluating against the gates")
+    report = evaluate(stack, spec, outcome, progress=progress)
+    tags = {
+        "run_id": outcome.run_id,
+        "data_hash": outcome.card["data"]["hash"],
+        "code_version": outcome.card["code_version"],
+        "gate": "passed" if report.verdict.passed else "failed",
+    }
+    version = register(stack, spec.name, outcome.artifact_uri, outcome.card["metrics"], tags)
+    if not report.verdict.passed:
+        version = reject(stack, spec.name, version.version, "; ".join(report.verdict.reasons))
+    return version, report
+
+
+def load_run(stack: Stack, model: str, run_id: str) -> TrainOutcome:
+    """A recorded run, with its artifact's model card."""
+    try:
+        record = json.loads(stack.store.get_bytes(run_key(model, run_id)))
+    except NotFoundError:
+        raise NotFoundError(f"no run {run_id!r} of model {model!r} on stack {stack.name!r}") from None
+    with tempfile.TemporaryDirectory() as tmp:
+        card = artifact.load(stack.store.get_artifact(record["artifact_uri"], Path(tmp))).card
+    return TrainOutcome(run_id, record["artifact_uri"], card)

@@ -123,7 +123,9 @@ def _location(loc: tuple[Any, ...]) -> str:
     return ".".join(str(part) for part in loc) or "(top level)"
 
 
-def parse_spec(raw: dict[str, Any], origin: str = "<spec>", base_dir: Path | None = None) -> ModelSpec:
+def parse_spec(
+    raw: dict[str, Any], origin: str = "<spec>", base_dir: Path | None = None
+) -> ModelSpec:
     """Validate a spec mapping; relative dataset paths resolve against `base_dir`."""
     try:
         spec = ModelSpec.model_validate(raw)
@@ -133,7 +135,9 @@ def parse_spec(raw: dict[str, Any], origin: str = "<spec>", base_dir: Path | Non
     source = spec.dataset.source
     if base_dir is not None and "://" not in source and not Path(source).is_absolute():
         resolved = str((base_dir / source).resolve())
-        spec = spec.model_copy(update={"dataset": spec.dataset.model_copy(update={"source": resolved})})
+        spec = spec.model_copy(
+            update={"dataset": spec.dataset.model_copy(update={"source": resolved})}
+        )
     return spec
 
 

@@ -5,7 +5,8 @@
 Where it runs is read from the environment, following each platform's conventions:
 - SageMaker training container: `SM_MODEL_DIR` (the artifact goes there and SageMaker
   tars it to S3), `SM_CHANNEL_TRAIN` (a directory holding the dataset),
-  `/opt/ml/input/config/hyperparameters.json` (spec path, estimator overrides),
+  `/opt/ml/input/config/hyperparameters.json` (spec path, estimator overrides; the directory
+  is `SM_INPUT_CONFIG_DIR` when set),
   `TRAINING_JOB_NAME` (the run id).
 - Azure ML command job: inputs and outputs arrive as arguments (`--data ${{inputs.data}}
   --model-dir ${{outputs.model}}`), `AZUREML_RUN_ID` names the run.
@@ -31,7 +32,8 @@ import pandas as pd
 from ml import __version__, artifact, data, drift, evaluate
 from ml.spec import ESTIMATORS, ModelSpec, load_spec
 
-SAGEMAKER_HYPERPARAMETERS = Path("/opt/ml/input/config/hyperparameters.json")
+# SageMaker containers also export the directory as SM_INPUT_CONFIG_DIR; it wins when set.
+SAGEMAKER_INPUT_CONFIG_DIR = "/opt/ml/input/config"
 IMPORTANCE_REPEATS = 5
 
 
@@ -207,8 +209,9 @@ def resolve_environment(args: argparse.Namespace) -> tuple[str, dict[str, Any]]:
     if "SM_MODEL_DIR" in os.environ or "SM_TRAINING_ENV" in os.environ:
         environment = "sagemaker"
         hyper: dict[str, Any] = {}
-        if SAGEMAKER_HYPERPARAMETERS.is_file():
-            hyper = json.loads(SAGEMAKER_HYPERPARAMETERS.read_text())
+        config_dir = Path(os.environ.get("SM_INPUT_CONFIG_DIR") or SAGEMAKER_INPUT_CONFIG_DIR)
+        if (config_dir / "hyperparameters.json").is_file():
+            hyper = json.loads((config_dir / "hyperparameters.json").read_text())
         # SageMaker passes every hyperparameter value as a string (JSON-encoded by its SDKs)
         hyper = {k: _decode(v) for k, v in hyper.items() if not k.startswith("sagemaker_")}
         args.spec = args.spec or hyper.pop("spec", None)

@@ -279,7 +279,11 @@ class LocalEndpoint:
 
     def deploy(self, version: ModelVersion, *, canary_weight: float | None = None) -> Deployment:
         current = self.current(version.model)
-        if current and current.version == version.version and current.canary_weight == canary_weight:
+        if (
+            current
+            and current.version == version.version
+            and current.canary_weight == canary_weight
+        ):
             return current
         model_root = self.root / version.model
         installed = model_root / f"v{version.version}"
@@ -328,7 +332,9 @@ def connect(outputs: Mapping[str, Any]) -> Stack:
         root = Path(outputs["root"])
         name = str(outputs["stack"])
     except KeyError as exc:
-        raise ConfigError(f"local stack outputs lack {exc.args[0]!r}: got {sorted(outputs)}") from None
+        raise ConfigError(
+            f"local stack outputs lack {exc.args[0]!r}: got {sorted(outputs)}"
+        ) from None
     store = DirectoryStore(root / "store")
     return Stack(
         cloud="local",

@@ -1,0 +1,178 @@
+"""One self-contained HTML page per pipeline run: metrics, plots, fairness, the verdict.
+
+Plots are matplotlib PNGs embedded as data URIs, so the page can be attached to a CI run
+or stored in the artifact store as one file. Personal-data columns never appear in it.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import io
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from ml.evaluate import Evaluation, Verdict
+
+STYLE = """
+body{font:15px/1.45 system-ui,sans-serif;margin:2rem auto;max-width:980px;color:#1d2733}
+h1{font-size:1.5rem;margin-bottom:.2rem} h2{font-size:1.15rem;margin-top:2rem}
+table{border-collapse:collapse;margin:.6rem 0}
+td,th{padding:.3rem .8rem;border-bottom:1px solid #dde3ea;
+  text-align:left}
+th{background:#f3f6f9} .num{text-align:right;font-variant-numeric:tabular-nums}
+.pass{color:#0a7a3d;font-weight:600} .fail{color:#b3261e;font-weight:600}
+.plots{display:flex;flex-wrap:wrap;gap:1rem} .plots img{width:300px;border:1px solid #dde3ea}
+.muted{color:#5d6b7a}
+"""
+
+
+def _png(fig: Any) -> str:
+    import matplotlib.pyplot as plt
+
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=110, bbox_inches="tight")
+    plt.close(fig)
+    return "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode()
+
+
+def _plots(evaluation: Evaluation) -> list[tuple[str, str]]:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    images = []
+    fig, ax = plt.subplots(figsize=(3.6, 3.2))
+    matrix = evaluation.confusion
+    ax.imshow(matrix, cmap="Blues")
+    for i in range(2):
+        for j in range(2):
+            ax.text(j, i, str(matrix[i][j]), ha="center", va="center", fontsize=13)
+    ax.set_xticks([0, 1], ["pred 0", "pred 1"])
+    ax.set_yticks([0, 1], ["true 0", "true 1"])
+    ax.set_title("Confusion matrix")
+    images.append(("Confusion matrix", _png(fig)))
+
+    if evaluation.roc["fpr"]:
+        fig, ax = plt.subplots(figsize=(3.6, 3.2))
+        ax.plot(evaluation.roc["fpr"], evaluation.roc["tpr"], lw=2)
+        ax.plot([0, 1], [0, 1], ls="--", color="grey", lw=1)
+        ax.set_xlabel("false positive rate")
+        ax.set_ylabel("true positive rate")
+        ax.set_title(f"ROC (AUC {evaluation.metrics['roc_auc']:.3f})")
+        images.append(("ROC curve", _png(fig)))
+
+    if evaluation.fairness:
+        groups = evaluation.fairness["groups"]
+        fig, ax = plt.subplots(figsize=(3.6, 3.2))
+        ax.bar(list(groups), [g["tpr"] for g in groups.values()], color="#4c78a8")
+        ax.set_ylim(0, 1)
+        ax.set_ylabel("true positive rate")
+        ax.set_title(f"TPR by {evaluation.fairness['attribute']}")
+        images.append(("Fairness", _png(fig)))
+    return images
+
+
+def _rows(pairs: list[tuple[str, ...]], header: tuple[str, ...]) -> str:
+    head = "".join(f"<th>{html.escape(h)}</th>" for h in header)
+    body = "".join(
+        "<tr>" + "".join(f"<td>{html.escape(str(cell))}</td>" for cell in row) + "</tr>"
+        for row in pairs
+    )
+    return f"<table><tr>{head}</tr>{body}</table>"
+
+
+def render(
+    *,
+    model: str,
+    run_id: str,
+    stack: str,
+    candidate: Evaluation,
+    verdict: Verdict,
+    champion: Evaluation | None = None,
+    champion_version: int | None = None,
+    version: int | None = None,
+    card: dict[str, Any] | None = None,
+) -> str:
+    """The report page as a string."""
+    card = card or {}
+    status = (
+        '<span class="pass">PASSED</span>' if verdict.passed else '<span class="fail">FAILED</span>'
+    )
+    metric_rows = []
+    for name, value in candidate.metrics.items():
+        row = (name, f"{value:.4f}")
+        if champion is not None:
+            row += (f"{champion.metrics[name]:.4f}", f"{value - champion.metrics[name]:+.4f}")
+        metric_rows.append(row)
+    header = ("metric", "candidate") + (
+        (f"champion v{champion_version}", "delta") if champion is not None else ()
+    )
+    checks = _rows(
+        [(c.name, "pass" if c.passed else "FAIL", c.detail) for c in verdict.checks],
+        ("check", "result", "detail"),
+    )
+    fairness = ""
+    if candidate.fairness:
+        f = candidate.fairness
+        fairness = (
+            "<h2>Fairness</h2>"
+            + _rows(
+                [
+                    (g, f"{v['tpr']:.4f}", f"{v['selection_rate']:.4f}", v["count"])
+                    for g, v in f["groups"].items()
+                ],
+                (f["attribute"], "true positive rate", "selection rate", "rows"),
+            )
+            + f"<p>Equal-opportunity difference: <b>{f['equal_opportunity_difference']:.4f}</b></p>"
+        )
+    latency = ""
+    if candidate.latency_ms:
+        latency = "<h2>Single-row latency (ONNX)</h2>" + _rows(
+            [(k, f"{v:.3f} ms") for k, v in candidate.latency_ms.items()], ("percentile", "value")
+        )
+    importances = ""
+    if card.get("feature_importances"):
+        importances = "<h2>Permutation importance (ROC AUC drop)</h2>" + _rows(
+            [
+                (i["feature"], f"{i['mean']:.4f} ± {i['std']:.4f}")
+                for i in card["feature_importances"]
+            ],
+            ("feature", "importance"),
+        )
+    lineage = _rows(
+        [
+            ("data", card.get("data", {}).get("uri", "")),
+            ("data hash", card.get("data", {}).get("hash", "")),
+            ("code version", card.get("code_version", "")),
+            (
+                "rows (train / test)",
+                f"{card.get('data', {}).get('train_rows', '')} / {candidate.rows}",
+            ),
+        ],
+        ("lineage", ""),
+    )
+    plots = "".join(f'<img alt="{html.escape(t)}" src="{src}">' for t, src in _plots(candidate))
+    title = f"{model} · run {run_id}"
+    created = html.escape(card.get("created_at", ""))
+    return f"""<!doctype html>
+<html lang="en"><head><meta charset="utf-8"><title>{html.escape(title)}</title>
+<style>{STYLE}</style></head><body>
+<h1>{html.escape(model)} {f"v{version}" if version else ""} — gate {status}</h1>
+<p class="muted">run {html.escape(run_id)} · stack {html.escape(stack)} · {created}</p>
+<h2>Gate verdict</h2>{checks}
+<h2>Metrics (holdout)</h2>{_rows(metric_rows, header)}
+<div class="plots">{plots}</div>
+{fairness}{latency}{importances}
+<h2>Lineage</h2>{lineage}
+</body></html>
+"""
+
+
+def write(path: Path, page: str) -> Path:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(page, encoding="utf-8")
+    return path

@@ -1,0 +1,1 @@
+"""Benchmarks: each runs Tandem and a named peer in the same process and prints a ratio."""

@@ -70,8 +70,10 @@ def unpack(tarball: Path, dest: Path) -> Path:
     """Extract a model.tar.gz (only the artifact's own regular files) and verify it."""
     dest = Path(dest)
     dest.mkdir(parents=True, exist_ok=True)
+    own = {*CONTENT, MANIFEST}
     with tarfile.open(tarball, "r:gz") as tar:
-        tar.extractall(dest, filter="data")
+        members = [m for m in tar.getmembers() if m.name in own and m.isfile()]
+        tar.extractall(dest, members=members, filter="data")
     verify(dest)
     return dest
 

@@ -133,7 +133,7 @@ def fail(exc: TandemError, code: int = 1) -> typer.Exit:
     if state.as_json:
         print(json.dumps({"error": str(exc), "type": type(exc).__name__}))
     else:
-        errors.print(f"[bold red]error:[/] {exc}", highlight=False)
+        errors.print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
     return typer.Exit(code)
 
 

@@ -13,7 +13,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ml import artifact, data, train as training
+from ml import artifact, data
+from ml import train as training
 from ml.clouds.base import APPROVED, ARCHIVED, REJECTED, Deployment, ModelVersion, Progress, Stack
 from ml.errors import GateFailedError, NotFoundError, TandemError
 from ml.evaluate import Evaluation, Verdict, gate
@@ -120,7 +121,9 @@ def evaluate(
             loaded = artifact.load(stack.store.get_artifact(current.artifact_uri, Path(tmp)))
             # the champion reads its own features (a challenger may use others): same rows,
             # the champion's columns
-            champion_spec = parse_spec(loaded.card["spec"], origin=f"{spec.name} v{current.version}")
+            champion_spec = parse_spec(
+                loaded.card["spec"], origin=f"{spec.name} v{current.version}"
+            )
             champion_rows = data.validate(frame, champion_spec).loc[test.index]
             champion_eval = training.holdout_evaluation(loaded.model, champion_rows, champion_spec)
     verdict = gate(spec.gates, candidate, champion_eval)
@@ -159,7 +162,9 @@ def deploy(
     else:
         target = stack.registry.get_version(model, version)
         if target.status != APPROVED:
-            raise TandemError(f"{model} v{version} is {target.status}; only approved versions deploy")
+            raise TandemError(
+                f"{model} v{version} is {target.status}; only approved versions deploy"
+            )
     return stack.endpoint.deploy(target, canary_weight=canary_weight)
 
 
@@ -181,7 +186,12 @@ def rollback(stack: Stack, model: str, reason: str = "rolled back") -> Deploymen
 
 
 def promote(
-    source: Stack, target: Stack, model: str, version: int | None = None, *, approve_in_target: bool = False
+    source: Stack,
+    target: Stack,
+    model: str,
+    version: int | None = None,
+    *,
+    approve_in_target: bool = False,
 ) -> ModelVersion:
     """Copy an approved version to another stack (dev -> staging), keeping its lineage.
 
@@ -189,7 +199,9 @@ def promote(
     """
     mv = champion(source, model) if version is None else source.registry.get_version(model, version)
     if mv is None or mv.status != APPROVED:
-        raise TandemError(f"{model}: only an approved version can be promoted (got {mv and mv.status})")
+        raise TandemError(
+            f"{model}: only an approved version can be promoted (got {mv and mv.status})"
+        )
     with tempfile.TemporaryDirectory() as tmp:
         local = source.store.get_artifact(mv.artifact_uri, Path(tmp) / "artifact")
         run_id = mv.tags.get("run_id") or f"{model}-v{mv.version}"
@@ -237,7 +249,7 @@ def pipeline(
 def submit(
     stack: Stack, spec: ModelSpec, outcome: TrainOutcome, *, progress: Progress | None = None
 ) -> tuple[ModelVersion, EvaluationReport]:
-    """Evaluate a trained run and register it: pending if it passed, rejected with reasons if not."""
+    """Evaluate a trained run and register it: pending if it passed, else rejected with reasons."""
     _say(progress, "evaluating against the gates")
     report = evaluate(stack, spec, outcome, progress=progress)
     tags = {
@@ -257,7 +269,9 @@ def load_run(stack: Stack, model: str, run_id: str) -> TrainOutcome:
     try:
         record = json.loads(stack.store.get_bytes(run_key(model, run_id)))
     except NotFoundError:
-        raise NotFoundError(f"no run {run_id!r} of model {model!r} on stack {stack.name!r}") from None
+        raise NotFoundError(
+            f"no run {run_id!r} of model {model!r} on stack {stack.name!r}"
+        ) from None
     with tempfile.TemporaryDirectory() as tmp:
         card = artifact.load(stack.store.get_artifact(record["artifact_uri"], Path(tmp))).card
     return TrainOutcome(run_id, record["artifact_uri"], card)

@@ -216,6 +216,10 @@ def resolve_environment(args: argparse.Namespace) -> tuple[str, dict[str, Any]]:
         hyper = {k: _decode(v) for k, v in hyper.items() if not k.startswith("sagemaker_")}
         args.spec = args.spec or hyper.pop("spec", None)
         hyper.pop("spec", None)
+        # The channel holds a local copy; the card records where it came from (an S3 URI),
+        # so the lifecycle can read the same rows again when it scores a champion.
+        source = hyper.pop("data_uri", None)
+        args.data_uri = getattr(args, "data_uri", None) or source
         args.run_id = args.run_id or os.environ.get("TRAINING_JOB_NAME")
         args.model_dir = args.model_dir or os.environ["SM_MODEL_DIR"]
         if not args.data and os.environ.get("SM_CHANNEL_TRAIN"):
@@ -247,9 +251,20 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m ml.train", description=__doc__.split("\n")[0])
     parser.add_argument("--spec", help="model spec TOML (SageMaker: hyperparameter 'spec')")
     parser.add_argument("--data", help="dataset path or URI (default: the spec's dataset.source)")
-    parser.add_argument("--model-dir", help="where the artifact is written (SageMaker: SM_MODEL_DIR)")
+    parser.add_argument(
+        "--model-dir", help="where the artifact is written (SageMaker: SM_MODEL_DIR)"
+    )
+    parser.add_argument(
+        "--data-uri",
+        "--data_uri",  # the SageMaker training toolkit passes hyperparameters as --key value
+        dest="data_uri",
+        help="where the data came from, recorded in the model card (default: --data); "
+        "SageMaker: hyperparameter 'data_uri'",
+    )
     parser.add_argument("--run-id", help="names this run (default: job name, or a timestamp)")
-    parser.add_argument("--param", action="append", help="estimator override key=value (JSON value)")
+    parser.add_argument(
+        "--param", action="append", help="estimator override key=value (JSON value)"
+    )
     args = parser.parse_args(argv)
     environment, overrides = resolve_environment(args)
     if not args.spec:
@@ -259,10 +274,21 @@ def main(argv: list[str] | None = None) -> int:
     model_dir = Path(args.model_dir or Path("artifacts") / spec.name / run_id)
     data_uri = args.data or spec.dataset.source
     frame = data.load_frame(data_uri, fmt=spec.dataset.format)
-    result = fit(spec, frame, model_dir, run_id=run_id, environment=environment,
-                 overrides=overrides, data_uri=data_uri)
+    result = fit(
+        spec,
+        frame,
+        model_dir,
+        run_id=run_id,
+        environment=environment,
+        overrides=overrides,
+        data_uri=getattr(args, "data_uri", None) or data_uri,
+    )
     log_to_mlflow(result)
-    print(json.dumps({"run_id": run_id, "artifact_dir": str(model_dir), "metrics": result.card["metrics"]}))
+    print(
+        json.dumps(
+            {"run_id": run_id, "artifact_dir": str(model_dir), "metrics": result.card["metrics"]}
+        )
+    )
     return 0
 
 

@@ -288,7 +288,7 @@ class LocalEndpoint:
         model_root = self.root / version.model
         installed = model_root / f"v{version.version}"
         if not (installed / artifact.MANIFEST).is_file():
-            self.store.get_artifact(version.artifact_uri, installed)
+            self._install(version.artifact_uri, installed)
         deployment = Deployment(
             model=version.model,
             version=version.version,
@@ -303,6 +303,23 @@ class LocalEndpoint:
             with (model_root / "history.jsonl").open("a") as handle:
                 handle.write(json.dumps(deployment.__dict__, sort_keys=True) + "\n")
         return deployment
+
+    def _install(self, artifact_uri: str, installed: Path) -> None:
+        """Download and verify beside `installed`, then rename: a failed or tampered download
+        never leaves a directory that a later deploy would take as installed."""
+        installed.parent.mkdir(parents=True, exist_ok=True)
+        staging = Path(tempfile.mkdtemp(dir=installed.parent, prefix=f".{installed.name}."))
+        try:
+            self.store.get_artifact(artifact_uri, staging)
+            try:
+                os.replace(staging, installed)
+            except OSError:
+                if not (installed / artifact.MANIFEST).is_file():
+                    raise
+                shutil.rmtree(staging, ignore_errors=True)  # a concurrent deploy installed it
+        except BaseException:
+            shutil.rmtree(staging, ignore_errors=True)
+            raise
 
     def current(self, model: str) -> Deployment | None:
         path = self.root / model / "current.json"

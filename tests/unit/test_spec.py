@@ -1,0 +1,173 @@
+"""ModelSpec: the examples load, and a bad spec names the file, the key and the expectation."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from ml.errors import SpecError
+from ml.spec import NAME, ModelSpec, is_valid_name, load_spec, parse_spec
+from tests.conftest import BASE_SPEC, EXAMPLES, spec_dict, write_spec
+
+
+@pytest.mark.parametrize(
+    ("filename", "name", "target", "kind"),
+    [
+        ("credit.toml", "credit", "default", "gradient_boosting"),
+        ("breast_cancer.toml", "breast-cancer", "malignant", "logistic_regression"),
+    ],
+)
+def test_examples_load(filename: str, name: str, target: str, kind: str) -> None:
+    spec = load_spec(EXAMPLES / filename)
+    assert spec.name == name
+    assert spec.target == target
+    assert spec.estimator.kind == kind
+    assert spec.target not in spec.feature_names
+    assert spec.gates.min_metrics, "an example without minimum metrics gates nothing"
+
+
+def test_credit_example_declares_fairness_and_personal_data() -> None:
+    spec = load_spec(EXAMPLES / "credit.toml")
+    assert spec.sensitive_attribute == "gender"
+    assert spec.gates.max_fairness_gap is not None
+    assert spec.personal_data == ["customer_id"]
+    assert spec.categorical == ["employment"]
+    assert spec.columns[-2:] == ["default", "gender"]
+
+
+def test_written_spec_round_trips(tmp_path: Path) -> None:
+    spec = load_spec(write_spec(tmp_path))
+    assert spec == parse_spec(BASE_SPEC)
+    assert spec.estimator.params == BASE_SPEC["estimator"]["params"]
+
+
+def test_relative_dataset_path_resolves_against_spec_dir(tmp_path: Path) -> None:
+    path = write_spec(tmp_path, dataset={"source": "data/train.csv"})
+    assert load_spec(path).dataset.source == str(tmp_path / "data" / "train.csv")
+
+
+def _error(tmp_path: Path, **overrides) -> str:
+    path = write_spec(tmp_path, **overrides)
+    with pytest.raises(SpecError) as info:
+        load_spec(path)
+    message = str(info.value)
+    assert str(path) in message, f"the error does not name the file: {message}"
+    return message
+
+
+def test_missing_target(tmp_path: Path) -> None:
+    message = _error(tmp_path, target=None)
+    assert ": target: Field required" in message
+
+
+def test_unknown_estimator_kind(tmp_path: Path) -> None:
+    message = _error(tmp_path, estimator={"kind": "xgboost_turbo", "params": {}})
+    assert "estimator.kind" in message
+    assert "logistic_regression" in message  # says what was expected
+
+
+def test_fairness_gap_above_one(tmp_path: Path) -> None:
+    gates = {**BASE_SPEC["gates"], "max_fairness_gap": 1.5}
+    message = _error(tmp_path, gates=gates)
+    assert "gates.max_fairness_gap" in message
+    assert "less than or equal to 1" in message
+
+
+def test_unknown_metric_in_min_metrics(tmp_path: Path) -> None:
+    gates = {**BASE_SPEC["gates"], "min_metrics": {"roc_auc": 0.7, "auprc": 0.5}}
+    message = _error(tmp_path, gates=gates)
+    assert "gates.min_metrics" in message
+    assert "auprc" in message
+    assert "roc_auc" in message  # the list of known metrics
+
+
+def test_duplicate_features(tmp_path: Path) -> None:
+    features = [*BASE_SPEC["features"], {"name": "income", "type": "numeric"}]
+    message = _error(tmp_path, features=features)
+    assert "features" in message
+    assert "duplicate" in message
+    assert "'income'" in message
+
+
+def test_target_listed_as_feature(tmp_path: Path) -> None:
+    features = [*BASE_SPEC["features"], {"name": "default", "type": "numeric"}]
+    message = _error(tmp_path, features=features)
+    assert "target 'default' is also listed as a feature" in message
+
+
+def test_fairness_gate_without_sensitive_attribute(tmp_path: Path) -> None:
+    message = _error(tmp_path, sensitive_attribute=None)
+    assert "gates.max_fairness_gap needs a sensitive_attribute" in message
+
+
+def test_extra_key(tmp_path: Path) -> None:
+    message = _error(tmp_path, learning_rate=0.1)
+    assert "learning_rate" in message
+    assert "Extra inputs are not permitted" in message
+
+
+def test_extra_key_in_a_table(tmp_path: Path) -> None:
+    message = _error(tmp_path, split={"test_size": 0.25, "seed": 1, "shuffle": True})
+    assert "split.shuffle" in message
+
+
+def test_bad_feature_type_names_the_index(tmp_path: Path) -> None:
+    features = [{"name": "age", "type": "numeric"}, {"name": "income", "type": "float"}]
+    message = _error(tmp_path, features=features)
+    assert "features.1.type" in message
+
+
+def test_every_problem_is_reported(tmp_path: Path) -> None:
+    message = _error(tmp_path, target=None, estimator={"kind": "svm"})
+    assert "target" in message
+    assert "estimator.kind" in message
+
+
+def test_not_toml(tmp_path: Path) -> None:
+    path = tmp_path / "broken.toml"
+    path.write_text('name = "credit"\ntarget = \n[dataset\n')
+    with pytest.raises(SpecError, match=r"broken\.toml: not valid TOML"):
+        load_spec(path)
+
+
+def test_missing_file(tmp_path: Path) -> None:
+    path = tmp_path / "nowhere.toml"
+    with pytest.raises(SpecError, match=r"nowhere\.toml: no such spec file"):
+        load_spec(path)
+
+
+@pytest.mark.parametrize("bad", ["Credit", "1credit", "credit-", "c", "credit_model", "a" * 41, ""])
+def test_bad_names_rejected(bad: str) -> None:
+    assert not is_valid_name(bad)
+    with pytest.raises(SpecError, match="name"):
+        parse_spec(spec_dict(name=bad), origin="inline.toml")
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.from_regex(NAME, fullmatch=True))
+def test_names_matching_the_pattern_are_accepted(name: str) -> None:
+    assert is_valid_name(name)
+    assert parse_spec(spec_dict(name=name)).name == name
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.text(alphabet="abcXYZ019-_ .\n", min_size=0, max_size=45))
+def test_name_validation_agrees_with_the_pattern(name: str) -> None:
+    import re
+
+    valid = re.fullmatch(NAME, name) is not None
+    assert is_valid_name(name) == valid
+    if valid:
+        assert parse_spec(spec_dict(name=name)).name == name
+    else:
+        with pytest.raises(SpecError):
+            parse_spec(spec_dict(name=name))
+
+
+def test_spec_is_frozen() -> None:
+    spec: ModelSpec = parse_spec(spec_dict())
+    with pytest.raises(ValueError):
+        spec.name = "other"  # type: ignore[misc]

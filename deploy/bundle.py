@@ -27,7 +27,11 @@ LAMBDA_HANDLER = "deploy.aws_lambda.handler.handler"
 
 # Paths inside the archive (relative to the repository root). `deploy/inference.py` is
 # optional until the serving work adds it; the package markers make `deploy.*` importable.
-_LAMBDA_REQUIRED = ("deploy/__init__.py", "deploy/aws_lambda/__init__.py", "deploy/aws_lambda/handler.py")
+_LAMBDA_REQUIRED = (
+    "deploy/__init__.py",
+    "deploy/aws_lambda/__init__.py",
+    "deploy/aws_lambda/handler.py",
+)
 _LAMBDA_OPTIONAL = ("deploy/inference.py",)
 
 # The earliest timestamp a zip entry can hold (MS-DOS epoch); any fixed value would do.
@@ -63,9 +67,7 @@ def write_deterministic_zip(dest: Path, files: dict[str, Path]) -> Path:
                 info.external_attr = _FILE_MODE << 16
                 info.create_system = 3  # Unix, so the mode above is honoured
                 info.compress_type = zipfile.ZIP_DEFLATED
-                archive.writestr(
-                    info, files[arcname].read_bytes(), compresslevel=_COMPRESS_LEVEL
-                )
+                archive.writestr(info, files[arcname].read_bytes(), compresslevel=_COMPRESS_LEVEL)
         tmp.replace(dest)
     except BaseException:
         tmp.unlink(missing_ok=True)

@@ -41,7 +41,9 @@ MODEL_NAME_RE = re.compile(r"^[a-z0-9]([a-z0-9-]{0,30}[a-z0-9])?$")
 MODEL_PACKAGE_GROUP_MAX = 63
 # A practical address check (one @, a dotted domain, no spaces): SNS email subscriptions
 # need a deliverable address; the full RFC 5322 grammar is not the point here.
-EMAIL_RE = re.compile(r"^[A-Za-z0-9.!#$%&'*+/=?^_`{|}~-]+@[A-Za-z0-9-]+(\.[A-Za-z0-9-]+)*\.[A-Za-z]{2,}$")
+EMAIL_RE = re.compile(
+    r"^[A-Za-z0-9.!#$%&'*+/=?^_`{|}~-]+@[A-Za-z0-9-]+(\.[A-Za-z0-9-]+)*\.[A-Za-z]{2,}$"
+)
 # Commercial, GovCloud and ISO partitions: us-east-1, us-gov-west-1, eu-central-2, ...
 AWS_REGION_RE = re.compile(r"^[a-z]{2}(-gov|-iso[a-z]?)?-[a-z]+-\d{1,2}$")
 GITHUB_REPOSITORY_RE = re.compile(r"^[A-Za-z0-9](?:[A-Za-z0-9-]{0,38})/[A-Za-z0-9._-]{1,100}$")
@@ -115,17 +117,36 @@ class LambdaConfig(_Model):
     reserved_concurrency: int = Field(5, ge=1, le=1000, strict=True)
 
 
+GITHUB_OIDC_PROVIDER_RE = re.compile(
+    r"^arn:aws[a-z-]*:iam::\d{12}:oidc-provider/token\.actions\.githubusercontent\.com$"
+)
+
+
 class GithubOidcConfig(_Model):
-    """Who may assume the CI deploy role: one repository and one environment or branch."""
+    """Who may assume the CI deploy role: one repository and one environment or branch.
+
+    An account holds one GitHub OIDC provider; a second stack in the same account sets
+    ``provider_arn`` to reuse it instead of creating it again.
+    """
 
     repository: str
     environment: str | None = None
     branch: str | None = None
+    provider_arn: str | None = None
+
+    @field_validator("provider_arn")
+    @classmethod
+    def _provider(cls, value: str | None) -> str | None:
+        if value is not None and not GITHUB_OIDC_PROVIDER_RE.fullmatch(value):
+            raise ValueError(
+                "must be the ARN of the account's token.actions.githubusercontent.com OIDC provider"
+            )
+        return value
 
     @field_validator("repository")
     @classmethod
     def _repository(cls, value: str) -> str:
-        if not GITHUB_REPOSITORY_RE.match(value):
+        if not GITHUB_REPOSITORY_RE.fullmatch(value):
             raise ValueError("must be 'owner/name' of a GitHub repository")
         return value
 
@@ -187,7 +208,7 @@ class StackConfig(_Model):
     @field_validator("name_prefix")
     @classmethod
     def _name_prefix(cls, value: str) -> str:
-        if not NAME_PREFIX_RE.match(value):
+        if not NAME_PREFIX_RE.fullmatch(value):
             raise ValueError(
                 "must be 2-24 characters of lowercase letters, digits and hyphens, starting "
                 "with a letter and not ending with a hyphen"
@@ -202,7 +223,7 @@ class StackConfig(_Model):
         if not value:
             raise ValueError("must name at least one model")
         for model in value:
-            if not MODEL_NAME_RE.match(model):
+            if not MODEL_NAME_RE.fullmatch(model):
                 raise ValueError(
                     f"model name {model!r} must be 1-32 lowercase letters, digits and hyphens, "
                     "starting and ending with a letter or digit"
@@ -225,21 +246,21 @@ class StackConfig(_Model):
     @classmethod
     def _emails(cls, value: tuple[str, ...]) -> tuple[str, ...]:
         for email in value:
-            if not EMAIL_RE.match(email):
+            if not EMAIL_RE.fullmatch(email):
                 raise ValueError(f"{email!r} is not an email address")
         return value
 
     @field_validator("model_uri")
     @classmethod
     def _model_uri(cls, value: str | None) -> str | None:
-        if value is not None and not S3_URI_RE.match(value):
+        if value is not None and not S3_URI_RE.fullmatch(value):
             raise ValueError("must be an S3 URI, s3://<bucket>/<key>")
         return value
 
     @field_validator("training_image_uri")
     @classmethod
     def _image(cls, value: str | None) -> str | None:
-        if value is not None and not ECR_IMAGE_RE.match(value):
+        if value is not None and not ECR_IMAGE_RE.fullmatch(value):
             raise ValueError(
                 "must be an ECR image URI, <account>.dkr.ecr.<region>.amazonaws.com/<repo>:<tag>"
             )
@@ -262,7 +283,7 @@ class StackConfig(_Model):
                 self.log_retention_days,
             )
         if "aws" in self.clouds:
-            if not AWS_REGION_RE.match(self.region):
+            if not AWS_REGION_RE.fullmatch(self.region):
                 raise _fail("region", "must be an AWS region such as 'us-east-1'", self.region)
             if self.training_image_uri is None and self.region not in SKLEARN_IMAGE_ACCOUNTS:
                 raise _fail(
@@ -273,10 +294,6 @@ class StackConfig(_Model):
         return self
 
     # -- names every component derives from the config -------------------------------
-    @property
-    def lambda_config(self) -> LambdaConfig:
-        return self.lambda_
-
     @property
     def is_prod(self) -> bool:
         return self.environment == "prod"
@@ -308,11 +325,6 @@ class StackConfig(_Model):
     @property
     def ci_role_name(self) -> str:
         return f"{self.name_prefix}-ci-deploy"
-
-    @property
-    def training_job_prefix(self) -> str:
-        """Training jobs the CI role may start are named ``<prefix>-...``."""
-        return self.name_prefix
 
     @property
     def resolved_training_image_uri(self) -> str:

@@ -19,7 +19,7 @@ LOG_RETENTION_DAYS = frozenset(
 
 
 def check_name_prefix(component: str, name_prefix: str) -> None:
-    if not isinstance(name_prefix, str) or not NAME_PREFIX_RE.match(name_prefix):
+    if not isinstance(name_prefix, str) or not NAME_PREFIX_RE.fullmatch(name_prefix):
         raise ValueError(
             f"{component}: name_prefix {name_prefix!r} must be 2-24 characters of lowercase "
             "letters, digits and hyphens, starting with a letter and not ending with a hyphen"

@@ -4,11 +4,10 @@ recording S3 data events (reads and writes) on the data and models buckets.
 
 CloudTrail checks its destinations when the trail is created, so two things must exist
 before this component: the logs bucket policy carrying
-``cloudtrail_bucket_policy_statements(...)`` and a KMS key policy carrying
-``cloudtrail_kms_key_policy_statements(...)`` and
-``cloudwatch_logs_kms_key_policy_statements(...)``. Pass the bucket policy resource in
-``opts.depends_on``; the trail's ARN is predictable (``trail_arn(...)``), so those
-policies can be written before the trail exists.
+``cloudtrail_bucket_policy_statements(...)``, and a key policy that lets CloudTrail and
+CloudWatch Logs use the key (``policies.kms_key_policy`` with ``allow_cloudtrail``).
+Pass the bucket policy resource in ``opts.depends_on``; the trail's ARN is predictable
+(``trail_arn(...)``), so the bucket policy can be written before the trail exists.
 
 Controls: CIS AWS 3.1, 3.2, 3.5, 3.8, 3.9; FSBP CloudTrail.1, .2, .4, .5.
 """
@@ -26,6 +25,8 @@ from pulumi import Input, Output, ResourceOptions
 from infra.aws._checks import check_arn, check_log_retention, check_name_prefix
 
 CLOUDTRAIL_PRINCIPAL = "cloudtrail.amazonaws.com"
+#: Key prefix of the trail's files in the logs bucket (``AuditArgs.logs_prefix`` default).
+DEFAULT_LOGS_PREFIX = "cloudtrail"
 
 
 def trail_name(name_prefix: str) -> str:
@@ -78,76 +79,6 @@ def cloudtrail_bucket_policy_statements(
                 }
             },
         },
-    ]
-
-
-def cloudtrail_kms_key_policy_statements(
-    account_id: str, trail_arn: str, partition: str = "aws"
-) -> list[dict[str, Any]]:
-    """Key policy statements that let this trail encrypt its log files with the key.
-
-    From https://docs.aws.amazon.com/awscloudtrail/latest/userguide/create-kms-key-policy-for-cloudtrail.html
-    (``Resource: "*"`` in a key policy means "this key").
-    """
-    return [
-        {
-            "Sid": "CloudTrailEncryptLogs",
-            "Effect": "Allow",
-            "Principal": {"Service": CLOUDTRAIL_PRINCIPAL},
-            "Action": "kms:GenerateDataKey*",
-            "Resource": "*",
-            "Condition": {
-                "StringEquals": {"aws:SourceArn": trail_arn},
-                "StringLike": {
-                    "kms:EncryptionContext:aws:cloudtrail:arn": (
-                        f"arn:{partition}:cloudtrail:*:{account_id}:trail/*"
-                    )
-                },
-            },
-        },
-        {
-            "Sid": "CloudTrailDescribeKey",
-            "Effect": "Allow",
-            "Principal": {"Service": CLOUDTRAIL_PRINCIPAL},
-            "Action": "kms:DescribeKey",
-            "Resource": "*",
-            "Condition": {"StringEquals": {"aws:SourceArn": trail_arn}},
-        },
-    ]
-
-
-def cloudwatch_logs_kms_key_policy_statements(
-    account_id: str, region: str, log_group_names: list[str], partition: str = "aws"
-) -> list[dict[str, Any]]:
-    """Key policy statement that lets CloudWatch Logs encrypt the named log groups (the
-    audit group here, the Lambda's group from ``serving.log_group_name``).
-
-    From https://docs.aws.amazon.com/AmazonCloudWatch/latest/logs/encrypt-log-data-kms.html
-    """
-    if not log_group_names:
-        raise ValueError("cloudwatch_logs_kms_key_policy_statements: no log group names")
-    return [
-        {
-            "Sid": "CloudWatchLogsEncryptTandemGroups",
-            "Effect": "Allow",
-            "Principal": {"Service": f"logs.{region}.amazonaws.com"},
-            "Action": [
-                "kms:Encrypt*",
-                "kms:Decrypt*",
-                "kms:ReEncrypt*",
-                "kms:GenerateDataKey*",
-                "kms:Describe*",
-            ],
-            "Resource": "*",
-            "Condition": {
-                "ArnEquals": {
-                    "kms:EncryptionContext:aws:logs:arn": [
-                        f"arn:{partition}:logs:{region}:{account_id}:log-group:{name}"
-                        for name in sorted(log_group_names)
-                    ]
-                }
-            },
-        }
     ]
 
 
@@ -206,7 +137,7 @@ class AuditArgs:
     logs_bucket_name: Input[str]
     data_bucket_arn: Input[str]
     models_bucket_arn: Input[str]
-    logs_prefix: str = "cloudtrail"
+    logs_prefix: str = DEFAULT_LOGS_PREFIX
     log_retention_days: int = 365
     tags: dict[str, str] = field(default_factory=dict)
 

@@ -14,8 +14,9 @@ so a per-model alarm cannot follow a ``Version`` dimension that changes with eac
 Therefore the metrics sink emits every point twice: with dimensions ``{Model, Version}``
 (dashboards, per-version forensics) and with ``{Model}`` (what these alarms watch).
 
-The topic's KMS key must let CloudWatch use it (``alarm_topic_kms_key_policy_statements``),
-otherwise alarms fire and no notification is delivered.
+The topic's KMS key must let CloudWatch use it (``policies.kms_key_policy`` with
+``allow_cloudwatch_alarms``), otherwise alarms fire and no notification is delivered:
+https://docs.aws.amazon.com/sns/latest/dg/sns-key-management.html#compatibility-with-aws-services
 """
 
 from __future__ import annotations
@@ -55,7 +56,9 @@ def alarm_topic_policy(
 
     Conditions from https://docs.aws.amazon.com/sns/latest/dg/sns-access-policy-use-cases.html
     """
-    alarms = f"arn:{partition}:cloudwatch:{region}:{account_id}:alarm:{alarm_name_pattern(name_prefix)}"
+    alarms = (
+        f"arn:{partition}:cloudwatch:{region}:{account_id}:alarm:{alarm_name_pattern(name_prefix)}"
+    )
     return {
         "Version": "2012-10-17",
         "Statement": [
@@ -72,29 +75,6 @@ def alarm_topic_policy(
             }
         ],
     }
-
-
-def alarm_topic_kms_key_policy_statements(
-    account_id: str, region: str, name_prefix: str, partition: str = "aws"
-) -> list[dict[str, Any]]:
-    """Key policy statement that lets CloudWatch alarms publish to the encrypted topic.
-
-    https://docs.aws.amazon.com/sns/latest/dg/sns-key-management.html#compatibility-with-aws-services
-    """
-    alarms = f"arn:{partition}:cloudwatch:{region}:{account_id}:alarm:{alarm_name_pattern(name_prefix)}"
-    return [
-        {
-            "Sid": "CloudWatchAlarmsPublishToEncryptedTopic",
-            "Effect": "Allow",
-            "Principal": {"Service": CLOUDWATCH_PRINCIPAL},
-            "Action": ["kms:Decrypt", "kms:GenerateDataKey*"],
-            "Resource": "*",
-            "Condition": {
-                "StringEquals": {"aws:SourceAccount": account_id},
-                "ArnLike": {"aws:SourceArn": alarms},
-            },
-        }
-    ]
 
 
 @dataclass
@@ -140,10 +120,10 @@ class MonitoringArgs:
         if not self.models:
             raise ValueError("Monitoring: models must name at least one model")
         for model in self.models:
-            if not isinstance(model, str) or not _MODEL_RE.match(model):
+            if not isinstance(model, str) or not _MODEL_RE.fullmatch(model):
                 raise ValueError(f"Monitoring: model name {model!r} is not a valid model name")
         for email in self.alarm_emails:
-            if not isinstance(email, str) or not _EMAIL_RE.match(email):
+            if not isinstance(email, str) or not _EMAIL_RE.fullmatch(email):
                 raise ValueError(f"Monitoring: alarm_emails entry {email!r} is not an email")
         if not self.drift_max > 0:
             raise ValueError(f"Monitoring: drift_max={self.drift_max!r} must be > 0")
@@ -223,9 +203,7 @@ class Monitoring(pulumi.ComponentResource):
         self._model_alarms(name, args, child_opts)
         self.alarm_names = [f"{args.name_prefix}-{key}" for key in self.alarms]
 
-        self.register_outputs(
-            {"topic_arn": self.topic.arn, "alarm_names": self.alarm_names}
-        )
+        self.register_outputs({"topic_arn": self.topic.arn, "alarm_names": self.alarm_names})
 
     def _alarm(
         self,

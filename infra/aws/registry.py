@@ -62,13 +62,13 @@ class RegistryArgs:
         if duplicates:
             raise ValueError(f"Registry: models has duplicates: {duplicates}")
         for model in self.models:
-            if not isinstance(model, str) or not _MODEL_RE.match(model):
+            if not isinstance(model, str) or not _MODEL_RE.fullmatch(model):
                 raise ValueError(
                     f"Registry: model name {model!r} must be lowercase letters, digits and "
                     "hyphens, starting and ending with a letter or digit"
                 )
             group = group_name(self.name_prefix, model)
-            if not _GROUP_NAME_RE.match(group):
+            if not _GROUP_NAME_RE.fullmatch(group):
                 raise ValueError(
                     f"Registry: model package group name {group!r} is longer than the "
                     "63 characters SageMaker allows; shorten the model name or the prefix"
@@ -96,9 +96,7 @@ class Registry(pulumi.ComponentResource):
     groups: dict[str, aws.sagemaker.ModelPackageGroup]
     mlflow_server: aws.sagemaker.MlflowTrackingServer | None
 
-    def __init__(
-        self, name: str, args: RegistryArgs, opts: ResourceOptions | None = None
-    ) -> None:
+    def __init__(self, name: str, args: RegistryArgs, opts: ResourceOptions | None = None) -> None:
         args.validate()
         super().__init__("tandem:aws:Registry", name, None, opts)
         child_opts = ResourceOptions.merge(opts, ResourceOptions(parent=self))

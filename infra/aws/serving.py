@@ -14,7 +14,7 @@ CKV_AWS_66/158 (log group retention and CMK).
 
 The function's role (from identity) needs: ``kms:Decrypt`` on the key (to read its
 environment), ``xray:PutTraceSegments``/``xray:PutTelemetryRecords`` (active tracing),
-``logs:CreateLogStream``/``logs:PutLogEvents`` on ``log_group_name(...)``, and read
+``logs:CreateLogStream``/``logs:PutLogEvents`` on ``log_group_name(function_name)``, and read
 access to the models bucket.
 """
 
@@ -50,13 +50,14 @@ _CORS_HEADERS = (
 _ORIGIN_RE = re.compile(r"^https://[A-Za-z0-9.-]+(:[0-9]{1,5})?$|^http://localhost(:[0-9]{1,5})?$")
 
 
-def function_name(name_prefix: str) -> str:
-    return f"{name_prefix}-inference"
+def default_function_name(name_prefix: str) -> str:
+    """Same as ``StackConfig.function_name``."""
+    return f"{name_prefix}-serve"
 
 
-def log_group_name(name_prefix: str) -> str:
+def log_group_name(function_name: str) -> str:
     """The Lambda's own log group; created here so it has retention and the CMK."""
-    return f"/aws/lambda/{function_name(name_prefix)}"
+    return f"/aws/lambda/{function_name}"
 
 
 def default_build_dir() -> Path:
@@ -67,18 +68,21 @@ def default_build_dir() -> Path:
 class ServingArgs:
     """Inputs of the inference endpoint.
 
-    name_prefix: stack-wide prefix; the function is ``<prefix>-inference``.
+    name_prefix: stack-wide prefix.
     role_arn: the function's execution role (see the module docstring for what it needs).
     kms_key_arn: the stack's customer-managed key: encrypts the environment and the logs.
-    model_uri: initial ``MODEL_URI`` (e.g. ``s3://<models>/<model>/<version>/model.tar.gz``);
-        None leaves it unset and the endpoint answers 503 until the first deploy sets it.
+    model_uri: initial ``MODEL_URI``, e.g.
+        ``s3://<models bucket>/artifacts/<model>/<version>/model.tar.gz``; None leaves it
+        unset and the endpoint answers 503 until the first deploy sets it.
     runtime: one of ``SUPPORTED_RUNTIMES``.
-    memory_mb, timeout_seconds: function sizing.
+    memory_mb, timeout_s: function sizing.
     reserved_concurrency: concurrent executions reserved for (and capping) the function.
     log_retention_days: retention of ``/aws/lambda/<name>`` (a CloudWatch Logs value).
     allowed_origins: browser origins allowed by CORS (``https://host[:port]`` or
         ``http://localhost[:port]``); empty (the default) means no CORS at all.
     build_dir: where the code archive is written; defaults to ``build/lambda``.
+    function_name: the function's name; defaults to ``<prefix>-serve``
+        (``StackConfig.function_name``), which role and deploy policies name in advance.
     tags: applied to every resource.
     """
 
@@ -88,12 +92,17 @@ class ServingArgs:
     model_uri: Input[str] | None = None
     runtime: str = "python3.12"
     memory_mb: int = 1024
-    timeout_seconds: int = 30
-    reserved_concurrency: int = 10
+    timeout_s: int = 30
+    reserved_concurrency: int = 5
     log_retention_days: int = 365
     allowed_origins: list[str] = field(default_factory=list)
     build_dir: str | None = None
+    function_name: str | None = None
     tags: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def resolved_function_name(self) -> str:
+        return self.function_name or default_function_name(self.name_prefix)
 
     def validate(self) -> None:
         check_name_prefix("Serving", self.name_prefix)
@@ -105,22 +114,23 @@ class ServingArgs:
                 f"Serving: runtime {self.runtime!r} is not supported; use one of "
                 f"{SUPPORTED_RUNTIMES}"
             )
-        if not _FUNCTION_NAME_RE.match(function_name(self.name_prefix)):
-            raise ValueError(f"Serving: function name {function_name(self.name_prefix)!r} is invalid")
+        if not _FUNCTION_NAME_RE.fullmatch(self.resolved_function_name):
+            raise ValueError(
+                f"Serving: function name {self.resolved_function_name!r} must be 1-64 "
+                "letters, digits, hyphens or underscores"
+            )
         # Limits: https://docs.aws.amazon.com/lambda/latest/dg/gettingstarted-limits.html
         if not 128 <= self.memory_mb <= 10240:
             raise ValueError(f"Serving: memory_mb={self.memory_mb!r} must be in 128..10240")
-        if not 1 <= self.timeout_seconds <= 900:
-            raise ValueError(
-                f"Serving: timeout_seconds={self.timeout_seconds!r} must be in 1..900"
-            )
+        if not 1 <= self.timeout_s <= 900:
+            raise ValueError(f"Serving: timeout_s={self.timeout_s!r} must be in 1..900")
         # 0 would throttle every request; unset (-1) would fail CKV_AWS_115.
         if not isinstance(self.reserved_concurrency, int) or self.reserved_concurrency < 1:
             raise ValueError(
                 f"Serving: reserved_concurrency={self.reserved_concurrency!r} must be >= 1"
             )
         for origin in self.allowed_origins:
-            if "*" in origin or not _ORIGIN_RE.match(origin):
+            if "*" in origin or not _ORIGIN_RE.fullmatch(origin):
                 raise ValueError(
                     f"Serving: allowed_origins entry {origin!r} must be an exact origin "
                     "(https://host[:port] or http://localhost[:port]); wildcards are refused"
@@ -147,7 +157,7 @@ class Serving(pulumi.ComponentResource):
         # retention or encryption.
         self.log_group = aws.cloudwatch.LogGroup(
             f"{name}-logs",
-            name=log_group_name(args.name_prefix),
+            name=log_group_name(args.resolved_function_name),
             retention_in_days=args.log_retention_days,
             kms_key_id=args.kms_key_arn,
             tags=args.tags,
@@ -157,7 +167,7 @@ class Serving(pulumi.ComponentResource):
         variables = {} if args.model_uri is None else {"MODEL_URI": args.model_uri}
         self.function = aws.lambda_.Function(
             f"{name}-function",
-            name=function_name(args.name_prefix),
+            name=args.resolved_function_name,
             description="Tandem inference endpoint",
             role=args.role_arn,
             runtime=args.runtime,
@@ -167,7 +177,7 @@ class Serving(pulumi.ComponentResource):
             code=pulumi.FileArchive(str(self.archive_path)),
             source_code_hash=bundle.sha256_base64(self.archive_path),
             memory_size=args.memory_mb,
-            timeout=args.timeout_seconds,
+            timeout=args.timeout_s,
             reserved_concurrent_executions=args.reserved_concurrency,
             environment=aws.lambda_.FunctionEnvironmentArgs(variables=variables),
             kms_key_arn=args.kms_key_arn,

@@ -1,0 +1,232 @@
+"""The stack's roles: SageMaker execution, the serving Lambda's, and optionally CI's.
+
+Each role has exactly one inline policy, built by `infra.aws.policies` (no managed
+``*FullAccess`` policy; no AWSLambdaBasicExecutionRole either: the Lambda policy grants
+its own log group only). The CI role is assumable only through GitHub's OIDC provider, by
+one repository and one environment or branch.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import pulumi
+import pulumi_aws as aws
+from pulumi import Input, Output, ResourceOptions
+
+from infra.aws import policies
+
+# Roles' sessions: one hour is enough for a deploy; training jobs refresh their own.
+MAX_SESSION_SECONDS = 3600
+
+
+@dataclass
+class GithubOidcArgs:
+    """One repository and one ``sub`` claim (``repo:<o>/<r>:environment:<e>`` or
+    ``repo:<o>/<r>:ref:refs/heads/<b>``). An account has one GitHub OIDC provider: pass
+    ``provider_arn`` to reuse an existing one instead of creating it."""
+
+    repository: str
+    subject: str
+    provider_arn: str | None = None
+
+
+@dataclass
+class IdentityArgs:
+    """Inputs of the identity component.
+
+    Role names are fixed (not auto-named) so that the KMS key policy and the other
+    components can name the roles before they exist. Bucket and key ARNs may be Outputs.
+    """
+
+    name_prefix: str
+    account_id: Input[str]
+    region: str
+    data_bucket_arn: Input[str]
+    models_bucket_arn: Input[str]
+    kms_key_arn: Input[str]
+    model_package_group_names: Sequence[str]
+    function_name: str
+    function_log_group_name: str
+    sagemaker_role_name: str
+    lambda_role_name: str
+    ci_role_name: str = ""
+    ecr_repository_arns: Sequence[str] = ()
+    mlflow: bool = False
+    tracing: bool = True
+    github_oidc: GithubOidcArgs | None = None
+    partition: str = "aws"
+    tags: dict[str, str] = field(default_factory=dict)
+
+    def validate(self) -> None:
+        if not self.model_package_group_names:
+            raise ValueError("Identity: model_package_group_names must name at least one group")
+        for role in (self.sagemaker_role_name, self.lambda_role_name, self.ci_role_name):
+            if len(role) > 64:
+                raise ValueError(f"Identity: role name {role!r} is longer than 64 characters")
+        if self.github_oidc is not None:
+            if not self.ci_role_name:
+                raise ValueError("Identity: github_oidc needs ci_role_name")
+            if not self.github_oidc.subject.startswith(f"repo:{self.github_oidc.repository}:"):
+                raise ValueError(
+                    f"Identity: github_oidc.subject {self.github_oidc.subject!r} is not a "
+                    f"subject of repository {self.github_oidc.repository!r}"
+                )
+
+
+class Identity(pulumi.ComponentResource):
+    """``sagemaker_role`` + ``sagemaker_policy``, ``lambda_role`` + ``lambda_policy``; with
+    GitHub OIDC also ``oidc_provider`` (unless reused), ``ci_role`` + ``ci_policy``."""
+
+    sagemaker_role: aws.iam.Role
+    sagemaker_policy: aws.iam.RolePolicy
+    lambda_role: aws.iam.Role
+    lambda_policy: aws.iam.RolePolicy
+    oidc_provider: aws.iam.OpenIdConnectProvider | None
+    ci_role: aws.iam.Role | None
+    ci_policy: aws.iam.RolePolicy | None
+
+    def __init__(self, name: str, args: IdentityArgs, opts: ResourceOptions | None = None):
+        args.validate()
+        super().__init__("tandem:aws:Identity", name, None, opts)
+        child_opts = ResourceOptions.merge(opts, ResourceOptions(parent=self))
+        region, partition = args.region, args.partition
+
+        def group_arns(account_id: str) -> list[str]:
+            return [
+                policies.model_package_group_arn(region, account_id, g, partition)
+                for g in args.model_package_group_names
+            ]
+
+        self.sagemaker_role = aws.iam.Role(
+            f"{name}-sagemaker",
+            name=args.sagemaker_role_name,
+            description=f"{args.name_prefix}: SageMaker training jobs and MLflow",
+            assume_role_policy=json.dumps(policies.sagemaker_trust_policy()),
+            max_session_duration=MAX_SESSION_SECONDS,
+            tags=args.tags,
+            opts=child_opts,
+        )
+        self.sagemaker_policy = aws.iam.RolePolicy(
+            f"{name}-sagemaker-policy",
+            role=self.sagemaker_role.id,
+            name="tandem-sagemaker-execution",
+            policy=Output.all(
+                args.account_id, args.data_bucket_arn, args.models_bucket_arn, args.kms_key_arn
+            ).apply(
+                lambda a: json.dumps(
+                    policies.sagemaker_execution_policy(
+                        region=region,
+                        account_id=a[0],
+                        data_bucket=a[1],
+                        models_bucket=a[2],
+                        kms_key_arn=a[3],
+                        model_package_group_arns=group_arns(a[0]),
+                        training_job_prefix=args.name_prefix,
+                        ecr_repository_arns=args.ecr_repository_arns,
+                        mlflow=args.mlflow,
+                        partition=partition,
+                    )
+                )
+            ),
+            opts=ResourceOptions.merge(child_opts, ResourceOptions(parent=self.sagemaker_role)),
+        )
+
+        self.lambda_role = aws.iam.Role(
+            f"{name}-lambda",
+            name=args.lambda_role_name,
+            description=f"{args.name_prefix}: serving function {args.function_name}",
+            assume_role_policy=json.dumps(policies.lambda_trust_policy()),
+            max_session_duration=MAX_SESSION_SECONDS,
+            tags=args.tags,
+            opts=child_opts,
+        )
+        self.lambda_policy = aws.iam.RolePolicy(
+            f"{name}-lambda-policy",
+            role=self.lambda_role.id,
+            name="tandem-lambda-serve",
+            policy=Output.all(args.account_id, args.models_bucket_arn, args.kms_key_arn).apply(
+                lambda a: json.dumps(
+                    policies.lambda_execution_policy(
+                        region=region,
+                        models_bucket=a[1],
+                        kms_key_arn=a[2],
+                        log_group=policies.log_group_arn(
+                            region, a[0], args.function_log_group_name, partition
+                        ),
+                        tracing=args.tracing,
+                    )
+                )
+            ),
+            opts=ResourceOptions.merge(child_opts, ResourceOptions(parent=self.lambda_role)),
+        )
+
+        self.oidc_provider = None
+        self.ci_role = None
+        self.ci_policy = None
+        if args.github_oidc is not None:
+            gh = args.github_oidc
+            provider_arn: Input[str]
+            if gh.provider_arn:
+                provider_arn = gh.provider_arn
+            else:
+                self.oidc_provider = aws.iam.OpenIdConnectProvider(
+                    f"{name}-github-oidc",
+                    url=policies.GITHUB_OIDC_URL,
+                    client_id_lists=[policies.STS_AUDIENCE],
+                    # AWS trusts GitHub's OIDC endpoint through its own CA library; the
+                    # thumbprint is no longer used for it, and the argument is optional.
+                    # https://github.blog/changelog/2023-06-27-github-actions-update-on-oidc-integration-with-aws/
+                    tags=args.tags,
+                    opts=child_opts,
+                )
+                provider_arn = self.oidc_provider.arn
+            self.ci_role = aws.iam.Role(
+                f"{name}-ci",
+                name=args.ci_role_name,
+                description=f"{args.name_prefix}: CI model lifecycle for {gh.repository}",
+                assume_role_policy=Output.from_input(provider_arn).apply(
+                    lambda arn: json.dumps(policies.github_oidc_trust_policy(arn, gh.subject))
+                ),
+                max_session_duration=MAX_SESSION_SECONDS,
+                tags=args.tags,
+                opts=child_opts,
+            )
+            self.ci_policy = aws.iam.RolePolicy(
+                f"{name}-ci-policy",
+                role=self.ci_role.id,
+                name="tandem-ci-deploy",
+                policy=Output.all(
+                    args.account_id,
+                    args.data_bucket_arn,
+                    args.models_bucket_arn,
+                    args.kms_key_arn,
+                    self.sagemaker_role.arn,
+                ).apply(
+                    lambda a: json.dumps(
+                        policies.ci_deploy_policy(
+                            region=region,
+                            account_id=a[0],
+                            data_bucket=a[1],
+                            models_bucket=a[2],
+                            kms_key_arn=a[3],
+                            sagemaker_role_arn=a[4],
+                            model_package_group_arns=group_arns(a[0]),
+                            function_name=args.function_name,
+                            name_prefix=args.name_prefix,
+                            partition=partition,
+                        )
+                    )
+                ),
+                opts=ResourceOptions.merge(child_opts, ResourceOptions(parent=self.ci_role)),
+            )
+
+        outputs = {
+            "sagemaker_role_arn": self.sagemaker_role.arn,
+            "lambda_role_arn": self.lambda_role.arn,
+        }
+        if self.ci_role is not None:
+            outputs["ci_role_arn"] = self.ci_role.arn
+        self.register_outputs(outputs)

@@ -1,0 +1,269 @@
+"""The AWS platform: the components wired in order, and the stack outputs they produce.
+
+Reached through `infra.aws.build_aws_platform`.
+
+Order and why:
+1. ``Storage`` (KMS key, data/models/logs buckets). The key policy names the stack's roles
+   by ARN (``aws:PrincipalArn``), so it does not wait for them.
+2. ``Identity`` (SageMaker, Lambda and CI roles), scoped to the buckets and the key.
+3. ``Registry`` (model package groups, optional MLflow server on the SageMaker role).
+4. ``Audit`` (CloudTrail into the logs bucket), after the logs bucket policy that lets the
+   trail deliver.
+5. ``Serving`` (Lambda, ``live`` alias, IAM Function URL) on the Lambda role.
+6. ``Monitoring`` (encrypted SNS topic, alarms on the function and the models).
+
+`AwsPlatform.outputs` is the contract with the ML side (`ml/clouds/aws.py` is built from
+these keys alone).
+"""
+
+from __future__ import annotations
+
+import re
+from typing import TYPE_CHECKING, Any
+
+import pulumi
+import pulumi_aws as aws
+from pulumi import Output, ResourceOptions
+
+from infra.aws import OPTIONAL_OUTPUT_KEYS, OUTPUT_KEYS, policies
+from infra.aws.identity import GithubOidcArgs, Identity, IdentityArgs
+from infra.aws.storage import Storage, StorageArgs
+
+if TYPE_CHECKING:
+    from infra.config import StackConfig
+
+_ECR_IMAGE = re.compile(
+    r"^(?P<account>\d{12})\.dkr\.ecr\.(?P<region>[a-z0-9-]+)\.amazonaws\.com(\.cn)?/"
+    r"(?P<repository>[^:@]+)"
+)
+
+
+def ecr_repository_arns(image_uri: str | None, partition: str = "aws") -> list[str]:
+    """The repository a configured training image is pulled from (none for the default
+    SageMaker-owned image, which SageMaker pulls with its own permissions)."""
+    if not image_uri:
+        return []
+    match = _ECR_IMAGE.match(image_uri)
+    if not match:
+        return []
+    return [
+        f"arn:{partition}:ecr:{match['region']}:{match['account']}:repository/{match['repository']}"
+    ]
+
+
+class AwsPlatform(pulumi.ComponentResource):
+    """Every AWS component of one stack; children are attributes (``storage``, ...)."""
+
+    storage: Storage
+    identity: Identity
+    registry: Any
+    audit: Any
+    serving: Any
+    monitoring: Any
+
+    def __init__(
+        self,
+        name: str,
+        cfg: StackConfig,
+        stack: str,
+        opts: ResourceOptions | None = None,
+        *,
+        build_dir: str | None = None,
+    ) -> None:
+        super().__init__("tandem:aws:Platform", name, None, opts)
+        # Imported here: these components are optional pieces of the platform and some
+        # pull in build tooling (the Lambda bundle) that plain policy code does not need.
+        from infra.aws import audit, monitoring, registry, serving
+
+        self.cfg = cfg
+        self.stack = stack
+        child_opts = ResourceOptions.merge(opts, ResourceOptions(parent=self))
+
+        def after(*resources: pulumi.Resource) -> ResourceOptions:
+            return ResourceOptions.merge(child_opts, ResourceOptions(depends_on=list(resources)))
+
+        region = cfg.region
+        partition = policies.partition_for(region)
+        tags = cfg.all_tags
+        prefix = cfg.name_prefix
+        caller = aws.get_caller_identity_output(opts=pulumi.InvokeOutputOptions(parent=self))
+        account_id = caller.account_id
+
+        role_names = [cfg.sagemaker_role_name, cfg.lambda_role_name]
+        if cfg.github_oidc is not None:
+            role_names.append(cfg.ci_role_name)
+        key_users = account_id.apply(
+            lambda acct: [policies.role_arn(acct, n, partition) for n in role_names]
+        )
+        trail_prefix = "cloudtrail"
+
+        def trail_statements(logs_bucket_arn: str, acct: str) -> list[dict]:
+            return audit.cloudtrail_bucket_policy_statements(
+                logs_bucket_arn,
+                trail_prefix,
+                acct,
+                audit.trail_arn(prefix, acct, region, partition),
+            )
+
+        self.storage = Storage(
+            "storage",
+            StorageArgs(
+                name_prefix=prefix,
+                account_id=account_id,
+                region=region,
+                partition=partition,
+                bucket_names={
+                    kind: account_id.apply(lambda acct, k=kind: cfg.bucket_name(k, acct))
+                    for kind in ("data", "models", "logs")
+                },
+                key_user_role_arns=key_users,
+                deployer_principal_arns=caller.arn.apply(policies.principal_arn_of_caller),
+                key_log_group_patterns=(
+                    audit.log_group_name(prefix).rsplit("/", 1)[0] + "/*",
+                    cfg.function_log_group_name,
+                ),
+                logs_bucket_statements=trail_statements,
+                noncurrent_version_expiration_days=cfg.noncurrent_version_expiration_days,
+                abort_incomplete_multipart_days=cfg.abort_incomplete_multipart_days,
+                log_expiration_days=cfg.log_retention_days,
+                force_destroy=cfg.environment == "dev",
+                tags=tags,
+            ),
+            opts=child_opts,
+        )
+        storage = self.storage
+
+        gh = cfg.github_oidc
+        self.identity = Identity(
+            "identity",
+            IdentityArgs(
+                name_prefix=prefix,
+                account_id=account_id,
+                region=region,
+                partition=partition,
+                data_bucket_arn=storage.data_bucket.arn,
+                models_bucket_arn=storage.models_bucket.arn,
+                kms_key_arn=storage.key.arn,
+                model_package_group_names=[registry.group_name(prefix, m) for m in cfg.models],
+                function_name=cfg.function_name,
+                function_log_group_name=cfg.function_log_group_name,
+                sagemaker_role_name=cfg.sagemaker_role_name,
+                lambda_role_name=cfg.lambda_role_name,
+                ci_role_name=cfg.ci_role_name if gh is not None else "",
+                ecr_repository_arns=ecr_repository_arns(cfg.training_image_uri, partition),
+                mlflow=cfg.mlflow,
+                github_oidc=(
+                    GithubOidcArgs(
+                        repository=gh.repository,
+                        subject=gh.subject,
+                        provider_arn=gh.provider_arn,
+                    )
+                    if gh is not None
+                    else None
+                ),
+                tags=tags,
+            ),
+            opts=child_opts,
+        )
+        identity = self.identity
+
+        self.registry = registry.Registry(
+            "registry",
+            registry.RegistryArgs(
+                name_prefix=prefix,
+                models=list(cfg.models),
+                tags=tags,
+                mlflow=cfg.mlflow,
+                sagemaker_role_arn=identity.sagemaker_role.arn if cfg.mlflow else None,
+                artifact_bucket_name=storage.models_bucket.bucket if cfg.mlflow else None,
+            ),
+            # The MLflow server checks its role's access to the bucket when it starts.
+            opts=after(identity.sagemaker_policy),
+        )
+
+        self.audit = audit.Audit(
+            "audit",
+            audit.AuditArgs(
+                name_prefix=prefix,
+                kms_key_arn=storage.key.arn,
+                logs_bucket_name=storage.logs_bucket.bucket,
+                data_bucket_arn=storage.data_bucket.arn,
+                models_bucket_arn=storage.models_bucket.arn,
+                logs_prefix=trail_prefix,
+                log_retention_days=cfg.log_retention_days,
+                tags=tags,
+            ),
+            # CloudTrail checks the bucket policy and the key policy at creation.
+            opts=after(storage.policies["logs"], storage.key),
+        )
+
+        self.serving = serving.Serving(
+            "serving",
+            serving.ServingArgs(
+                name_prefix=prefix,
+                function_name=cfg.function_name,
+                role_arn=identity.lambda_role.arn,
+                kms_key_arn=storage.key.arn,
+                model_uri=cfg.model_uri,
+                memory_mb=cfg.lambda_.memory_mb,
+                timeout_s=cfg.lambda_.timeout_s,
+                reserved_concurrency=cfg.lambda_.reserved_concurrency,
+                log_retention_days=cfg.log_retention_days,
+                build_dir=build_dir,
+                tags=tags,
+            ),
+            # The function's first start needs its role's permissions in place.
+            opts=after(identity.lambda_policy),
+        )
+
+        self.monitoring = monitoring.Monitoring(
+            "monitoring",
+            monitoring.MonitoringArgs(
+                name_prefix=prefix,
+                kms_key_arn=storage.key.arn,
+                function_name=self.serving.function.name,
+                models=list(cfg.models),
+                alias_name=serving.ALIAS_NAME,
+                alarm_emails=list(cfg.alarm_emails),
+                tags=tags,
+            ),
+            opts=child_opts,
+        )
+
+        self.register_outputs(self.outputs())
+
+    def outputs(self) -> dict[str, Output[Any]]:
+        """The stack outputs: ``OUTPUT_KEYS``, plus ``OPTIONAL_OUTPUT_KEYS`` when built."""
+        cfg = self.cfg
+        storage, identity = self.storage, self.identity
+        out: dict[str, Any] = {
+            "cloud": "aws",
+            "stack": self.stack,
+            "region": cfg.region,
+            "name_prefix": cfg.name_prefix,
+            "kms_key_arn": storage.key.arn,
+            "data_bucket": storage.data_bucket.bucket,
+            "models_bucket": storage.models_bucket.bucket,
+            "logs_bucket": storage.logs_bucket.bucket,
+            "sagemaker_role_arn": identity.sagemaker_role.arn,
+            "lambda_role_arn": identity.lambda_role.arn,
+            "model_package_groups": {
+                model: group.model_package_group_name
+                for model, group in self.registry.groups.items()
+            },
+            "function_name": self.serving.function.name,
+            "function_alias": self.serving.alias.name,
+            "function_url": self.serving.function_url.function_url,
+            "alarm_topic_arn": self.monitoring.topic.arn,
+            "alarm_names": self.monitoring.alarm_names,
+            "metric_namespace": policies.METRIC_NAMESPACE,
+            "training_image_uri": cfg.resolved_training_image_uri,
+        }
+        if identity.ci_role is not None:
+            out["ci_role_arn"] = identity.ci_role.arn
+        if self.registry.mlflow_server is not None:
+            out["mlflow_tracking_server_arn"] = self.registry.mlflow_server.arn
+        return {key: Output.from_input(value) for key, value in out.items()}
+
+
+__all__ = ["OPTIONAL_OUTPUT_KEYS", "OUTPUT_KEYS", "AwsPlatform", "ecr_repository_arns"]

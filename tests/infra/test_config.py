@@ -1,0 +1,295 @@
+"""Stack config: the real Pulumi.<stack>.yaml files load, and each bad key fails with an
+error that names the stack, the key and what was expected."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pulumi
+import pytest
+import yaml
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from infra import config
+from infra.aws import _checks
+from infra.config import ConfigError, load
+
+ROOT = Path(__file__).resolve().parents[2]
+STACKS = ("dev", "staging", "prod")
+
+
+def stack_file(stack: str) -> dict:
+    return yaml.safe_load((ROOT / f"Pulumi.{stack}.yaml").read_text())["config"]
+
+
+def base(**overrides) -> dict:
+    raw = {"aws:region": "us-east-1", "tandem:models": ["churn"]}
+    raw.update({f"tandem:{k}": v for k, v in overrides.items()})
+    return raw
+
+
+def test_project_file_points_at_the_infra_program():
+    project = yaml.safe_load((ROOT / "Pulumi.yaml").read_text())
+    assert project["name"] == "tandem"
+    assert project["runtime"] == {"name": "python", "options": {"virtualenv": ".venv"}}
+    assert project["main"] == "infra/"
+    assert (ROOT / "infra" / "__main__.py").is_file(), "main: infra/ needs infra/__main__.py"
+
+
+@pytest.mark.parametrize("stack", STACKS)
+def test_real_stack_files_load(stack):
+    raw = stack_file(stack)
+    cfg = load(stack, raw)
+    assert cfg.stack == stack
+    assert cfg.environment == stack
+    assert cfg.name_prefix == f"tandem-{stack}"
+    assert cfg.region == raw["aws:region"]
+    assert list(cfg.models) == raw["tandem:models"]
+    assert cfg.log_retention_days == raw["tandem:log_retention_days"]
+    assert list(cfg.alarm_emails) == raw["tandem:alarm_emails"]
+    assert cfg.lambda_.memory_mb == raw["tandem:lambda"]["memory_mb"]
+    assert cfg.lambda_.reserved_concurrency == raw["tandem:lambda"]["reserved_concurrency"]
+    assert "aws" in cfg.clouds
+    # every default-derived name fits its service's limit
+    assert len(cfg.bucket_name("models", "123456789012")) <= 63
+    assert len(cfg.sagemaker_role_name) <= 64
+    assert all(len(cfg.model_package_group_name(m)) <= 63 for m in cfg.models)
+
+
+def test_prod_file_keeps_a_year_of_logs_and_gates_ci_on_an_environment():
+    cfg = load("prod", stack_file("prod"))
+    assert cfg.is_prod and cfg.log_retention_days >= 365
+    assert cfg.github_oidc is not None
+    assert cfg.github_oidc.subject == "repo:example-org/tandem:environment:production"
+
+
+def test_staging_file_trusts_one_branch():
+    cfg = load("staging", stack_file("staging"))
+    assert cfg.github_oidc.subject == "repo:example-org/tandem:ref:refs/heads/main"
+
+
+def test_defaults():
+    cfg = load("dev", base())
+    assert cfg.clouds == ("aws",)
+    assert cfg.name_prefix == "tandem-dev"
+    assert cfg.log_retention_days == 30
+    assert cfg.lambda_.reserved_concurrency >= 1
+    assert cfg.model_uri is None and cfg.github_oidc is None and cfg.mlflow is False
+    assert cfg.resolved_training_image_uri == (
+        "683313688378.dkr.ecr.us-east-1.amazonaws.com/sagemaker-scikit-learn:1.2-1-cpu-py3"
+    )
+    assert load("prod", base()).log_retention_days == 365
+
+
+def test_stack_name_is_made_dns_safe_for_the_default_prefix():
+    assert load("Dev_Feature.X", base()).name_prefix == "tandem-dev-feature-x"
+
+
+def test_explicit_environment_for_an_unrecognised_stack_name():
+    assert load("sandbox", base(environment="staging")).environment == "staging"
+    with pytest.raises(ConfigError, match=r"stack 'sandbox': tandem:environment: is required"):
+        load("sandbox", base())
+
+
+def test_other_namespaces_are_ignored():
+    cfg = load("dev", {**base(), "aws:profile": "x", "azure-native:location": "westeurope"})
+    assert cfg.region == "us-east-1"
+
+
+@pytest.mark.parametrize(
+    ("stack", "raw", "expected"),
+    [
+        (
+            "prod",
+            base(log_retention_days=30),
+            "stack 'prod': tandem:log_retention_days: must be >= 365 in prod (got 30)",
+        ),
+        (
+            "dev",
+            base(log_retention_days=31),
+            "stack 'dev': tandem:log_retention_days: must be a CloudWatch Logs retention period",
+        ),
+        ("dev", base(name_prefix="Tandem"), "stack 'dev': tandem:name_prefix: must be 2-24"),
+        ("dev", base(name_prefix="a" * 25), "stack 'dev': tandem:name_prefix: must be 2-24"),
+        ("dev", base(name_prefix="tandem--x"), "stack 'dev': tandem:name_prefix: must not"),
+        ("dev", base(models=[]), "stack 'dev': tandem:models: must name at least one"),
+        ("dev", base(models=["Churn"]), "stack 'dev': tandem:models: model name 'Churn'"),
+        ("dev", base(models=["a", "a"]), "stack 'dev': tandem:models: must not repeat"),
+        ("dev", base(models="churn"), "stack 'dev': tandem:models: must be a list"),
+        ("dev", base(clouds=["gcp"]), "stack 'dev': tandem:clouds[0]: must be one of"),
+        ("dev", base(clouds=[]), "stack 'dev': tandem:clouds: must name at least one"),
+        ("dev", base(alarm_emails=["oncall"]), "tandem:alarm_emails: 'oncall' is not an email"),
+        (
+            "dev",
+            base(noncurrent_version_expiration_days=0),
+            "stack 'dev': tandem:noncurrent_version_expiration_days: must be >= 1 (got 0)",
+        ),
+        (
+            "dev",
+            base(noncurrent_version_expiration_days="30"),
+            "tandem:noncurrent_version_expiration_days: must be an integer (got '30')",
+        ),
+        (
+            "dev",
+            base(**{"lambda": {"memory_mb": 64}}),
+            "stack 'dev': tandem:lambda.memory_mb: must be >= 128 (got 64)",
+        ),
+        (
+            "dev",
+            base(**{"lambda": {"timeout_s": 901}}),
+            "stack 'dev': tandem:lambda.timeout_s: must be <= 900 (got 901)",
+        ),
+        (
+            "dev",
+            base(**{"lambda": {"reserved_concurrency": 0}}),
+            "stack 'dev': tandem:lambda.reserved_concurrency: must be >= 1 (got 0)",
+        ),
+        (
+            "dev",
+            base(**{"lambda": {"memory": 512}}),
+            "stack 'dev': tandem:lambda.memory: is not a known key",
+        ),
+        ("dev", base(model_uri="https://x/y"), "stack 'dev': tandem:model_uri: must be an S3"),
+        (
+            "dev",
+            base(github_oidc={"repository": "just-a-name", "branch": "main"}),
+            "stack 'dev': tandem:github_oidc.repository: must be 'owner/name'",
+        ),
+        (
+            "dev",
+            base(github_oidc={"repository": "o/r"}),
+            "stack 'dev': tandem:github_oidc: must set exactly one of 'environment' or 'branch'",
+        ),
+        (
+            "dev",
+            base(github_oidc={"repository": "o/r", "branch": "main", "environment": "prod"}),
+            "stack 'dev': tandem:github_oidc: must set exactly one",
+        ),
+        (
+            "dev",
+            base(github_oidc={"repository": "o/r", "branch": "*"}),
+            "stack 'dev': tandem:github_oidc.branch: must be a literal name",
+        ),
+        ("dev", base(mlflow="yes"), "stack 'dev': tandem:mlflow: must be true or false"),
+        (
+            "dev",
+            base(training_image_uri="docker.io/me/img:1"),
+            "stack 'dev': tandem:training_image_uri: must be an ECR image URI",
+        ),
+        (
+            "dev",
+            {**base(), "aws:region": "eu-nowhere-9"},
+            "stack 'dev': tandem:training_image_uri: is required in region 'eu-nowhere-9'",
+        ),
+        ("dev", {**base(), "aws:region": "mars"}, "stack 'dev': tandem:region: must be an AWS"),
+        ("dev", {"tandem:models": ["a"]}, "stack 'dev': aws:region: is required"),
+        ("dev", {"aws:region": "us-east-1"}, "stack 'dev': tandem:models: is required"),
+        ("dev", base(log_retention=30), "stack 'dev': tandem:log_retention: is not a known key"),
+        ("dev", base(tags={"aws:x": "y"}), "stack 'dev': tandem:tags: tag key 'aws:x'"),
+    ],
+)
+def test_bad_key_names_stack_key_and_expectation(stack, raw, expected):
+    with pytest.raises(ConfigError) as info:
+        load(stack, raw)
+    assert expected in str(info.value), f"expected {expected!r} in {str(info.value)!r}"
+
+
+def test_every_error_is_reported_not_just_the_first():
+    with pytest.raises(ConfigError) as info:
+        load("dev", base(name_prefix="X", noncurrent_version_expiration_days=0))
+    message = str(info.value)
+    assert "tandem:name_prefix" in message
+    assert "tandem:noncurrent_version_expiration_days" in message
+
+
+def test_config_is_frozen():
+    cfg = load("dev", base())
+    with pytest.raises(Exception, match="frozen"):
+        cfg.region = "eu-west-1"
+
+
+# -- name validation, property-based ---------------------------------------------------
+valid_prefixes = st.from_regex(config.NAME_PREFIX_RE, fullmatch=True).filter(
+    lambda p: "--" not in p
+)
+valid_models = st.from_regex(config.MODEL_NAME_RE, fullmatch=True)
+
+
+@settings(max_examples=200, deadline=None)
+@given(prefix=valid_prefixes, model=valid_models)
+def test_any_valid_prefix_and_model_give_names_aws_accepts(prefix, model):
+    cfg = load("dev", base(name_prefix=prefix, models=[model]))
+    group = cfg.model_package_group_name(model)
+    assert len(group) <= config.MODEL_PACKAGE_GROUP_MAX, group
+    for kind in ("data", "models", "logs"):
+        bucket = cfg.bucket_name(kind, "123456789012")
+        # S3 bucket naming rules (general purpose buckets)
+        assert re.fullmatch(r"[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]", bucket), bucket
+        assert ".." not in bucket and not bucket.startswith("xn--"), bucket
+    for role in (cfg.sagemaker_role_name, cfg.lambda_role_name, cfg.ci_role_name):
+        assert len(role) <= 64, role
+    assert len(cfg.function_name) <= 64
+    # the components accept what the config accepts
+    _checks.check_name_prefix("Config", prefix)
+
+
+@settings(max_examples=200, deadline=None)
+@given(prefix=st.text(min_size=0, max_size=40))
+def test_any_prefix_outside_the_rule_is_rejected_with_its_key(prefix):
+    if config.NAME_PREFIX_RE.fullmatch(prefix) and "--" not in prefix:
+        assert load("dev", base(name_prefix=prefix)).name_prefix == prefix
+    else:
+        with pytest.raises(ConfigError, match=r"^stack 'dev': tandem:name_prefix: "):
+            load("dev", base(name_prefix=prefix))
+
+
+@settings(max_examples=100, deadline=None)
+@given(model=st.text(min_size=0, max_size=40))
+def test_any_model_name_outside_the_rule_is_rejected(model):
+    if config.MODEL_NAME_RE.fullmatch(model):
+        assert load("dev", base(models=[model])).models == (model,)
+    else:
+        with pytest.raises(ConfigError, match=r"^stack 'dev': tandem:models: "):
+            load("dev", base(models=[model]))
+
+
+# -- from_pulumi ------------------------------------------------------------------------
+def _set_pulumi_config(values: dict[str, str]) -> None:
+    pulumi.runtime.set_all_config(values)
+
+
+def test_from_pulumi_reads_the_tandem_namespace():
+    # Pulumi hands structured values to the program as JSON strings.
+    _set_pulumi_config(
+        {
+            "aws:region": "eu-west-1",
+            "tandem:models": '["churn","fraud"]',
+            "tandem:log_retention_days": "400",
+            "tandem:lambda": '{"memory_mb": 512}',
+            "tandem:name_prefix": "tandem-dev",
+            "tandem:mlflow": "true",
+        }
+    )
+    try:
+        cfg = config.from_pulumi()
+    finally:
+        _set_pulumi_config({})
+    assert cfg.stack == "dev"  # the mocks run as stack "dev"
+    assert cfg.region == "eu-west-1"
+    assert cfg.models == ("churn", "fraud")
+    assert cfg.log_retention_days == 400
+    assert cfg.lambda_.memory_mb == 512
+    assert cfg.mlflow is True
+
+
+def test_from_pulumi_rejects_a_misspelt_key():
+    _set_pulumi_config(
+        {"aws:region": "us-east-1", "tandem:models": '["churn"]', "tandem:modles": "[]"}
+    )
+    try:
+        with pytest.raises(ConfigError, match=r"stack 'dev': tandem:modles: is not a known key"):
+            config.from_pulumi()
+    finally:
+        _set_pulumi_config({})

@@ -1,0 +1,349 @@
+"""Identity: roles trust one principal, carry one least-privilege inline policy each, and
+the CI role is limited to one repository and one environment or branch."""
+
+from __future__ import annotations
+
+import json
+
+import pulumi
+import pytest
+
+from infra.aws import policies
+from infra.aws.identity import GithubOidcArgs, Identity, IdentityArgs
+from tests.infra.conftest import ACCOUNT, REGION
+from tests.infra.policy_checks import (
+    as_list,
+    assert_least_privilege,
+    assert_single_service_trust,
+    by_sid,
+    statements,
+)
+
+DATA = "arn:aws:s3:::tandem-dev-data-123456789012"
+MODELS = "arn:aws:s3:::tandem-dev-models-123456789012"
+KEY = f"arn:aws:kms:{REGION}:{ACCOUNT}:key/1234abcd-12ab-34cd-56ef-1234567890ab"
+GROUPS = ["tandem-dev-churn", "tandem-dev-fraud"]
+GROUP_ARNS = [f"arn:aws:sagemaker:{REGION}:{ACCOUNT}:model-package-group/{g}" for g in GROUPS]
+SUBJECT = "repo:example-org/tandem:environment:production"
+
+
+def make(**overrides) -> Identity:
+    args = {
+        "name_prefix": "tandem-dev",
+        "account_id": ACCOUNT,
+        "region": REGION,
+        "data_bucket_arn": DATA,
+        "models_bucket_arn": MODELS,
+        "kms_key_arn": KEY,
+        "model_package_group_names": GROUPS,
+        "function_name": "tandem-dev-serve",
+        "function_log_group_name": "/aws/lambda/tandem-dev-serve",
+        "sagemaker_role_name": "tandem-dev-sagemaker-execution",
+        "lambda_role_name": "tandem-dev-lambda-serve",
+        "ci_role_name": "tandem-dev-ci-deploy",
+        "tags": {"tandem:stack": "dev"},
+    }
+    args.update(overrides)
+    return Identity("identity", IdentityArgs(**args))
+
+
+def with_ci(**overrides) -> Identity:
+    return make(
+        github_oidc=GithubOidcArgs(repository="example-org/tandem", subject=SUBJECT), **overrides
+    )
+
+
+def actions_on(doc: dict, resource: str) -> set[str]:
+    """Every action some Allow statement grants on exactly ``resource``."""
+    found: set[str] = set()
+    for st in statements(doc):
+        if st["Effect"] == "Allow" and resource in as_list(st["Resource"]):
+            found.update(as_list(st["Action"]))
+    return found
+
+
+@pulumi.runtime.test
+def test_sagemaker_role_trusts_sagemaker_only_and_has_no_managed_policies():
+    identity = make()
+    role = identity.sagemaker_role
+
+    def check(values):
+        urn, name, trust, managed, tags = values
+        assert name == "tandem-dev-sagemaker-execution", f"{urn}: name {name!r}"
+        assert_single_service_trust(trust, "sagemaker.amazonaws.com", urn)
+        assert not managed, f"{urn}: managed policies attached: {managed!r} (CKV_AWS_274)"
+        assert tags == {"tandem:stack": "dev"}, f"{urn}: tags {tags!r}"
+
+    return pulumi.Output.all(
+        role.urn, role.name, role.assume_role_policy, role.managed_policy_arns, role.tags
+    ).apply(check)
+
+
+@pulumi.runtime.test
+def test_sagemaker_policy_is_scoped_to_its_prefixes_key_and_groups():
+    identity = make()
+    pol = identity.sagemaker_policy
+
+    def check(values):
+        urn, role, role_id, policy = values
+        assert role == role_id, f"{urn}: attached to {role!r}, not the SageMaker role"
+        doc = json.loads(policy)
+        assert_least_privilege(doc, urn)
+        assert actions_on(doc, f"{DATA}/datasets/*") == {"s3:GetObject", "s3:GetObjectVersion"}, (
+            f"{urn}: datasets/ access {actions_on(doc, f'{DATA}/datasets/*')}"
+        )
+        for prefix in ("artifacts/", "runs/"):
+            got = actions_on(doc, f"{MODELS}/{prefix}*")
+            assert {"s3:GetObject", "s3:PutObject"} <= got, f"{urn}: {prefix} access {got}"
+            assert "s3:DeleteObject" not in got, f"{urn}: may delete under {prefix}"
+        for prefix in ("captures/", "reports/", "mlflow/"):
+            assert not actions_on(doc, f"{MODELS}/{prefix}*"), f"{urn}: reaches {prefix}"
+        every_resource = {r for st in statements(doc) for r in as_list(st["Resource"])}
+        assert not {r for r in every_resource if r.startswith("arn:aws:s3")} - {
+            DATA,
+            MODELS,
+            f"{DATA}/datasets/*",
+            f"{MODELS}/artifacts/*",
+            f"{MODELS}/runs/*",
+        }, f"{urn}: S3 resources beyond the stack prefixes: {sorted(every_resource)}"
+        kms = by_sid(doc, "UseStackKeyThroughS3")
+        assert kms["Resource"] == KEY, f"{urn}: KMS resource {kms['Resource']!r}"
+        assert kms["Condition"] == {
+            "StringEquals": {"kms:ViaService": [f"s3.{REGION}.amazonaws.com"]}
+        }, f"{urn}: KMS condition {kms['Condition']!r}"
+        registry = by_sid(doc, "RegisterModelVersions")
+        assert set(registry["Resource"]) == {
+            *GROUP_ARNS,
+            *(a.replace("model-package-group/", "model-package/") + "/*" for a in GROUP_ARNS),
+        }, f"{urn}: registry resources {registry['Resource']!r}"
+        metrics = by_sid(doc, "PublishMetrics")
+        assert metrics["Condition"] == {
+            "StringEquals": {"cloudwatch:namespace": ["Tandem", "/aws/sagemaker/TrainingJobs"]}
+        }, f"{urn}: metric namespaces {metrics['Condition']!r}"
+        assert not any("iam:" in a for st in statements(doc) for a in as_list(st["Action"])), (
+            f"{urn}: the SageMaker role must not hold IAM actions"
+        )
+
+    return pulumi.Output.all(pol.urn, pol.role, identity.sagemaker_role.id, pol.policy).apply(check)
+
+
+@pulumi.runtime.test
+def test_sagemaker_policy_reaches_mlflow_prefix_only_with_mlflow_and_ecr_only_when_custom():
+    repo = f"arn:aws:ecr:{REGION}:{ACCOUNT}:repository/tandem-train"
+    identity = make(mlflow=True, ecr_repository_arns=[repo])
+
+    def check(values):
+        urn, policy = values
+        doc = json.loads(policy)
+        assert_least_privilege(doc, urn)
+        assert {"s3:GetObject", "s3:PutObject"} <= actions_on(doc, f"{MODELS}/mlflow/*"), urn
+        assert by_sid(doc, "PullTrainingImage")["Resource"] == [repo], urn
+
+    return pulumi.Output.all(identity.sagemaker_policy.urn, identity.sagemaker_policy.policy).apply(
+        check
+    )
+
+
+@pulumi.runtime.test
+def test_lambda_role_reads_artifacts_writes_captures_and_nothing_else():
+    identity = make()
+    role, pol = identity.lambda_role, identity.lambda_policy
+
+    def check(values):
+        role_urn, trust, managed, urn, attached, role_id, policy = values
+        assert_single_service_trust(trust, "lambda.amazonaws.com", role_urn)
+        assert not managed, f"{role_urn}: managed policies {managed!r}"
+        assert attached == role_id, f"{urn}: attached to {attached!r}"
+        doc = json.loads(policy)
+        assert_least_privilege(doc, urn)
+        s3 = {
+            (a, r)
+            for st in statements(doc)
+            for a in as_list(st["Action"])
+            if a.startswith("s3:")
+            for r in as_list(st["Resource"])
+        }
+        assert s3 == {
+            ("s3:GetObject", f"{MODELS}/artifacts/*"),
+            ("s3:PutObject", f"{MODELS}/captures/*"),
+        }, f"{urn}: S3 grants {sorted(s3)}"
+        logs = by_sid(doc, "WriteOwnLogs")
+        assert logs["Resource"] == (
+            f"arn:aws:logs:{REGION}:{ACCOUNT}:log-group:/aws/lambda/tandem-dev-serve:*"
+        ), f"{urn}: log resource {logs['Resource']!r}"
+        assert "logs:CreateLogGroup" not in logs["Action"], f"{urn}: may create log groups"
+        metrics = by_sid(doc, "PublishMetrics")
+        assert metrics["Condition"] == {"StringEquals": {"cloudwatch:namespace": ["Tandem"]}}, urn
+        kms = by_sid(doc, "UseStackKeyThroughS3AndLambda")
+        assert kms["Resource"] == KEY and "kms:ViaService" in kms["Condition"]["StringEquals"], (
+            f"{urn}: KMS statement {kms!r}"
+        )
+        xray = by_sid(doc, "XRayActiveTracing")
+        assert set(xray["Action"]) == {"xray:PutTelemetryRecords", "xray:PutTraceSegments"}, urn
+
+    return pulumi.Output.all(
+        role.urn,
+        role.assume_role_policy,
+        role.managed_policy_arns,
+        pol.urn,
+        pol.role,
+        role.id,
+        pol.policy,
+    ).apply(check)
+
+
+@pulumi.runtime.test
+def test_no_ci_role_without_github_oidc():
+    identity = make()
+
+    def check(urns):
+        assert identity.ci_role is None and identity.ci_policy is None, urns
+        assert identity.oidc_provider is None, urns
+
+    return pulumi.Output.all(identity.urn, identity.lambda_role.urn).apply(check)
+
+
+@pulumi.runtime.test
+def test_ci_role_is_assumable_by_one_repository_and_environment_only():
+    identity = with_ci()
+    role, provider = identity.ci_role, identity.oidc_provider
+
+    def check(values):
+        urn, name, trust, managed, provider_urn, url, clients, provider_arn = values
+        assert name == "tandem-dev-ci-deploy", f"{urn}: name {name!r}"
+        assert url == "https://token.actions.githubusercontent.com", f"{provider_urn}: {url!r}"
+        assert clients == ["sts.amazonaws.com"], f"{provider_urn}: audiences {clients!r}"
+        assert not managed, f"{urn}: managed policies {managed!r}"
+        (st,) = statements(trust)
+        assert st["Principal"] == {"Federated": provider_arn}, f"{urn}: {st['Principal']!r}"
+        assert st["Action"] == "sts:AssumeRoleWithWebIdentity", urn
+        assert st["Condition"] == {
+            "StringEquals": {
+                "token.actions.githubusercontent.com:aud": "sts.amazonaws.com",
+                "token.actions.githubusercontent.com:sub": SUBJECT,
+            }
+        }, f"{urn}: trust condition {st['Condition']!r}"
+
+    return pulumi.Output.all(
+        role.urn,
+        role.name,
+        role.assume_role_policy,
+        role.managed_policy_arns,
+        provider.urn,
+        provider.url,
+        provider.client_id_lists,
+        provider.arn,
+    ).apply(check)
+
+
+@pulumi.runtime.test
+def test_ci_role_reuses_an_existing_provider():
+    existing = f"arn:aws:iam::{ACCOUNT}:oidc-provider/token.actions.githubusercontent.com"
+    identity = make(
+        github_oidc=GithubOidcArgs(
+            repository="example-org/tandem", subject=SUBJECT, provider_arn=existing
+        )
+    )
+    assert identity.oidc_provider is None
+
+    def check(values):
+        urn, trust = values
+        (st,) = statements(trust)
+        assert st["Principal"] == {"Federated": existing}, f"{urn}: {st['Principal']!r}"
+
+    return pulumi.Output.all(identity.ci_role.urn, identity.ci_role.assume_role_policy).apply(check)
+
+
+@pulumi.runtime.test
+def test_ci_policy_passes_only_the_sagemaker_role_only_to_sagemaker():
+    identity = with_ci()
+    pol = identity.ci_policy
+
+    def check(values):
+        urn, attached, ci_id, policy, sagemaker_arn = values
+        assert attached == ci_id, f"{urn}: attached to {attached!r}"
+        doc = json.loads(policy)
+        assert_least_privilege(doc, urn)
+        passes = [st for st in statements(doc) if "iam:PassRole" in as_list(st["Action"])]
+        assert len(passes) == 1, f"{urn}: {len(passes)} PassRole statements"
+        (passrole,) = passes
+        assert passrole["Resource"] == sagemaker_arn, (
+            f"{urn}: PassRole on {passrole['Resource']!r} (CKV_AWS_286)"
+        )
+        assert passrole["Condition"] == {
+            "StringEquals": {"iam:PassedToService": "sagemaker.amazonaws.com"}
+        }, f"{urn}: PassRole condition {passrole.get('Condition')!r}"
+        iam_actions = {a for st in statements(doc) for a in as_list(st["Action"]) if "iam:" in a}
+        assert iam_actions == {"iam:PassRole"}, f"{urn}: IAM actions {iam_actions}"
+        jobs = by_sid(doc, "RunTrainingJobs")
+        assert jobs["Resource"] == (
+            f"arn:aws:sagemaker:{REGION}:{ACCOUNT}:training-job/tandem-dev-*"
+        ), f"{urn}: training jobs {jobs['Resource']!r}"
+        deploy = by_sid(doc, "DeployToTheFunctionAlias")
+        fn = f"arn:aws:lambda:{REGION}:{ACCOUNT}:function:tandem-dev-serve"
+        assert deploy["Resource"] == [fn, f"{fn}:*"], f"{urn}: {deploy['Resource']!r}"
+        assert "lambda:UpdateFunctionCode" not in deploy["Action"], f"{urn}: may replace code"
+
+    return pulumi.Output.all(
+        pol.urn, pol.role, identity.ci_role.id, pol.policy, identity.sagemaker_role.arn
+    ).apply(check)
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        ({"model_package_group_names": []}, "model_package_group_names must name at least one"),
+        ({"lambda_role_name": "x" * 65}, "longer than 64 characters"),
+        (
+            {
+                "github_oidc": GithubOidcArgs(
+                    repository="example-org/tandem", subject="repo:other/repo:ref:refs/heads/main"
+                )
+            },
+            "is not a subject of repository",
+        ),
+        (
+            {
+                "ci_role_name": "",
+                "github_oidc": GithubOidcArgs(
+                    repository="o/r", subject="repo:o/r:ref:refs/heads/x"
+                ),
+            },
+            "github_oidc needs ci_role_name",
+        ),
+    ],
+)
+def test_bad_arguments_fail_before_any_resource(overrides, message):
+    with pytest.raises(ValueError, match=r"^Identity: ") as info:
+        make(**overrides)
+    assert message in str(info.value)
+
+
+def test_trust_policy_refuses_a_wildcard_subject():
+    with pytest.raises(ValueError, match="must not be a pattern"):
+        policies.github_oidc_trust_policy("arn:aws:iam::1:oidc-provider/x", "repo:o/r:*")
+
+
+@pytest.mark.parametrize(
+    ("caller", "expected"),
+    [
+        (
+            "arn:aws:sts::123456789012:assumed-role/deployer/session-1",
+            [
+                "arn:aws:iam::123456789012:role/deployer",
+                "arn:aws:iam::123456789012:role/*/deployer",
+            ],
+        ),
+        ("arn:aws:iam::123456789012:user/ci", ["arn:aws:iam::123456789012:user/ci"]),
+    ],
+)
+def test_deployer_is_matched_by_its_role_not_its_session(caller, expected):
+    assert policies.principal_arn_of_caller(caller) == expected
+
+
+@pytest.mark.parametrize(
+    ("region", "partition"),
+    [("eu-west-1", "aws"), ("cn-north-1", "aws-cn"), ("us-gov-west-1", "aws-us-gov")],
+)
+def test_partition_follows_the_region(region, partition):
+    assert policies.partition_for(region) == partition

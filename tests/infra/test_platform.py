@@ -1,0 +1,276 @@
+"""The whole AWS platform under mocks: the stack outputs contract (the ML adapter is
+built from these keys alone), and a scan of every IAM policy the platform creates."""
+
+from __future__ import annotations
+
+import fnmatch
+import json
+import runpy
+from pathlib import Path
+
+import pulumi
+import pytest
+import yaml
+
+from infra import config
+from infra.aws import OPTIONAL_OUTPUT_KEYS, OUTPUT_KEYS, audit, build_aws_platform
+from tests.infra.conftest import ACCOUNT, TandemMocks
+from tests.infra.policy_checks import (
+    as_list,
+    assert_least_privilege,
+    assert_no_public_allow,
+    by_sid,
+    statements,
+)
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def stack_config(stack: str) -> config.StackConfig:
+    raw = yaml.safe_load((ROOT / f"Pulumi.{stack}.yaml").read_text())["config"]
+    return config.load(stack, raw)
+
+
+class Recording(TandemMocks):
+    """Keeps the inputs of every resource, to scan what the whole platform creates."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.resources: list[tuple[str, str, dict]] = []
+
+    def new_resource(self, args):
+        self.resources.append((args.typ, args.name, dict(args.inputs)))
+        return super().new_resource(args)
+
+
+@pytest.fixture
+def recording():
+    mocks = Recording()
+    pulumi.runtime.set_mocks(mocks, project="tandem", stack="dev", preview=False)
+    return mocks
+
+
+@pulumi.runtime.test
+@pytest.mark.parametrize("stack", ["dev", "staging", "prod"])
+def test_outputs_have_exactly_the_contract_keys(stack, tmp_path):
+    cfg = stack_config(stack)
+    platform = build_aws_platform(cfg, stack, build_dir=str(tmp_path))
+    outputs = platform.outputs()
+    expected = set(OUTPUT_KEYS)
+    if cfg.github_oidc is not None:
+        expected.add("ci_role_arn")
+    if cfg.mlflow:
+        expected.add("mlflow_tracking_server_arn")
+    assert set(outputs) == expected, (
+        f"{stack}: output keys differ: missing {sorted(expected - set(outputs))}, "
+        f"extra {sorted(set(outputs) - expected)}"
+    )
+
+    def check(values):
+        urn, out = values
+        where = f"{urn} ({stack})"
+        assert out["cloud"] == "aws", f"{where}: cloud {out['cloud']!r}"
+        assert out["stack"] == stack, f"{where}: stack {out['stack']!r}"
+        assert out["region"] == cfg.region, f"{where}: region {out['region']!r}"
+        assert out["name_prefix"] == cfg.name_prefix, where
+        assert out["metric_namespace"] == "Tandem", where
+        assert out["function_alias"] == "live", f"{where}: alias {out['function_alias']!r}"
+        assert out["function_name"] == cfg.function_name, where
+        assert out["function_url"].startswith("https://"), f"{where}: {out['function_url']!r}"
+        for kind in ("data", "models", "logs"):
+            assert out[f"{kind}_bucket"] == cfg.bucket_name(kind, ACCOUNT), (
+                f"{where}: {kind}_bucket {out[f'{kind}_bucket']!r}"
+            )
+        assert out["model_package_groups"] == {
+            m: cfg.model_package_group_name(m) for m in cfg.models
+        }, f"{where}: model_package_groups {out['model_package_groups']!r}"
+        assert out["kms_key_arn"].startswith("arn:aws:kms:"), where
+        assert out["sagemaker_role_arn"] == (
+            f"arn:aws:iam::{ACCOUNT}:role/{cfg.sagemaker_role_name}"
+        ), f"{where}: sagemaker_role_arn {out['sagemaker_role_arn']!r}"
+        assert out["lambda_role_arn"] == f"arn:aws:iam::{ACCOUNT}:role/{cfg.lambda_role_name}", (
+            where
+        )
+        assert out["alarm_topic_arn"].startswith("arn:aws:sns:"), where
+        assert out["alarm_names"] and all(
+            isinstance(n, str) and n.startswith(f"{cfg.name_prefix}-") for n in out["alarm_names"]
+        ), f"{where}: alarm_names {out['alarm_names']!r}"
+        assert out["training_image_uri"] == cfg.resolved_training_image_uri, where
+        if "ci_role_arn" in out:
+            assert out["ci_role_arn"] == f"arn:aws:iam::{ACCOUNT}:role/{cfg.ci_role_name}", where
+        # JSON-serialisable, as `pulumi stack output --json` hands it to the adapter.
+        json.dumps(out)
+
+    return pulumi.Output.all(platform.urn, pulumi.Output.all(**outputs)).apply(check)
+
+
+@pulumi.runtime.test
+def test_outputs_are_the_components_own_values(tmp_path):
+    cfg = stack_config("prod")
+    p = build_aws_platform(cfg, "prod", build_dir=str(tmp_path))
+    out = p.outputs()
+
+    def check(values):
+        urn, got, expected = values
+        for key, value in expected.items():
+            assert got[key] == value, (
+                f"{urn}: output {key} is {got[key]!r}, component has {value!r}"
+            )
+
+    return pulumi.Output.all(
+        p.urn,
+        pulumi.Output.all(**out),
+        pulumi.Output.all(
+            kms_key_arn=p.storage.key.arn,
+            models_bucket=p.storage.models_bucket.bucket,
+            sagemaker_role_arn=p.identity.sagemaker_role.arn,
+            ci_role_arn=p.identity.ci_role.arn,
+            alarm_topic_arn=p.monitoring.topic.arn,
+            function_name=p.serving.function.name,
+            function_url=p.serving.function_url.function_url,
+            mlflow_tracking_server_arn=p.registry.mlflow_server.arn,
+        ),
+    ).apply(check)
+
+
+@pulumi.runtime.test
+def test_key_policy_admits_exactly_the_stack_roles(tmp_path):
+    cfg = stack_config("prod")
+    p = build_aws_platform(cfg, "prod", build_dir=str(tmp_path))
+
+    def check(values):
+        urn, policy, *roles = values
+        use = by_sid(policy, "KeyUseByStackRoles")
+        assert sorted(use["Condition"]["ArnEquals"]["aws:PrincipalArn"]) == sorted(roles), (
+            f"{urn}: key users {use['Condition']!r}, stack roles {roles!r}"
+        )
+        assert_no_public_allow(policy, urn)
+
+    return pulumi.Output.all(
+        p.storage.key.urn,
+        p.storage.key.policy,
+        p.identity.sagemaker_role.arn,
+        p.identity.lambda_role.arn,
+        p.identity.ci_role.arn,
+    ).apply(check)
+
+
+@pulumi.runtime.test
+def test_logs_bucket_policy_lets_the_trail_deliver(tmp_path):
+    cfg = stack_config("dev")
+    p = build_aws_platform(cfg, "dev", build_dir=str(tmp_path))
+
+    def check(values):
+        urn, policy, trail_arn, prefix = values
+        write = by_sid(policy, "CloudTrailWrite")
+        assert write["Condition"]["StringEquals"]["aws:SourceArn"] == trail_arn, (
+            f"{urn}: CloudTrail write statement names {write['Condition']!r}, trail {trail_arn}"
+        )
+        assert f"/{prefix}/AWSLogs/{ACCOUNT}/" in write["Resource"], f"{urn}: {write!r}"
+
+    return pulumi.Output.all(
+        p.storage.policies["logs"].urn,
+        p.storage.policies["logs"].policy,
+        audit.trail_arn(cfg.name_prefix, ACCOUNT, cfg.region),
+        p.audit.trail.s3_key_prefix,
+    ).apply(check)
+
+
+@pulumi.runtime.test
+def test_roles_and_key_name_the_log_groups_the_components_create(tmp_path):
+    """Identity and the key policy name log groups before they exist; the names must be
+    the ones Serving and Audit then create."""
+    cfg = stack_config("dev")
+    p = build_aws_platform(cfg, "dev", build_dir=str(tmp_path))
+
+    def check(values):
+        urn, lambda_policy, key_policy, serving_group, audit_group = values
+        logs = by_sid(lambda_policy, "WriteOwnLogs")
+        assert logs["Resource"] == f"{serving_group}:*", (
+            f"{urn}: Lambda role writes {logs['Resource']!r}, function logs to {serving_group}"
+        )
+        patterns = by_sid(key_policy, "CloudWatchLogsForThisAccount")["Condition"]["ArnLike"][
+            "kms:EncryptionContext:aws:logs:arn"
+        ]
+        for group in (serving_group, audit_group):
+            assert any(fnmatch.fnmatchcase(group, pat) for pat in patterns), (
+                f"{urn}: key policy lets CloudWatch Logs encrypt {patterns}, not {group}"
+            )
+
+    return pulumi.Output.all(
+        p.urn,
+        p.identity.lambda_policy.policy,
+        p.storage.key.policy,
+        p.serving.log_group.arn,
+        p.audit.log_group.arn,
+    ).apply(check)
+
+
+@pulumi.runtime.test
+def test_every_iam_policy_in_the_platform_is_least_privilege(recording, tmp_path):
+    cfg = stack_config("prod")
+    p = build_aws_platform(cfg, "prod", build_dir=str(tmp_path))
+
+    def check(_):
+        role_policies = [r for r in recording.resources if r[0] == "aws:iam/rolePolicy:RolePolicy"]
+        roles = [r for r in recording.resources if r[0] == "aws:iam/role:Role"]
+        assert len(role_policies) >= 3 and len(roles) >= 3, (
+            f"expected the platform's roles and policies, saw {len(roles)} and {len(role_policies)}"
+        )
+        for _typ, name, inputs in role_policies:
+            assert_least_privilege(inputs["policy"], f"RolePolicy {name}")
+        for _typ, name, inputs in roles:
+            assert not inputs.get("managedPolicyArns"), f"Role {name}: managed policies"
+            (st,) = statements(inputs["assumeRolePolicy"])
+            principal = st["Principal"]
+            assert len(principal) == 1 and len(as_list(next(iter(principal.values())))) == 1, (
+                f"Role {name}: trust names {principal!r}, not exactly one principal"
+            )
+            assert "*" not in json.dumps(principal), f"Role {name}: wildcard principal"
+        for typ, name, inputs in recording.resources:
+            assert "policyArn" not in inputs or "FullAccess" not in inputs["policyArn"], (
+                f"{typ} {name}: {inputs['policyArn']}"
+            )
+        bucket_policies = [
+            r for r in recording.resources if r[0] == "aws:s3/bucketPolicy:BucketPolicy"
+        ]
+        assert len(bucket_policies) == 3, f"{len(bucket_policies)} bucket policies"
+        for _typ, name, inputs in bucket_policies:
+            assert_no_public_allow(inputs["policy"], f"BucketPolicy {name}")
+
+    # Wait for every policy of the platform to be resolved before scanning.
+    return pulumi.Output.all(
+        p.urn,
+        p.identity.ci_policy.policy,
+        p.identity.sagemaker_policy.policy,
+        p.identity.lambda_policy.policy,
+        p.audit.logs_role_policy.policy,
+        *(pol.policy for pol in p.storage.policies.values()),
+    ).apply(check)
+
+
+@pulumi.runtime.test
+def test_main_program_exports_the_contract(monkeypatch, tmp_path):
+    """`infra/__main__.py` as Pulumi runs it: config in, every output key exported."""
+    from infra.aws import serving
+
+    monkeypatch.setattr(serving, "default_build_dir", lambda: tmp_path)
+    raw = yaml.safe_load((ROOT / "Pulumi.dev.yaml").read_text())["config"]
+    pulumi.runtime.set_all_config(
+        {k: v if isinstance(v, str) else json.dumps(v) for k, v in raw.items()}
+    )
+    exported: dict[str, pulumi.Output] = {}
+    monkeypatch.setattr(pulumi, "export", lambda key, value: exported.__setitem__(key, value))
+    try:
+        runpy.run_path(str(ROOT / "infra" / "__main__.py"), run_name="__main__")
+    finally:
+        pulumi.runtime.set_all_config({})
+
+    def check(values):
+        assert set(values) == set(OUTPUT_KEYS), (
+            f"exported keys differ: missing {sorted(set(OUTPUT_KEYS) - set(values))}, "
+            f"extra {sorted(set(values) - set(OUTPUT_KEYS) - set(OPTIONAL_OUTPUT_KEYS))}"
+        )
+        assert values["stack"] == "dev" and values["cloud"] == "aws", values
+
+    return pulumi.Output.all(**exported).apply(check)

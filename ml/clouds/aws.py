@@ -26,8 +26,8 @@ Decisions a reader should know:
   not a SageMaker status: an archived version is `Rejected` in SageMaker (nothing SageMaker-
   native deploys it) with `CustomerMetadataProperties["tandem:status"] = "archived"` and the
   reason in `ApprovalDescription`. The per-version S3 record holds what Tandem needs in full
-  (metrics, tags, status, reason); it is written before SageMaker is updated, so a status
-  change interrupted halfway reads as the old status and can simply be retried.
+  (metrics, tags, status, reason). On a status change it is written before SageMaker is
+  updated, so a change interrupted halfway reads as the old status and can be retried.
 - Serving. A deploy sets `MODEL_URI` (the artifact URI), `MODEL_NAME` and `MODEL_VERSION` on
   the function, publishes a version described `<model>:v<version>`, and moves the `live`
   alias. A canary keeps the live version as the alias's primary and routes `canary_weight`
@@ -40,6 +40,7 @@ from __future__ import annotations
 
 import base64
 import contextlib
+import functools
 import gzip
 import hashlib
 import io
@@ -51,18 +52,20 @@ import tempfile
 import time
 import uuid
 from collections.abc import Callable, Iterable, Iterator, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote, urlparse
 
 import boto3
+import botocore.session
 from boto3.s3.transfer import TransferConfig
 from botocore.config import Config
 from botocore.exceptions import ClientError
 
-from ml import artifact
+from ml import artifact, data
+from ml import train as training
 from ml.clouds.base import (
     APPROVED,
     ARCHIVED,
@@ -85,6 +88,7 @@ from ml.errors import (
     NotFoundError,
     TandemError,
 )
+from ml.spec import load_spec
 
 REQUIRED_OUTPUTS = (
     "cloud",
@@ -193,7 +197,7 @@ def parse_s3_uri(uri: str) -> tuple[str, str]:
 # -- outputs -------------------------------------------------------------------------------
 @dataclass(frozen=True)
 class AwsOutputs:
-    """The stack outputs the adapter reads, checked once."""
+    """The stack outputs, checked once: a missing key is a ConfigError that names it."""
 
     stack: str
     region: str
@@ -215,7 +219,6 @@ class AwsOutputs:
     endpoint_url: str | None = None
     ci_role_arn: str | None = None
     mlflow_tracking_server_arn: str | None = None
-    raw: dict[str, Any] = field(default_factory=dict, repr=False)
 
     @classmethod
     def parse(cls, outputs: Mapping[str, Any]) -> AwsOutputs:
@@ -261,15 +264,23 @@ class AwsOutputs:
             endpoint_url=outputs.get("endpoint_url") or None,
             ci_role_arn=outputs.get("ci_role_arn") or None,
             mlflow_tracking_server_arn=outputs.get("mlflow_tracking_server_arn") or None,
-            raw=dict(outputs),
         )
+
+
+@functools.cache
+def _model_loader() -> Any:
+    """One botocore data loader per process: the service models (SageMaker's alone is
+    megabytes of JSON) are parsed once, not again for every stack connected."""
+    return botocore.session.get_session().get_component("data_loader")
 
 
 class Clients:
     """boto3 clients of one session, all pointed at `endpoint_url` when the outputs give one."""
 
     def __init__(self, region: str, endpoint_url: str | None = None) -> None:
-        self.session = boto3.session.Session(region_name=region)
+        core = botocore.session.get_session()
+        core.register_component("data_loader", _model_loader())
+        self.session = boto3.session.Session(botocore_session=core, region_name=region)
         self.endpoint_url = endpoint_url
         self._cache: dict[str, Any] = {}
 
@@ -474,7 +485,7 @@ class S3ArtifactStore:
                 f"{uri}: holds a different artifact already (differs in {', '.join(changed)})"
             )
         bucket, prefix = parse_s3_uri(uri)
-        for name in (*sorted(files), artifact.MANIFEST):
+        for name in sorted(files):  # the manifests were compared above, as parsed JSON
             self._verify_stored(local_dir / name, bucket, f"{prefix}/{name}")
         tarball = local_dir / artifact.TARBALL
         if tarball.is_file() and not self.exists(f"{uri}/{artifact.TARBALL}"):
@@ -955,9 +966,6 @@ class SageMakerJobRunner:
         """The train channel's s3:// URI: as given, or the data uploaded (content-addressed)."""
         if data_uri.startswith("s3://"):
             return data_uri
-        from ml import data
-        from ml.spec import load_spec
-
         spec = load_spec(spec_path)
         frame = data.load_frame(data_uri, self.store, spec.dataset.format)
         digest = data.content_hash(frame).split(":", 1)[-1]
@@ -983,9 +991,6 @@ class SageMakerJobRunner:
         self, spec_path: Path, data_uri: str, output_key: str, *, progress: Progress | None = None
     ) -> str:
         """Stage data and code, create the training job; return its name."""
-        from ml import train as training
-        from ml.spec import load_spec
-
         spec = load_spec(spec_path)
         name = job_name(self.outputs.name_prefix, output_key)
         if progress:
@@ -1133,7 +1138,13 @@ def _version_tag(model: str, version: int) -> str:
 
 
 class LambdaEndpoint:
-    """EndpointTarget over the stack's Lambda function and its `live` alias."""
+    """EndpointTarget over the stack's Lambda function and its `live` alias.
+
+    The function has one `MODEL_URI` (infra/aws/serving.py), so it serves one model at a
+    time: deploying another model's version replaces what it serves. Deployments are
+    recorded one object each under `deployments/<model>/`, named by time, so `history` is
+    a listing and `current` its last entry.
+    """
 
     def __init__(
         self,

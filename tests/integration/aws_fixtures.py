@@ -1,0 +1,369 @@
+"""AWS test doubles: a stack created in moto as the Pulumi program creates it, both moto
+backends (in-process and a real HTTP endpoint), and a stand-in for the training container.
+
+moto accepts `CreateTrainingJob` but runs nothing: it reports the job Completed with an
+`S3ModelArtifacts` path where no file exists. `FakeTrainingContainer` does what the
+SageMaker scikit-learn container would do with the job's own request (download the
+channels and the code, write `hyperparameters.json`, run the entry point, upload
+`model.tar.gz`), so the adapter is exercised at its boundary and never patched.
+"""
+
+from __future__ import annotations
+
+import functools
+import io
+import json
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import tarfile
+import tempfile
+import urllib.request
+import zipfile
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlparse
+
+import boto3
+import botocore.session
+import pytest
+from botocore.config import Config
+
+REPO = Path(__file__).resolve().parents[2]
+REGION = "us-east-1"
+ACCOUNT = "123456789012"  # moto's default account
+MODELS = ("credit",)
+TRAINING_IMAGE = f"{ACCOUNT}.dkr.ecr.{REGION}.amazonaws.com/tandem-training:1"
+SKLEARN_IMAGE = f"683313688378.dkr.ecr.{REGION}.amazonaws.com/sagemaker-scikit-learn:1.2-1-cpu-py3"
+HANDLER = "deploy.aws_lambda.handler.handler"
+FUNCTION_ENV = {"LOG_LEVEL": "INFO", "POWERTOOLS_SERVICE_NAME": "tandem"}
+
+FAKE_CREDENTIALS = {
+    "AWS_ACCESS_KEY_ID": "testing",
+    "AWS_SECRET_ACCESS_KEY": "testing",
+    "AWS_SECURITY_TOKEN": "testing",
+    "AWS_SESSION_TOKEN": "testing",
+    "AWS_DEFAULT_REGION": REGION,
+}
+
+
+def fake_credentials(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """Fake keys only, and no shared config: nothing here can reach a real account."""
+    for key, value in FAKE_CREDENTIALS.items():
+        monkeypatch.setenv(key, value)
+    for key in ("AWS_PROFILE", "AWS_ROLE_ARN", "AWS_WEB_IDENTITY_TOKEN_FILE"):
+        monkeypatch.delenv(key, raising=False)
+    monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "no-aws-config"))
+    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(tmp_path / "no-aws-credentials"))
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@contextmanager
+def moto_backend(kind: str) -> Iterator[str | None]:
+    """`in-process` (moto.mock_aws; yields None) or `server` (ThreadedMotoServer on
+    127.0.0.1 and a free port; yields its URL for the `endpoint_url` output)."""
+    if kind == "in-process":
+        from moto import mock_aws
+
+        with mock_aws():
+            yield None
+        return
+    from moto.server import ThreadedMotoServer
+
+    port = free_port()
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
+    server.start()
+    url = f"http://127.0.0.1:{port}"
+    try:
+        # the server's backends are process-wide: start from an empty account
+        urllib.request.urlopen(urllib.request.Request(f"{url}/moto-api/reset", method="POST"))
+        yield url
+    finally:
+        server.stop()
+
+
+@functools.cache
+def _model_loader() -> Any:
+    # moto drops boto3's default session on every start; keep the parsed service models
+    return botocore.session.get_session().get_component("data_loader")
+
+
+def client(service: str, endpoint_url: str | None = None) -> Any:
+    """A client of the test's own (not the adapter's) session, on the moto backend."""
+    core = botocore.session.get_session()
+    core.register_component("data_loader", _model_loader())
+    session = boto3.session.Session(botocore_session=core, region_name=REGION)
+    config = Config(s3={"addressing_style": "path"}) if endpoint_url else None
+    return session.client(service, endpoint_url=endpoint_url, config=config)
+
+
+def _trust(service: str) -> str:
+    return json.dumps(
+        {
+            "Version": "2012-10-17",
+            "Statement": [
+                {
+                    "Effect": "Allow",
+                    "Principal": {"Service": f"{service}.amazonaws.com"},
+                    "Action": "sts:AssumeRole",
+                }
+            ],
+        }
+    )
+
+
+def _function_zip() -> bytes:
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w") as archive:
+        archive.write(REPO / "deploy" / "__init__.py", "deploy/__init__.py")
+        archive.write(
+            REPO / "deploy" / "aws_lambda" / "__init__.py", "deploy/aws_lambda/__init__.py"
+        )
+        archive.write(REPO / "deploy" / "aws_lambda" / "handler.py", "deploy/aws_lambda/handler.py")
+    return buffer.getvalue()
+
+
+def create_stack(
+    stack: str,
+    *,
+    endpoint_url: str | None = None,
+    models: tuple[str, ...] = MODELS,
+    training_image_uri: str = TRAINING_IMAGE,
+) -> dict[str, Any]:
+    """Create one stack's resources the way infra/aws builds them; return its outputs."""
+    prefix = f"tandem-{stack}"
+    kms = client("kms", endpoint_url)
+    key_arn = kms.create_key(Description=f"{prefix} data key")["KeyMetadata"]["Arn"]
+    kms.create_alias(AliasName=f"alias/{prefix}", TargetKeyId=key_arn)
+
+    s3 = client("s3", endpoint_url)
+    buckets = {kind: f"{prefix}-{kind}-{ACCOUNT}" for kind in ("data", "models", "logs")}
+    for name in buckets.values():
+        s3.create_bucket(Bucket=name)
+        s3.put_bucket_versioning(Bucket=name, VersioningConfiguration={"Status": "Enabled"})
+        s3.put_bucket_encryption(
+            Bucket=name,
+            ServerSideEncryptionConfiguration={
+                "Rules": [
+                    {
+                        "ApplyServerSideEncryptionByDefault": {
+                            "SSEAlgorithm": "aws:kms",
+                            "KMSMasterKeyID": key_arn,
+                        },
+                        "BucketKeyEnabled": True,
+                    }
+                ]
+            },
+        )
+        s3.put_public_access_block(
+            Bucket=name,
+            PublicAccessBlockConfiguration={
+                "BlockPublicAcls": True,
+                "IgnorePublicAcls": True,
+                "BlockPublicPolicy": True,
+                "RestrictPublicBuckets": True,
+            },
+        )
+
+    iam = client("iam", endpoint_url)
+    roles = {
+        kind: iam.create_role(
+            RoleName=f"{prefix}-{kind}", AssumeRolePolicyDocument=_trust(service)
+        )["Role"]["Arn"]
+        for kind, service in (("sagemaker", "sagemaker"), ("lambda", "lambda"))
+    }
+
+    sagemaker = client("sagemaker", endpoint_url)
+    groups = {}
+    for model in models:
+        groups[model] = f"{prefix}-{model}"
+        sagemaker.create_model_package_group(
+            ModelPackageGroupName=groups[model],
+            ModelPackageGroupDescription=f"Versions of {model}",
+        )
+
+    lam = client("lambda", endpoint_url)
+    function = f"{prefix}-serve"
+    created = lam.create_function(
+        FunctionName=function,
+        Description="Tandem inference endpoint",
+        Runtime="python3.12",
+        Role=roles["lambda"],
+        Handler=HANDLER,
+        Code={"ZipFile": _function_zip()},
+        Architectures=["arm64"],
+        MemorySize=1024,
+        Timeout=30,
+        Environment={"Variables": dict(FUNCTION_ENV)},
+        KMSKeyArn=key_arn,
+        TracingConfig={"Mode": "Active"},
+        Publish=True,
+    )
+    lam.create_alias(FunctionName=function, Name="live", FunctionVersion=created["Version"])
+    url = lam.create_function_url_config(
+        FunctionName=function, Qualifier="live", AuthType="AWS_IAM"
+    )["FunctionUrl"]
+
+    sns = client("sns", endpoint_url)
+    topic = sns.create_topic(Name=f"{prefix}-alarms", Attributes={"KmsMasterKeyId": key_arn})
+    cloudwatch = client("cloudwatch", endpoint_url)
+    alarms = []
+    for model in models:
+        for kind, metric, statistic, operator, threshold in (
+            ("drift", "drift_score", "Maximum", "GreaterThanThreshold", 0.2),
+            ("quality", "model_quality", "Minimum", "LessThanThreshold", 0.7),
+        ):
+            name = f"{prefix}-{model}-{kind}"
+            cloudwatch.put_metric_alarm(
+                AlarmName=name,
+                Namespace="Tandem",
+                MetricName=metric,
+                Dimensions=[{"Name": "Model", "Value": model}],
+                Statistic=statistic,
+                Period=3600,
+                EvaluationPeriods=1,
+                Threshold=threshold,
+                ComparisonOperator=operator,
+                TreatMissingData="notBreaching",
+                AlarmActions=[topic["TopicArn"]],
+            )
+            alarms.append(name)
+
+    outputs: dict[str, Any] = {
+        "cloud": "aws",
+        "stack": stack,
+        "region": REGION,
+        "name_prefix": prefix,
+        "kms_key_arn": key_arn,
+        "data_bucket": buckets["data"],
+        "models_bucket": buckets["models"],
+        "logs_bucket": buckets["logs"],
+        "sagemaker_role_arn": roles["sagemaker"],
+        "lambda_role_arn": roles["lambda"],
+        "model_package_groups": groups,
+        "function_name": function,
+        "function_alias": "live",
+        "function_url": url,
+        "alarm_topic_arn": topic["TopicArn"],
+        "alarm_names": alarms,
+        "metric_namespace": "Tandem",
+        "training_image_uri": training_image_uri,
+    }
+    if endpoint_url:
+        outputs["endpoint_url"] = endpoint_url
+    return outputs
+
+
+def _download_prefix(s3: Any, uri: str, dest: Path) -> None:
+    bucket, prefix = urlparse(uri).netloc, urlparse(uri).path.lstrip("/")
+    dest.mkdir(parents=True, exist_ok=True)
+    for page in s3.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix):
+        for item in page.get("Contents", []):
+            relative = item["Key"][len(prefix) :].lstrip("/") or Path(item["Key"]).name
+            target = dest / relative
+            target.parent.mkdir(parents=True, exist_ok=True)
+            s3.download_file(bucket, item["Key"], str(target))
+
+
+class FakeTrainingContainer:
+    """What the SageMaker scikit-learn training container does with a job, for moto.
+
+    Reads the job's request back from SageMaker (`DescribeTrainingJob`), lays out
+    /opt/ml under a temporary directory, runs the entry point as the training toolkit does
+    (`python <sagemaker_program> --<hyperparameter> <value> ...` in the code directory),
+    then tars SM_MODEL_DIR to the job's `S3ModelArtifacts` with the job's KMS key.
+    """
+
+    def __init__(self, endpoint_url: str | None = None) -> None:
+        self.s3 = client("s3", endpoint_url)
+        self.sagemaker = client("sagemaker", endpoint_url)
+        self.jobs: list[dict[str, Any]] = []
+
+    def __call__(self, job_name: str) -> None:
+        job = self.sagemaker.describe_training_job(TrainingJobName=job_name)
+        hyper = {k: json.loads(v) for k, v in job["HyperParameters"].items()}
+        with tempfile.TemporaryDirectory() as tmp:
+            base = Path(tmp) / "opt" / "ml"
+            config_dir = base / "input" / "config"
+            config_dir.mkdir(parents=True)
+            (config_dir / "hyperparameters.json").write_text(json.dumps(job["HyperParameters"]))
+            channels = {}
+            for channel in job["InputDataConfig"]:
+                name = channel["ChannelName"]
+                channels[name] = base / "input" / "data" / name
+                source = channel["DataSource"]["S3DataSource"]["S3Uri"]
+                _download_prefix(self.s3, source, channels[name])
+            (config_dir / "inputdataconfig.json").write_text(
+                json.dumps({name: {"TrainingInputMode": "File"} for name in channels})
+            )
+            code = base / "code"
+            code.mkdir()
+            submit = hyper["sagemaker_submit_directory"]
+            if submit.startswith("s3://"):
+                tarball = Path(tmp) / "sourcedir.tar.gz"
+                bucket, key = urlparse(submit).netloc, urlparse(submit).path.lstrip("/")
+                self.s3.download_file(bucket, key, str(tarball))
+            else:  # network isolation: the code came as the `code` channel
+                tarball = base / Path(submit).relative_to("/opt/ml")
+            with tarfile.open(tarball, "r:gz") as tar:
+                tar.extractall(code, filter="data")
+            model_dir = base / "model"
+            model_dir.mkdir()
+            args = []
+            for key, value in hyper.items():
+                if not key.startswith("sagemaker_"):
+                    args += [f"--{key}", str(value)]
+            env = {k: v for k, v in os.environ.items() if not k.startswith(("SM_", "AWS_"))}
+            env.update(job.get("Environment", {}))
+            env.update(
+                PYTHONPATH=str(code),
+                SM_MODEL_DIR=str(model_dir),
+                SM_INPUT_CONFIG_DIR=str(config_dir),
+                SM_OUTPUT_DATA_DIR=str(base / "output" / "data"),
+                SM_CHANNELS=json.dumps(sorted(channels)),
+                TRAINING_JOB_NAME=job_name,
+                **{f"SM_CHANNEL_{n.upper()}": str(p) for n, p in channels.items()},
+            )
+            done = subprocess.run(
+                [sys.executable, hyper["sagemaker_program"], *args],
+                cwd=code,
+                env=env,
+                capture_output=True,
+                text=True,
+                timeout=300,
+            )
+            self.jobs.append(
+                {
+                    "job": job,
+                    "args": args,
+                    "files": sorted(p.relative_to(code).as_posix() for p in code.rglob("*")),
+                    "returncode": done.returncode,
+                    "stderr": done.stderr,
+                }
+            )
+            if done.returncode != 0:
+                raise AssertionError(f"training container failed:\n{done.stderr[-4000:]}")
+            packed = Path(tmp) / "model.tar.gz"
+            with tarfile.open(packed, "w:gz") as tar:
+                for path in sorted(model_dir.iterdir()):
+                    tar.add(path, arcname=path.name)
+            target = urlparse(job["ModelArtifacts"]["S3ModelArtifacts"])
+            self.s3.upload_file(
+                str(packed),
+                target.netloc,
+                target.path.lstrip("/"),
+                ExtraArgs={
+                    "ServerSideEncryption": "aws:kms",
+                    "SSEKMSKeyId": job["OutputDataConfig"]["KmsKeyId"],
+                },
+            )
+            shutil.rmtree(code, ignore_errors=True)

@@ -219,7 +219,7 @@ def resolve_environment(args: argparse.Namespace) -> tuple[str, dict[str, Any]]:
         # The channel holds a local copy; the card records where it came from (an S3 URI),
         # so the lifecycle can read the same rows again when it scores a champion.
         source = hyper.pop("data_uri", None)
-        args.data_uri = getattr(args, "data_uri", None) or source
+        args.data_uri = args.data_uri or source
         args.run_id = args.run_id or os.environ.get("TRAINING_JOB_NAME")
         args.model_dir = args.model_dir or os.environ["SM_MODEL_DIR"]
         if not args.data and os.environ.get("SM_CHANNEL_TRAIN"):
@@ -265,8 +265,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--param", action="append", help="estimator override key=value (JSON value)"
     )
-    args = parser.parse_args(argv)
+    # On SageMaker the training toolkit also passes every hyperparameter as `--key value`;
+    # those are read from hyperparameters.json, so extra arguments are expected there only.
+    args, extra = parser.parse_known_args(argv)
     environment, overrides = resolve_environment(args)
+    if extra and environment != "sagemaker":
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")
     if not args.spec:
         parser.error("--spec is required (or the 'spec' hyperparameter on SageMaker)")
     spec = load_spec(args.spec)
@@ -281,7 +285,7 @@ def main(argv: list[str] | None = None) -> int:
         run_id=run_id,
         environment=environment,
         overrides=overrides,
-        data_uri=getattr(args, "data_uri", None) or data_uri,
+        data_uri=args.data_uri or data_uri,
     )
     log_to_mlflow(result)
     print(

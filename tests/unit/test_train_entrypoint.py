@@ -130,7 +130,7 @@ def test_sagemaker_hyperparameters_default_location(
     monkeypatch.delenv("SM_CHANNEL_TRAIN", raising=False)
     monkeypatch.setenv("TRAINING_JOB_NAME", "job-7")
     args = argparse.Namespace(
-        spec=None, data=None, model_dir=None, run_id=None, param=["n_estimators=3"]
+        spec=None, data=None, data_uri=None, model_dir=None, run_id=None, param=["n_estimators=3"]
     )
     environment, overrides = train.resolve_environment(args)
     assert environment == "sagemaker"
@@ -147,7 +147,9 @@ def test_sagemaker_channel_with_two_files_is_refused(
     monkeypatch.setenv("SM_MODEL_DIR", str(tmp_path / "m"))
     monkeypatch.setenv("SM_CHANNEL_TRAIN", str(csv_dir))
     monkeypatch.setenv("SM_INPUT_CONFIG_DIR", str(tmp_path / "absent"))
-    args = argparse.Namespace(spec="s.toml", data=None, model_dir=None, run_id=None, param=None)
+    args = argparse.Namespace(
+        spec="s.toml", data=None, data_uri=None, model_dir=None, run_id=None, param=None
+    )
     with pytest.raises(SystemExit, match=r"expected one \.csv/\.parquet file"):
         train.resolve_environment(args)
 
@@ -191,3 +193,33 @@ def test_training_is_deterministic(tmp_path: Path) -> None:
     assert onnx[0] == onnx[1]
     baselines = [(d / artifact.BASELINE).read_bytes() for d in outputs]
     assert baselines[0] == baselines[1]
+
+
+def test_sagemaker_toolkit_arguments_are_accepted(tmp_path: Path, csv_dir: Path) -> None:
+    """The training toolkit repeats each hyperparameter as `--key value` on the command line."""
+    spec = write_spec(tmp_path, estimator=SMALL_MODEL)
+    config = tmp_path / "input" / "config"
+    config.mkdir(parents=True)
+    hyper = {"spec": json.dumps(str(spec)), "n_estimators": "7"}
+    (config / "hyperparameters.json").write_text(json.dumps(hyper))
+    env = clean_env(
+        SM_MODEL_DIR=str(tmp_path / "model"),
+        SM_CHANNEL_TRAIN=str(csv_dir),
+        SM_INPUT_CONFIG_DIR=str(config),
+    )
+    run_train(["--spec", str(spec), "--n_estimators", "7"], env, cwd=tmp_path)
+    assert artifact.load(tmp_path / "model").card["params"]["n_estimators"] == 7
+
+
+def test_unknown_arguments_are_refused_outside_sagemaker(tmp_path: Path) -> None:
+    spec = write_spec(tmp_path, estimator=SMALL_MODEL)
+    done = subprocess.run(
+        [sys.executable, "-m", "ml.train", "--spec", str(spec), "--n_estimators", "7"],
+        cwd=tmp_path,
+        env={**clean_env(), "PYTHONPATH": str(REPO)},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 2
+    assert "unrecognized arguments: --n_estimators 7" in done.stderr

@@ -71,20 +71,18 @@ from ml.clouds.base import (
     ARCHIVED,
     PENDING,
     REJECTED,
-    STATUSES,
-    TRANSITIONS,
     Deployment,
     JobResult,
     MetricPoint,
     ModelVersion,
     Progress,
     Stack,
+    with_status,
 )
 from ml.errors import (
     ArtifactIntegrityError,
     ConfigError,
     ConflictError,
-    InvalidTransitionError,
     NotFoundError,
     TandemError,
 )
@@ -755,19 +753,10 @@ class SageMakerModelRegistry:
         return sorted(m for m in self.groups if next(iter(self._packages(m, limit=1)), None))
 
     def set_status(self, model: str, version: int, status: str, reason: str = "") -> ModelVersion:
-        if status not in STATUSES:
-            raise InvalidTransitionError(
-                f"{model} v{version}: unknown status {status!r} (one of {', '.join(STATUSES)})"
-            )
         current = self.get_version(model, version)
-        if current.status == status:
+        updated = with_status(current, status, reason)
+        if updated is current:
             return current
-        if status not in TRANSITIONS[current.status]:
-            raise InvalidTransitionError(
-                f"{model} v{version}: cannot go from {current.status} to {status} "
-                f"(allowed: {sorted(TRANSITIONS[current.status]) or 'none'})"
-            )
-        updated = ModelVersion(**{**current.__dict__, "status": status, "status_reason": reason})
         # the record first: if SageMaker's update then fails, the version reads as before
         self._write_record(updated)
         kwargs: dict[str, Any] = {

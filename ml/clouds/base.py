@@ -9,9 +9,11 @@ Errors are the ones in `ml.errors`; an adapter translates its SDK's errors into 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
+
+from ml.errors import InvalidTransitionError
 
 # Registry states and the changes allowed between them.
 PENDING, APPROVED, REJECTED, ARCHIVED = "pending", "approved", "rejected", "archived"
@@ -39,6 +41,27 @@ class ModelVersion:
     metrics: dict[str, float] = field(default_factory=dict)
     tags: dict[str, str] = field(default_factory=dict)
     status_reason: str = ""
+
+
+def with_status(current: ModelVersion, status: str, reason: str = "") -> ModelVersion:
+    """`current` moved to `status` (itself if it has that status already).
+
+    Every registry calls this, so every cloud enforces the same state machine; raises
+    InvalidTransitionError for an unknown status or a change TRANSITIONS does not allow.
+    """
+    if status not in STATUSES:
+        raise InvalidTransitionError(
+            f"{current.model} v{current.version}: unknown status {status!r} "
+            f"(one of {', '.join(STATUSES)})"
+        )
+    if current.status == status:
+        return current
+    if status not in TRANSITIONS[current.status]:
+        raise InvalidTransitionError(
+            f"{current.model} v{current.version}: cannot go from {current.status} to {status} "
+            f"(allowed: {sorted(TRANSITIONS[current.status]) or 'none'})"
+        )
+    return replace(current, status=status, status_reason=reason)
 
 
 @dataclass(frozen=True)

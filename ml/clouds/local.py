@@ -28,15 +28,15 @@ from filelock import FileLock
 
 from ml import artifact
 from ml.clouds.base import (
-    TRANSITIONS,
     Deployment,
     JobResult,
     MetricPoint,
     ModelVersion,
     Progress,
     Stack,
+    with_status,
 )
-from ml.errors import ConfigError, ConflictError, InvalidTransitionError, NotFoundError, TandemError
+from ml.errors import ConfigError, ConflictError, NotFoundError, TandemError
 
 DEFAULT_HOME = ".tandem"
 
@@ -201,16 +201,10 @@ class FileRegistry:
 
     def set_status(self, model: str, version: int, status: str, reason: str = "") -> ModelVersion:
         with self._lock(model):
-            mv = self.get_version(model, version)
-            if mv.status == status:
-                return mv
-            if status not in TRANSITIONS[mv.status]:
-                raise InvalidTransitionError(
-                    f"{model} v{version}: cannot go from {mv.status} to {status} "
-                    f"(allowed: {sorted(TRANSITIONS[mv.status]) or 'none'})"
-                )
-            updated = ModelVersion(**{**mv.__dict__, "status": status, "status_reason": reason})
-            self._write(updated)
+            current = self.get_version(model, version)
+            updated = with_status(current, status, reason)
+            if updated is not current:
+                self._write(updated)
             return updated
 
 

@@ -47,9 +47,12 @@ def _plots(evaluation: Evaluation) -> list[tuple[str, str]]:
     fig, ax = plt.subplots(figsize=(3.6, 3.2))
     matrix = evaluation.confusion
     ax.imshow(matrix, cmap="Blues")
+    darkest = max(max(row) for row in matrix)
     for i in range(2):
         for j in range(2):
-            ax.text(j, i, str(matrix[i][j]), ha="center", va="center", fontsize=13)
+            dark = matrix[i][j] > darkest / 2  # white on the dark cells, so every count reads
+            colour = "white" if dark else "black"
+            ax.text(j, i, str(matrix[i][j]), ha="center", va="center", fontsize=13, color=colour)
     ax.set_xticks([0, 1], ["pred 0", "pred 1"])
     ax.set_yticks([0, 1], ["true 0", "true 1"])
     ax.set_title("Confusion matrix")

@@ -64,34 +64,18 @@ PROD_MIN_LOG_RETENTION_DAYS = 365  # CKV_AWS_338: keep logs at least a year in p
 
 ENVIRONMENTS = ("dev", "staging", "prod")
 
-# The SageMaker prebuilt scikit-learn training image, used when `tandem:training_image_uri`
-# is not set. Registry accounts per region, from the SageMaker Python SDK's
-# image_uri_config/sklearn.json ("training", version 1.2-1). Regions not listed here must
-# set `tandem:training_image_uri`.
-SKLEARN_IMAGE_VERSION = "1.2-1-cpu-py3"
-SKLEARN_IMAGE_ACCOUNTS = {
-    "af-south-1": "510948584623",
-    "ap-east-1": "651117190479",
-    "ap-northeast-1": "354813040037",
-    "ap-northeast-2": "366743142698",
-    "ap-northeast-3": "867004704886",
-    "ap-south-1": "720646828776",
-    "ap-southeast-1": "121021644041",
-    "ap-southeast-2": "783357654285",
-    "ca-central-1": "341280168497",
-    "eu-central-1": "492215442770",
-    "eu-north-1": "662702820516",
-    "eu-west-1": "141502667606",
-    "eu-west-2": "764974769150",
-    "eu-west-3": "659782779980",
-    "eu-south-1": "978288397137",
-    "me-south-1": "801668240914",
-    "sa-east-1": "737474898029",
-    "us-east-1": "683313688378",
-    "us-east-2": "257758044811",
-    "us-west-1": "746614075791",
-    "us-west-2": "246618743249",
-}
+# Tandem's training image (deploy/training/Dockerfile: Python 3.11 and the project's
+# dependencies) lives in the stack's own ECR repository, `<prefix>-training`, under an
+# immutable tag. The default tag is the project version; a stack sets
+# `tandem:training_image_tag` to the tag its CI pushed.
+# `tandem:training_image_uri` overrides the whole image (e.g. one image shared by several
+# stacks). The repository is created either way: an empty repository costs nothing, CI's
+# push permission keeps one target, and turning the override on or off never tries to
+# delete a repository that holds images (ECR refuses to delete a non-empty repository).
+DEFAULT_TRAINING_IMAGE_TAG = "0.1.0"
+# Docker's tag grammar: a word character, then up to 127 word characters, dots or hyphens.
+# https://docs.docker.com/reference/cli/docker/image/tag/
+IMAGE_TAG_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$")
 
 
 class ConfigError(ValueError):
@@ -193,6 +177,7 @@ class StackConfig(_Model):
     model_uri: str | None = None
     github_oidc: GithubOidcConfig | None = None
     mlflow: bool = Field(False, strict=True)
+    training_image_tag: str = DEFAULT_TRAINING_IMAGE_TAG
     training_image_uri: str | None = None
     tags: dict[str, str] = Field(default_factory=dict)
 
@@ -257,6 +242,21 @@ class StackConfig(_Model):
             raise ValueError("must be an S3 URI, s3://<bucket>/<key>")
         return value
 
+    @field_validator("training_image_tag")
+    @classmethod
+    def _image_tag(cls, value: str) -> str:
+        if not IMAGE_TAG_RE.fullmatch(value):
+            raise ValueError(
+                "must be an image tag: 1-128 letters, digits, '_', '.' or '-', not starting "
+                "with '.' or '-'"
+            )
+        if value == "latest":
+            # The repository's tags are immutable: "latest" could be pushed exactly once.
+            raise ValueError(
+                "must name one build (the repository's tags are immutable), not 'latest'"
+            )
+        return value
+
     @field_validator("training_image_uri")
     @classmethod
     def _image(cls, value: str | None) -> str | None:
@@ -282,15 +282,8 @@ class StackConfig(_Model):
                 f"must be >= {PROD_MIN_LOG_RETENTION_DAYS} in prod",
                 self.log_retention_days,
             )
-        if "aws" in self.clouds:
-            if not AWS_REGION_RE.fullmatch(self.region):
-                raise _fail("region", "must be an AWS region such as 'us-east-1'", self.region)
-            if self.training_image_uri is None and self.region not in SKLEARN_IMAGE_ACCOUNTS:
-                raise _fail(
-                    "training_image_uri",
-                    f"is required in region {self.region!r} (no default training image "
-                    "is known there)",
-                )
+        if "aws" in self.clouds and not AWS_REGION_RE.fullmatch(self.region):
+            raise _fail("region", "must be an AWS region such as 'us-east-1'", self.region)
         return self
 
     # -- names every component derives from the config -------------------------------
@@ -327,15 +320,9 @@ class StackConfig(_Model):
         return f"{self.name_prefix}-ci-deploy"
 
     @property
-    def resolved_training_image_uri(self) -> str:
-        """The configured training image, else SageMaker's prebuilt scikit-learn image."""
-        if self.training_image_uri is not None:
-            return self.training_image_uri
-        account = SKLEARN_IMAGE_ACCOUNTS[self.region]
-        return (
-            f"{account}.dkr.ecr.{self.region}.amazonaws.com/"
-            f"sagemaker-scikit-learn:{SKLEARN_IMAGE_VERSION}"
-        )
+    def training_repository_name(self) -> str:
+        """The stack's ECR repository for Tandem's training image (deploy/training/)."""
+        return f"{self.name_prefix}-training"
 
     @property
     def all_tags(self) -> dict[str, str]:
@@ -363,13 +350,21 @@ _KEYS = {
     "model_uri": "model_uri",
     "github_oidc": "github_oidc",
     "mlflow": "mlflow",
+    "training_image_tag": "training_image_tag",
     "training_image_uri": "training_image_uri",
     "tags": "tags",
 }
 # Keys whose values are plain strings in Pulumi config (the others are JSON: lists,
 # objects, numbers, booleans).
 _STRING_KEYS = frozenset(
-    {"environment", "name_prefix", "region", "model_uri", "training_image_uri"}
+    {
+        "environment",
+        "name_prefix",
+        "region",
+        "model_uri",
+        "training_image_tag",
+        "training_image_uri",
+    }
 )
 _DEFAULT_LOG_RETENTION = {"dev": 30, "staging": 90, "prod": 365}
 

@@ -36,6 +36,7 @@ OUTPUT_KEYS = (
     "alarm_names",
     "metric_namespace",
     "training_image_uri",
+    "training_image_repository_url",
 )
 OPTIONAL_OUTPUT_KEYS = ("ci_role_arn", "mlflow_tracking_server_arn")
 

@@ -3,7 +3,8 @@
 Each role has exactly one inline policy, built by `infra.aws.policies` (no managed
 ``*FullAccess`` policy; no AWSLambdaBasicExecutionRole either: the Lambda policy grants
 its own log group only). The CI role is assumable only through GitHub's OIDC provider, by
-one repository and one environment or branch.
+one repository and one environment or branch. The SageMaker role pulls the training image
+from its repository; the CI role pushes it there.
 """
 
 from __future__ import annotations
@@ -38,7 +39,13 @@ class IdentityArgs:
     """Inputs of the identity component.
 
     Role names are fixed (not auto-named) so that the KMS key policy and the other
-    components can name the roles before they exist. Bucket and key ARNs may be Outputs.
+    components can name the roles before they exist. Bucket, key and repository ARNs may
+    be Outputs.
+
+    ecr_repository_arns: repositories the SageMaker role pulls training images from (the
+        repository of the image the stack's jobs run).
+    training_repository_arn: the stack's training image repository, which the CI role
+        pushes to (with GitHub OIDC only).
     """
 
     name_prefix: str
@@ -53,7 +60,8 @@ class IdentityArgs:
     sagemaker_role_name: str
     lambda_role_name: str
     ci_role_name: str = ""
-    ecr_repository_arns: Sequence[str] = ()
+    ecr_repository_arns: Input[Sequence[Input[str]]] = ()
+    training_repository_arn: Input[str] | None = None
     mlflow: bool = False
     tracing: bool = True
     github_oidc: GithubOidcArgs | None = None
@@ -114,7 +122,11 @@ class Identity(pulumi.ComponentResource):
             role=self.sagemaker_role.id,
             name="tandem-sagemaker-execution",
             policy=Output.all(
-                args.account_id, args.data_bucket_arn, args.models_bucket_arn, args.kms_key_arn
+                args.account_id,
+                args.data_bucket_arn,
+                args.models_bucket_arn,
+                args.kms_key_arn,
+                Output.from_input(args.ecr_repository_arns),
             ).apply(
                 lambda a: json.dumps(
                     policies.sagemaker_execution_policy(
@@ -125,7 +137,7 @@ class Identity(pulumi.ComponentResource):
                         kms_key_arn=a[3],
                         model_package_group_arns=group_arns(a[0]),
                         training_job_prefix=args.name_prefix,
-                        ecr_repository_arns=args.ecr_repository_arns,
+                        ecr_repository_arns=list(a[4] or ()),
                         mlflow=args.mlflow,
                         partition=partition,
                     )
@@ -204,6 +216,7 @@ class Identity(pulumi.ComponentResource):
                     args.models_bucket_arn,
                     args.kms_key_arn,
                     self.sagemaker_role.arn,
+                    Output.from_input(args.training_repository_arn),
                 ).apply(
                     lambda a: json.dumps(
                         policies.ci_deploy_policy(
@@ -216,6 +229,7 @@ class Identity(pulumi.ComponentResource):
                             model_package_group_arns=group_arns(a[0]),
                             function_name=args.function_name,
                             name_prefix=args.name_prefix,
+                            training_repository_arn=a[5],
                             partition=partition,
                         )
                     )

@@ -5,12 +5,14 @@ Reached through `infra.aws.build_aws_platform`.
 Order and why:
 1. ``Storage`` (KMS key, data/models/logs buckets). The key policy names the stack's roles
    by ARN (``aws:PrincipalArn``), so it does not wait for them.
-2. ``Identity`` (SageMaker, Lambda and CI roles), scoped to the buckets and the key.
-3. ``Registry`` (model package groups, optional MLflow server on the SageMaker role).
-4. ``Audit`` (CloudTrail into the logs bucket), after the logs bucket policy that lets the
+2. ``TrainingImage`` (the ECR repository of the training image, encrypted with the key).
+3. ``Identity`` (SageMaker, Lambda and CI roles), scoped to the buckets, the key and the
+   repository (SageMaker pulls from it, CI pushes to it).
+4. ``Registry`` (model package groups, optional MLflow server on the SageMaker role).
+5. ``Audit`` (CloudTrail into the logs bucket), after the logs bucket policy that lets the
    trail deliver.
-5. ``Serving`` (Lambda, ``live`` alias, IAM Function URL) on the Lambda role.
-6. ``Monitoring`` (encrypted SNS topic, alarms on the function and the models).
+6. ``Serving`` (Lambda, ``live`` alias, IAM Function URL) on the Lambda role.
+7. ``Monitoring`` (encrypted SNS topic, alarms on the function and the models).
 
 `AwsPlatform.outputs` is the contract with the ML side (`ml/clouds/aws.py` is built from
 these keys alone).
@@ -28,6 +30,7 @@ from pulumi import Output, ResourceOptions
 from infra.aws import OPTIONAL_OUTPUT_KEYS, OUTPUT_KEYS, policies
 from infra.aws.identity import GithubOidcArgs, Identity, IdentityArgs
 from infra.aws.storage import Storage, StorageArgs
+from infra.aws.training import TrainingImage, TrainingImageArgs
 
 if TYPE_CHECKING:
     from infra.config import StackConfig
@@ -39,8 +42,8 @@ _ECR_IMAGE = re.compile(
 
 
 def ecr_repository_arns(image_uri: str | None, partition: str = "aws") -> list[str]:
-    """The repository a configured training image is pulled from (none for the default
-    SageMaker-owned image, which SageMaker pulls with its own permissions)."""
+    """The repository an overriding ``tandem:training_image_uri`` is pulled from (none for
+    an image that is not in ECR)."""
     if not image_uri:
         return []
     match = _ECR_IMAGE.match(image_uri)
@@ -55,6 +58,7 @@ class AwsPlatform(pulumi.ComponentResource):
     """Every AWS component of one stack; children are attributes (``storage``, ...)."""
 
     storage: Storage
+    training: TrainingImage
     identity: Identity
     registry: Any
     audit: Any
@@ -133,6 +137,25 @@ class AwsPlatform(pulumi.ComponentResource):
         )
         storage = self.storage
 
+        self.training = TrainingImage(
+            "training",
+            TrainingImageArgs(
+                name_prefix=prefix,
+                kms_key_arn=storage.key.arn,
+                tag=cfg.training_image_tag,
+                force_delete=cfg.environment == "dev",
+                tags=tags,
+            ),
+            opts=child_opts,
+        )
+        repository_arn = self.training.repository.arn
+        # The SageMaker role pulls the image the jobs run: the stack's own, or the override's.
+        pull_from = (
+            ecr_repository_arns(cfg.training_image_uri, partition)
+            if cfg.training_image_uri is not None
+            else [repository_arn]
+        )
+
         gh = cfg.github_oidc
         self.identity = Identity(
             "identity",
@@ -150,7 +173,8 @@ class AwsPlatform(pulumi.ComponentResource):
                 sagemaker_role_name=cfg.sagemaker_role_name,
                 lambda_role_name=cfg.lambda_role_name,
                 ci_role_name=cfg.ci_role_name if gh is not None else "",
-                ecr_repository_arns=ecr_repository_arns(cfg.training_image_uri, partition),
+                ecr_repository_arns=pull_from,
+                training_repository_arn=repository_arn if gh is not None else None,
                 mlflow=cfg.mlflow,
                 github_oidc=(
                     GithubOidcArgs(
@@ -257,7 +281,8 @@ class AwsPlatform(pulumi.ComponentResource):
             "alarm_topic_arn": self.monitoring.topic.arn,
             "alarm_names": self.monitoring.alarm_names,
             "metric_namespace": policies.METRIC_NAMESPACE,
-            "training_image_uri": cfg.resolved_training_image_uri,
+            "training_image_uri": cfg.training_image_uri or self.training.image_uri,
+            "training_image_repository_url": self.training.repository.repository_url,
         }
         if identity.ci_role is not None:
             out["ci_role_arn"] = identity.ci_role.arn

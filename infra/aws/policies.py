@@ -12,8 +12,11 @@ Rules every document follows (security baseline, IAM rows):
 - ``iam:PassRole`` only for the SageMaker execution role, only to SageMaker;
 - a trust policy names exactly one principal.
 
-Bucket layout: models bucket ``artifacts/``, ``captures/``, ``runs/``, ``reports/`` (and
-``mlflow/`` when the MLflow tracking server is on); data bucket ``datasets/``.
+Bucket layout (what `ml/clouds/aws.py` and `ml/lifecycle.py` read and write): models
+bucket ``artifacts/`` (artifacts, a job's code and output), ``runs/`` (run records),
+``reports/`` (evaluation reports), ``registry/`` (one record per model version),
+``deployments/`` (one record per deployment), ``captures/`` (request captures), and
+``mlflow/`` when the MLflow tracking server is on; data bucket ``datasets/``.
 """
 
 from __future__ import annotations
@@ -39,8 +42,27 @@ ARTIFACTS = "artifacts/"
 CAPTURES = "captures/"
 RUNS = "runs/"
 REPORTS = "reports/"
+REGISTRY = "registry/"
+DEPLOYMENTS = "deployments/"
 MLFLOW = "mlflow/"
 ACCESS_LOGS = "s3-access/"
+
+# Pulling an image from one repository, and pushing one to it. ecr:GetAuthorizationToken
+# (the registry login) supports no resource-level permissions and is granted on its own.
+# https://docs.aws.amazon.com/AmazonECR/latest/userguide/image-push-iam.html
+ECR_PULL_ACTIONS = (
+    "ecr:BatchCheckLayerAvailability",
+    "ecr:BatchGetImage",
+    "ecr:GetDownloadUrlForLayer",
+)
+ECR_PUSH_ACTIONS = (
+    "ecr:BatchCheckLayerAvailability",
+    "ecr:BatchGetImage",
+    "ecr:CompleteLayerUpload",
+    "ecr:InitiateLayerUpload",
+    "ecr:PutImage",
+    "ecr:UploadLayerPart",
+)
 
 GITHUB_OIDC_URL = "https://token.actions.githubusercontent.com"
 GITHUB_OIDC_HOST = "token.actions.githubusercontent.com"
@@ -112,6 +134,12 @@ def model_package_group_arn(
     return f"arn:{partition}:sagemaker:{region}:{account_id}:model-package-group/{group}"
 
 
+def ecr_repository_arn(
+    region: str, account_id: str, repository: str, partition: str = "aws"
+) -> str:
+    return f"arn:{partition}:ecr:{region}:{account_id}:repository/{repository}"
+
+
 def model_package_arns(group_arn: str) -> str:
     """Versions of a group: ``model-package/<group>/<version>``."""
     return group_arn.replace(":model-package-group/", ":model-package/") + "/*"
@@ -163,6 +191,18 @@ def _kms_via(
         "Condition": {
             "StringEquals": {"kms:ViaService": [f"{s}.{region}.amazonaws.com" for s in services]}
         },
+    }
+
+
+def _ecr_login(sid: str = "EcrLogin") -> Statement:
+    # ecr:GetAuthorizationToken supports no resource-level permissions: the token is for the
+    # whole registry, and the repository statements decide what it may pull or push.
+    # https://docs.aws.amazon.com/service-authorization/latest/reference/list_amazonelasticcontainerregistry.html
+    return {
+        "Sid": sid,
+        "Effect": "Allow",
+        "Action": "ecr:GetAuthorizationToken",
+        "Resource": "*",
     }
 
 
@@ -247,7 +287,9 @@ def kms_key_policy(
       matched with ``aws:PrincipalArn``: the roles need not exist yet when the key is
       created, and a role outside the list gets nothing even with ``kms:*`` in IAM.
     - ``deployer_principal_arns`` (whoever runs ``pulumi up``) may use the key only through
-      Lambda, S3 and SNS, i.e. to create resources that are encrypted with it.
+      Lambda, S3, SNS and ECR, i.e. to create resources that are encrypted with it (ECR
+      creates its grants when the training image repository is created, and retires them
+      when it is deleted).
     - CloudWatch Logs, CloudTrail and CloudWatch alarms (publishing to the encrypted SNS
       topic) get what their docs require, each with the narrowest condition they document;
       CloudWatch Logs only for log groups named by ``log_group_patterns``.
@@ -298,13 +340,14 @@ def kms_key_policy(
                     "kms:DescribeKey",
                     "kms:Encrypt",
                     "kms:GenerateDataKey*",
+                    "kms:RetireGrant",
                 ],
                 "Resource": "*",
                 "Condition": {
                     "ArnLike": {"aws:PrincipalArn": list(deployer_principal_arns)},
                     "StringEquals": {
                         "kms:ViaService": [
-                            f"{s}.{region}.amazonaws.com" for s in ("lambda", "s3", "sns")
+                            f"{s}.{region}.amazonaws.com" for s in ("ecr", "lambda", "s3", "sns")
                         ]
                     },
                 },
@@ -449,7 +492,8 @@ def sagemaker_execution_policy(
 
     Reads ``datasets/`` in the data bucket; reads and writes ``artifacts/`` and ``runs/``
     (and ``mlflow/`` with MLflow) in the models bucket; registers versions into the
-    stack's model package groups; writes its job's logs and metrics.
+    stack's model package groups; writes its job's logs and metrics; pulls the training
+    image from ``ecr_repository_arns`` (the repository of the image jobs run).
     """
     if not model_package_group_arns:
         raise ValueError("sagemaker_execution_policy: model_package_group_arns is empty")
@@ -519,24 +563,16 @@ def sagemaker_execution_policy(
         },
     ]
     if ecr_repository_arns:
+        # SageMaker pulls a custom training image with the execution role's credentials.
+        # https://docs.aws.amazon.com/sagemaker/latest/dg/sagemaker-roles.html
         statements += [
             {
                 "Sid": "PullTrainingImage",
                 "Effect": "Allow",
-                "Action": [
-                    "ecr:BatchCheckLayerAvailability",
-                    "ecr:BatchGetImage",
-                    "ecr:GetDownloadUrlForLayer",
-                ],
+                "Action": list(ECR_PULL_ACTIONS),
                 "Resource": list(ecr_repository_arns),
             },
-            {
-                # ecr:GetAuthorizationToken supports no resource-level permissions.
-                "Sid": "EcrLogin",
-                "Effect": "Allow",
-                "Action": "ecr:GetAuthorizationToken",
-                "Resource": "*",
-            },
+            _ecr_login(),
         ]
     return document(*statements)
 
@@ -610,19 +646,35 @@ def ci_deploy_policy(
     model_package_group_arns: Sequence[str],
     function_name: str,
     name_prefix: str,
+    training_repository_arn: str | None = None,
     partition: str = "aws",
 ) -> Document:
     """What the CI pipeline needs to run the model lifecycle (not to run `pulumi up`).
 
-    Upload datasets, start training jobs named ``<prefix>-...`` with the SageMaker role,
-    register and approve versions in the stack's groups, point the function's ``live``
-    alias at a new version, read the stack's alarms and metrics, write reports.
+    Every call `ml/clouds/aws.py` makes for train -> register -> approve -> deploy ->
+    rollback, on this stack's resources only (tests/integration/test_aws_ci_role.py records
+    the calls and checks each one against this document):
+
+    - S3: datasets in, artifacts (and a job's code) in and out, run records, reports,
+      version records (``registry/``) and deployment records (``deployments/``) read and
+      written; captures read for drift. Listing is allowed on the same prefixes: S3
+      answers a read of a missing key with 404 only to a caller that may list it (with
+      ``s3:prefix`` set to the key), and the adapter treats 404 as "not there yet" (a new
+      artifact's manifest, a staged dataset, a version without a record).
+    - SageMaker: training jobs named ``<prefix>-*`` with the SageMaker role; versions of
+      the stack's model package groups.
+    - Lambda: a new configuration (``MODEL_URI``), a published version, the ``live`` alias
+      moved, of the stack's function; the smoke test through its IAM Function URL.
+    - KMS, only through S3 (objects) and Lambda (the function's environment, encrypted with
+      the stack key).
+    - ECR: push the training image to the stack's repository (``training_repository_arn``).
+    - CloudWatch: metrics in the Tandem namespace, the stack's alarms, its jobs' logs.
     """
     function_arn = f"arn:{partition}:lambda:{region}:{account_id}:function:{function_name}"
     training_jobs = f"arn:{partition}:sagemaker:{region}:{account_id}:training-job/{name_prefix}-*"
     training_logs = log_group_arn(region, account_id, SAGEMAKER_TRAINING_LOG_GROUP, partition)
-    model_prefixes = [ARTIFACTS, RUNS, REPORTS]
-    return document(
+    model_prefixes = [ARTIFACTS, RUNS, REPORTS, REGISTRY, DEPLOYMENTS]
+    statements: list[Statement] = [
         _list_prefixes("ListDatasets", data_bucket, [DATASETS]),
         {
             "Sid": "ReadWriteDatasets",
@@ -638,6 +690,14 @@ def ci_deploy_policy(
             "Resource": _objects(models_bucket, model_prefixes),
         },
         {
+            # boto3's transfer manager aborts a multipart upload that failed; artifacts are
+            # the only objects large enough to be sent in parts.
+            "Sid": "AbortArtifactUploads",
+            "Effect": "Allow",
+            "Action": "s3:AbortMultipartUpload",
+            "Resource": _objects(models_bucket, [ARTIFACTS]),
+        },
+        {
             "Sid": "ReadCapturesForDrift",
             "Effect": "Allow",
             "Action": "s3:GetObject",
@@ -650,6 +710,27 @@ def ci_deploy_policy(
             region,
             ["s3"],
         ),
+        # The function's environment is encrypted with the stack key: Lambda encrypts a new
+        # environment and creates its grant with the caller's permissions, and returns the
+        # current one in clear only to a caller that may decrypt it.
+        # https://docs.aws.amazon.com/lambda/latest/dg/configuration-envvars-encryption.html
+        _kms_via(
+            "UseStackKeyThroughLambda",
+            kms_key_arn,
+            ["kms:Decrypt", "kms:Encrypt"],
+            region,
+            ["lambda"],
+        ),
+        {
+            "Sid": "LambdaGrantsOnStackKey",
+            "Effect": "Allow",
+            "Action": "kms:CreateGrant",
+            "Resource": kms_key_arn,
+            "Condition": {
+                "StringEquals": {"kms:ViaService": [f"lambda.{region}.amazonaws.com"]},
+                "Bool": {"kms:GrantIsForAWSResource": "true"},
+            },
+        },
         {
             "Sid": "RunTrainingJobs",
             "Effect": "Allow",
@@ -694,7 +775,6 @@ def ci_deploy_policy(
             "Effect": "Allow",
             "Action": [
                 "lambda:GetAlias",
-                "lambda:GetFunction",
                 "lambda:GetFunctionConfiguration",
                 "lambda:ListVersionsByFunction",
                 "lambda:PublishVersion",
@@ -738,4 +818,15 @@ def ci_deploy_policy(
             "Action": ["logs:DescribeLogStreams", "logs:GetLogEvents"],
             "Resource": [training_logs, f"{training_logs}:log-stream:{name_prefix}-*"],
         },
-    )
+    ]
+    if training_repository_arn:
+        statements += [
+            {
+                "Sid": "PushTrainingImage",
+                "Effect": "Allow",
+                "Action": list(ECR_PUSH_ACTIONS),
+                "Resource": training_repository_arn,
+            },
+            _ecr_login(),
+        ]
+    return document(*statements)

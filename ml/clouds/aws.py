@@ -133,8 +133,9 @@ _METADATA_KEY_BAD = re.compile(r"[^\w\s.:/=+\-@]")
 JOB_NAME_MAX = 63
 _JOB_NAME_BAD = re.compile(r"[^A-Za-z0-9-]+")
 JOB_TERMINAL = ("Completed", "Failed", "Stopped")
-# The scikit-learn framework containers' script-mode conventions (SageMaker Python SDK):
-# the entry point and the code tarball arrive as these hyperparameters.
+# SageMaker's script-mode conventions (SageMaker Python SDK), which Tandem's training image
+# follows (deploy/training/entrypoint.py): the entry point and the code tarball arrive as
+# these hyperparameters.
 ENTRY_POINT = "ml/train.py"
 SOURCEDIR = "sourcedir.tar.gz"
 CODE_CHANNEL_DIR = "/opt/ml/input/data/code"  # where a network-isolated job gets its code
@@ -902,7 +903,8 @@ def job_name(prefix: str, output_key: str) -> str:
 
 
 class SageMakerJobRunner:
-    """JobRunner over SageMaker training jobs, in the scikit-learn container's script mode.
+    """JobRunner over SageMaker training jobs, in script mode, on Tandem's training image
+    (the stack output ``training_image_uri``; deploy/training/).
 
     `run_training` = `submit` (stage data and code, create the job), `wait` (poll until the
     job ends), `collect` (fetch model.tar.gz, verify, store under the output key).
@@ -931,8 +933,9 @@ class SageMakerJobRunner:
         self.volume_gb = volume_gb
         self.max_runtime_seconds = max_runtime_seconds
         self.poll_seconds = poll_seconds
-        # SageMaker's own scikit-learn image must pip-install the project's dependencies,
-        # which needs the network; a purpose-built image runs isolated.
+        # Tandem's image holds the dependencies and runs isolated (CKV_AWS_370): the code
+        # comes as a channel. SageMaker's own scikit-learn image (an override) would have
+        # to pip-install them, which needs the network.
         self.network_isolation = (
             "/sagemaker-scikit-learn:" not in outputs.training_image_uri
             if network_isolation is None

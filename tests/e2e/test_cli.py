@@ -63,8 +63,12 @@ def test_pipeline_json_then_models_runs_and_rollback(cli, tmp_path):
 def test_pipeline_exits_nonzero_at_a_failed_gate_and_keeps_the_champion(cli, tmp_path):
     good = small_spec(tmp_path, "synthetic://credit?rows=1500&seed=3")
     assert cli("pipeline", str(good)).exit_code == 0
-    weak = (EXAMPLES / "credit_weak.toml").read_text().replace(
-        "synthetic://credit?rows=4000&seed=7&shift=0.0", "synthetic://credit?rows=1500&seed=3"
+    weak = (
+        (EXAMPLES / "credit_weak.toml")
+        .read_text()
+        .replace(
+            "synthetic://credit?rows=4000&seed=7&shift=0.0", "synthetic://credit?rows=1500&seed=3"
+        )
     )
     (tmp_path / "weak.toml").write_text(weak)
     blocked = cli("--json", "pipeline", str(tmp_path / "weak.toml"))

@@ -44,6 +44,15 @@ def _realistic(typ: str, name: str, inputs: dict) -> tuple[str | None, dict]:
     elif typ == "aws:cloudwatch/logGroup:LogGroup":
         group = inputs.get("name") or name
         extra = {"name": group, "arn": f"arn:aws:logs:{REGION}:{ACCOUNT}:log-group:{group}"}
+    elif typ == "aws:ecr/repository:Repository":
+        repo = inputs.get("name") or name
+        rid = repo
+        extra = {
+            "name": repo,
+            "arn": f"arn:aws:ecr:{REGION}:{ACCOUNT}:repository/{repo}",
+            "registryId": ACCOUNT,
+            "repositoryUrl": f"{ACCOUNT}.dkr.ecr.{REGION}.amazonaws.com/{repo}",
+        }
     elif typ == "aws:iam/openIdConnectProvider:OpenIdConnectProvider":
         host = str(inputs.get("url", "")).removeprefix("https://")
         extra = {"arn": f"arn:aws:iam::{ACCOUNT}:oidc-provider/{host}"}

@@ -4,6 +4,7 @@ error that names the stack, the key and what was expected."""
 from __future__ import annotations
 
 import re
+import tomllib
 from pathlib import Path
 
 import pulumi
@@ -77,10 +78,31 @@ def test_defaults():
     assert cfg.log_retention_days == 30
     assert cfg.lambda_.reserved_concurrency >= 1
     assert cfg.model_uri is None and cfg.github_oidc is None and cfg.mlflow is False
-    assert cfg.resolved_training_image_uri == (
-        "683313688378.dkr.ecr.us-east-1.amazonaws.com/sagemaker-scikit-learn:1.2-1-cpu-py3"
-    )
+    # Tandem's own training image, from the stack's repository, unless overridden
+    assert cfg.training_image_uri is None
+    assert cfg.training_repository_name == "tandem-dev-training"
+    assert cfg.training_image_tag == config.DEFAULT_TRAINING_IMAGE_TAG
     assert load("prod", base()).log_retention_days == 365
+
+
+def test_default_training_image_tag_is_the_project_version():
+    """The image CI builds from a release is tagged with its version; a stack that sets no
+    tag runs the image of the code it was deployed with."""
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    assert project["version"] == config.DEFAULT_TRAINING_IMAGE_TAG
+
+
+def test_any_aws_region_gets_the_stacks_own_training_image():
+    # No table of prebuilt images per region any more: every region builds its own.
+    cfg = load("dev", {**base(), "aws:region": "eu-nowhere-9"})
+    assert cfg.training_image_uri is None and cfg.training_repository_name == "tandem-dev-training"
+
+
+def test_training_image_override_and_tag_load():
+    uri = "210987654321.dkr.ecr.eu-west-1.amazonaws.com/shared/tandem-training:2.0.1"
+    cfg = load("dev", base(training_image_uri=uri, training_image_tag="2026.11.27-abc123"))
+    assert cfg.training_image_uri == uri
+    assert cfg.training_image_tag == "2026.11.27-abc123"
 
 
 def test_stack_name_is_made_dns_safe_for_the_default_prefix():
@@ -180,9 +202,25 @@ def test_other_namespaces_are_ignored():
         ),
         (
             "dev",
-            {**base(), "aws:region": "eu-nowhere-9"},
-            "stack 'dev': tandem:training_image_uri: is required in region 'eu-nowhere-9'",
+            base(training_image_tag="-rc1"),
+            "stack 'dev': tandem:training_image_tag: must be an image tag",
         ),
+        (
+            "dev",
+            base(training_image_tag="v1 final"),
+            "stack 'dev': tandem:training_image_tag: must be an image tag",
+        ),
+        (
+            "dev",
+            base(training_image_tag="x" * 129),
+            "stack 'dev': tandem:training_image_tag: must be an image tag",
+        ),
+        (
+            "dev",
+            base(training_image_tag="latest"),
+            "stack 'dev': tandem:training_image_tag: must name one build",
+        ),
+        ("dev", base(training_image_tag=1), "stack 'dev': tandem:training_image_tag: must be a"),
         ("dev", {**base(), "aws:region": "mars"}, "stack 'dev': tandem:region: must be an AWS"),
         ("dev", {"tandem:models": ["a"]}, "stack 'dev': aws:region: is required"),
         ("dev", {"aws:region": "us-east-1"}, "stack 'dev': tandem:models: is required"),
@@ -282,6 +320,18 @@ def test_from_pulumi_reads_the_tandem_namespace():
     assert cfg.log_retention_days == 400
     assert cfg.lambda_.memory_mb == 512
     assert cfg.mlflow is True
+
+
+def test_from_pulumi_keeps_a_numeric_image_tag_a_string():
+    # "7" is valid JSON (a number); the tag must stay the string Docker was given.
+    _set_pulumi_config(
+        {"aws:region": "us-east-1", "tandem:models": '["churn"]', "tandem:training_image_tag": "7"}
+    )
+    try:
+        cfg = config.from_pulumi()
+    finally:
+        _set_pulumi_config({})
+    assert cfg.training_image_tag == "7"
 
 
 def test_from_pulumi_rejects_a_misspelt_key():

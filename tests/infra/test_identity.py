@@ -289,6 +289,98 @@ def test_ci_policy_passes_only_the_sagemaker_role_only_to_sagemaker():
     ).apply(check)
 
 
+REPO = f"arn:aws:ecr:{REGION}:{ACCOUNT}:repository/tandem-dev-training"
+
+
+@pulumi.runtime.test
+def test_ci_policy_pushes_the_training_image_to_the_stack_repository_only():
+    identity = with_ci(training_repository_arn=REPO, ecr_repository_arns=[REPO])
+
+    def check(values):
+        urn, ci_policy, sagemaker_policy = values
+        doc = json.loads(ci_policy)
+        assert_least_privilege(doc, urn)
+        push = by_sid(doc, "PushTrainingImage")
+        assert push["Resource"] == REPO, f"{urn}: pushes to {push['Resource']!r}"
+        assert set(push["Action"]) == {
+            "ecr:BatchCheckLayerAvailability",
+            "ecr:BatchGetImage",
+            "ecr:CompleteLayerUpload",
+            "ecr:InitiateLayerUpload",
+            "ecr:PutImage",
+            "ecr:UploadLayerPart",
+        }, f"{urn}: push actions {push['Action']}"
+        login = by_sid(doc, "EcrLogin")
+        assert (login["Action"], login["Resource"]) == ("ecr:GetAuthorizationToken", "*"), urn
+        # and the SageMaker role pulls from the same repository, nothing more
+        pull = by_sid(json.loads(sagemaker_policy), "PullTrainingImage")
+        assert pull["Resource"] == [REPO], f"SageMaker pulls from {pull['Resource']!r}"
+
+    return pulumi.Output.all(
+        identity.ci_policy.urn, identity.ci_policy.policy, identity.sagemaker_policy.policy
+    ).apply(check)
+
+
+@pulumi.runtime.test
+def test_ci_policy_has_no_ecr_access_without_a_repository():
+    identity = with_ci()
+
+    def check(values):
+        urn, policy = values
+        actions = {a for st in statements(policy) for a in as_list(st["Action"])}
+        assert not {a for a in actions if a.startswith("ecr:")}, f"{urn}: {sorted(actions)}"
+
+    return pulumi.Output.all(identity.ci_policy.urn, identity.ci_policy.policy).apply(check)
+
+
+@pulumi.runtime.test
+def test_ci_policy_reaches_the_function_environment_key_only_through_lambda():
+    identity = with_ci()
+
+    def check(values):
+        urn, policy = values
+        doc = json.loads(policy)
+        via_lambda = by_sid(doc, "UseStackKeyThroughLambda")
+        assert set(via_lambda["Action"]) == {"kms:Decrypt", "kms:Encrypt"}, urn
+        assert via_lambda["Resource"] == KEY, urn
+        assert via_lambda["Condition"] == {
+            "StringEquals": {"kms:ViaService": [f"lambda.{REGION}.amazonaws.com"]}
+        }, f"{urn}: {via_lambda['Condition']!r}"
+        grants = by_sid(doc, "LambdaGrantsOnStackKey")
+        assert (grants["Action"], grants["Resource"]) == ("kms:CreateGrant", KEY), urn
+        assert grants["Condition"] == {
+            "StringEquals": {"kms:ViaService": [f"lambda.{REGION}.amazonaws.com"]},
+            "Bool": {"kms:GrantIsForAWSResource": "true"},
+        }, f"{urn}: {grants['Condition']!r}"
+        for st in statements(doc):
+            if any(a.startswith("kms:") for a in as_list(st["Action"])):
+                assert st["Resource"] == KEY and "kms:ViaService" in str(st["Condition"]), (
+                    f"{urn}/{st['Sid']}: KMS use outside the stack key or not through a service"
+                )
+
+    return pulumi.Output.all(identity.ci_policy.urn, identity.ci_policy.policy).apply(check)
+
+
+@pulumi.runtime.test
+def test_ci_policy_reads_and_writes_the_adapters_record_prefixes():
+    """`registry/` (version records) and `deployments/` (deployment records) are written by
+    the adapter on every register, approve and deploy."""
+    identity = with_ci()
+
+    def check(values):
+        urn, policy = values
+        doc = json.loads(policy)
+        for prefix in ("artifacts/", "runs/", "reports/", "registry/", "deployments/"):
+            got = actions_on(doc, f"{MODELS}/{prefix}*")
+            assert {"s3:GetObject", "s3:PutObject"} <= got, f"{urn}: {prefix} access {got}"
+            assert "s3:DeleteObject" not in got, f"{urn}: may delete under {prefix}"
+        assert actions_on(doc, f"{MODELS}/captures/*") == {"s3:GetObject"}, urn
+        listed = by_sid(doc, "ListModelOutputs")["Condition"]["StringLike"]["s3:prefix"]
+        assert {"registry/*", "deployments/*"} <= set(listed), f"{urn}: lists {listed}"
+
+    return pulumi.Output.all(identity.ci_policy.urn, identity.ci_policy.policy).apply(check)
+
+
 @pytest.mark.parametrize(
     ("overrides", "message"),
     [

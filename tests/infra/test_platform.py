@@ -14,7 +14,7 @@ import yaml
 
 from infra import config
 from infra.aws import OPTIONAL_OUTPUT_KEYS, OUTPUT_KEYS, audit, build_aws_platform
-from tests.infra.conftest import ACCOUNT, TandemMocks
+from tests.infra.conftest import ACCOUNT, REGION, TandemMocks
 from tests.infra.policy_checks import (
     as_list,
     assert_least_privilege,
@@ -95,7 +95,17 @@ def test_outputs_have_exactly_the_contract_keys(stack, tmp_path):
         assert out["alarm_names"] and all(
             isinstance(n, str) and n.startswith(f"{cfg.name_prefix}-") for n in out["alarm_names"]
         ), f"{where}: alarm_names {out['alarm_names']!r}"
-        assert out["training_image_uri"] == cfg.resolved_training_image_uri, where
+        # Tandem's own image, from the stack's repository: an ECR URI the adapter runs with
+        # network isolation on (it turns isolation off only for SageMaker's sklearn image).
+        repo_url = out["training_image_repository_url"]
+        assert repo_url == (
+            f"{ACCOUNT}.dkr.ecr.{REGION}.amazonaws.com/{cfg.training_repository_name}"
+        ), f"{where}: training_image_repository_url {repo_url!r}"
+        assert out["training_image_uri"] == f"{repo_url}:{cfg.training_image_tag}", (
+            f"{where}: training_image_uri {out['training_image_uri']!r}"
+        )
+        assert config.ECR_IMAGE_RE.fullmatch(out["training_image_uri"]), where
+        assert "/sagemaker-scikit-learn:" not in out["training_image_uri"], where
         if "ci_role_arn" in out:
             assert out["ci_role_arn"] == f"arn:aws:iam::{ACCOUNT}:role/{cfg.ci_role_name}", where
         # JSON-serialisable, as `pulumi stack output --json` hands it to the adapter.
@@ -129,7 +139,105 @@ def test_outputs_are_the_components_own_values(tmp_path):
             function_name=p.serving.function.name,
             function_url=p.serving.function_url.function_url,
             mlflow_tracking_server_arn=p.registry.mlflow_server.arn,
+            training_image_uri=p.training.image_uri,
+            training_image_repository_url=p.training.repository.repository_url,
         ),
+    ).apply(check)
+
+
+@pulumi.runtime.test
+def test_sagemaker_pulls_from_and_ci_pushes_to_the_stack_repository_only(tmp_path):
+    cfg = stack_config("prod")
+    p = build_aws_platform(cfg, "prod", build_dir=str(tmp_path))
+
+    def check(values):
+        urn, repo_arn, sagemaker_policy, ci_policy = values
+        assert repo_arn == (
+            f"arn:aws:ecr:{REGION}:{ACCOUNT}:repository/{cfg.training_repository_name}"
+        ), f"{urn}: repository {repo_arn!r}"
+        pull = by_sid(sagemaker_policy, "PullTrainingImage")
+        assert pull["Resource"] == [repo_arn], f"{urn}: SageMaker pulls from {pull['Resource']}"
+        assert set(pull["Action"]) == {
+            "ecr:BatchCheckLayerAvailability",
+            "ecr:BatchGetImage",
+            "ecr:GetDownloadUrlForLayer",
+        }, f"{urn}: pull actions {pull['Action']}"
+        push = by_sid(ci_policy, "PushTrainingImage")
+        assert push["Resource"] == repo_arn, f"{urn}: CI pushes to {push['Resource']!r}"
+        assert "ecr:PutImage" in push["Action"], urn
+        for doc in (sagemaker_policy, ci_policy):
+            ecr = [
+                (a, r)
+                for st in statements(doc)
+                for a in as_list(st["Action"])
+                if a.startswith("ecr:")
+                for r in as_list(st["Resource"])
+            ]
+            # the login is the only ECR action on "*" (it supports no resource scoping)
+            assert {a for a, r in ecr if r == "*"} == {"ecr:GetAuthorizationToken"}, (urn, ecr)
+            assert {r for a, r in ecr} == {repo_arn, "*"}, (urn, ecr)
+        sagemaker_actions = {
+            a for st in statements(sagemaker_policy) for a in as_list(st["Action"])
+        }
+        assert not sagemaker_actions & {"ecr:PutImage", "ecr:InitiateLayerUpload"}, (
+            f"{urn}: the SageMaker role may push images"
+        )
+
+    return pulumi.Output.all(
+        p.urn,
+        p.training.repository.arn,
+        p.identity.sagemaker_policy.policy,
+        p.identity.ci_policy.policy,
+    ).apply(check)
+
+
+@pulumi.runtime.test
+def test_training_image_override_is_exported_and_pulled_but_the_repository_stays(tmp_path):
+    raw = yaml.safe_load((ROOT / "Pulumi.staging.yaml").read_text())["config"]
+    shared = "210987654321.dkr.ecr.us-east-1.amazonaws.com/shared/tandem-training:2.0.1"
+    cfg = config.load("staging", {**raw, "tandem:training_image_uri": shared})
+    p = build_aws_platform(cfg, "staging", build_dir=str(tmp_path))
+    outputs = p.outputs()
+
+    def check(values):
+        urn, out, repo_arn, sagemaker_policy, ci_policy = values
+        assert out["training_image_uri"] == shared, f"{urn}: {out['training_image_uri']!r}"
+        assert out["training_image_repository_url"].endswith("/tandem-staging-training"), urn
+        pull = by_sid(sagemaker_policy, "PullTrainingImage")
+        assert pull["Resource"] == [
+            "arn:aws:ecr:us-east-1:210987654321:repository/shared/tandem-training"
+        ], f"{urn}: SageMaker pulls from {pull['Resource']}"
+        assert by_sid(ci_policy, "PushTrainingImage")["Resource"] == repo_arn, urn
+
+    return pulumi.Output.all(
+        p.urn,
+        pulumi.Output.all(**outputs),
+        p.training.repository.arn,
+        p.identity.sagemaker_policy.policy,
+        p.identity.ci_policy.policy,
+    ).apply(check)
+
+
+@pulumi.runtime.test
+def test_key_policy_lets_the_deployer_encrypt_the_repository_through_ecr_only(tmp_path):
+    cfg = stack_config("dev")
+    p = build_aws_platform(cfg, "dev", build_dir=str(tmp_path))
+
+    def check(values):
+        urn, policy, kms_key, repo_key = values
+        deployer = by_sid(policy, "DeployerCreatesEncryptedResources")
+        services = deployer["Condition"]["StringEquals"]["kms:ViaService"]
+        assert f"ecr.{cfg.region}.amazonaws.com" in services, (
+            f"{urn}: ECR cannot create its grants for the deployer: {services}"
+        )
+        assert {"kms:CreateGrant", "kms:RetireGrant"} <= set(deployer["Action"]), urn
+        assert repo_key == kms_key, f"{urn}: repository encrypted with {repo_key!r}"
+
+    return pulumi.Output.all(
+        p.storage.key.urn,
+        p.storage.key.policy,
+        p.storage.key.arn,
+        p.training.repository.encryption_configurations[0].kms_key,
     ).apply(check)
 
 
@@ -231,6 +339,12 @@ def test_every_iam_policy_in_the_platform_is_least_privilege(recording, tmp_path
             assert "policyArn" not in inputs or "FullAccess" not in inputs["policyArn"], (
                 f"{typ} {name}: {inputs['policyArn']}"
             )
+        # The training image repository has no resource policy at all (CKV_AWS_32).
+        ecr = [r for r in recording.resources if r[0].startswith("aws:ecr/")]
+        assert sorted(r[0] for r in ecr) == [
+            "aws:ecr/lifecyclePolicy:LifecyclePolicy",
+            "aws:ecr/repository:Repository",
+        ], f"ECR resources: {sorted(r[0] for r in ecr)}"
         bucket_policies = [
             r for r in recording.resources if r[0] == "aws:s3/bucketPolicy:BucketPolicy"
         ]

@@ -1,11 +1,13 @@
 """AWS test doubles: a stack created in moto as the Pulumi program creates it, both moto
-backends (in-process and a real HTTP endpoint), and a stand-in for the training container.
+backends (in-process and a real HTTP endpoint), and a stand-in for SageMaker's side of a
+training job.
 
 moto accepts `CreateTrainingJob` but runs nothing: it reports the job Completed with an
-`S3ModelArtifacts` path where no file exists. `FakeTrainingContainer` does what the
-SageMaker scikit-learn container would do with the job's own request (download the
-channels and the code, write `hyperparameters.json`, run the entry point, upload
-`model.tar.gz`), so the adapter is exercised at its boundary and never patched.
+`S3ModelArtifacts` path where no file exists. `FakeTrainingContainer` does SageMaker's
+part with the job's own request (download the channels, write `hyperparameters.json`,
+start the image's entry point, upload `model.tar.gz`) and runs Tandem's real entry point
+(`deploy/training/entrypoint.py`) for the container's part, so the adapter is exercised at
+its boundary and never patched.
 """
 
 from __future__ import annotations
@@ -14,7 +16,6 @@ import functools
 import io
 import json
 import os
-import shutil
 import socket
 import subprocess
 import sys
@@ -34,10 +35,11 @@ import pytest
 from botocore.config import Config
 
 REPO = Path(__file__).resolve().parents[2]
+TRAINING_ENTRYPOINT = REPO / "deploy" / "training" / "entrypoint.py"
 REGION = "us-east-1"
 ACCOUNT = "123456789012"  # moto's default account
 MODELS = ("credit",)
-TRAINING_IMAGE = f"{ACCOUNT}.dkr.ecr.{REGION}.amazonaws.com/tandem-training:1"
+TRAINING_IMAGE_TAG = "0.1.0"
 SKLEARN_IMAGE = f"683313688378.dkr.ecr.{REGION}.amazonaws.com/sagemaker-scikit-learn:1.2-1-cpu-py3"
 HANDLER = "deploy.aws_lambda.handler.handler"
 FUNCTION_ENV = {"LOG_LEVEL": "INFO", "POWERTOOLS_SERVICE_NAME": "tandem"}
@@ -137,9 +139,13 @@ def create_stack(
     *,
     endpoint_url: str | None = None,
     models: tuple[str, ...] = MODELS,
-    training_image_uri: str = TRAINING_IMAGE,
+    training_image_uri: str | None = None,
 ) -> dict[str, Any]:
-    """Create one stack's resources the way infra/aws builds them; return its outputs."""
+    """Create one stack's resources the way infra/aws builds them; return its outputs.
+
+    The training image is Tandem's own, `<prefix>-training:<tag>` in the stack's ECR
+    repository, unless `training_image_uri` overrides it (as `tandem:training_image_uri`
+    does)."""
     prefix = f"tandem-{stack}"
     kms = client("kms", endpoint_url)
     key_arn = kms.create_key(Description=f"{prefix} data key")["KeyMetadata"]["Arn"]
@@ -173,6 +179,16 @@ def create_stack(
                 "RestrictPublicBuckets": True,
             },
         )
+
+    ecr = client("ecr", endpoint_url)
+    repository = ecr.create_repository(
+        repositoryName=f"{prefix}-training",
+        imageTagMutability="IMMUTABLE",
+        imageScanningConfiguration={"scanOnPush": True},
+        encryptionConfiguration={"encryptionType": "KMS", "kmsKey": key_arn},
+    )["repository"]
+    if training_image_uri is None:
+        training_image_uri = f"{repository['repositoryUri']}:{TRAINING_IMAGE_TAG}"
 
     iam = client("iam", endpoint_url)
     roles = {
@@ -257,6 +273,7 @@ def create_stack(
         "alarm_names": alarms,
         "metric_namespace": "Tandem",
         "training_image_uri": training_image_uri,
+        "training_image_repository_url": repository["repositoryUri"],
     }
     if endpoint_url:
         outputs["endpoint_url"] = endpoint_url
@@ -275,12 +292,28 @@ def _download_prefix(s3: Any, uri: str, dest: Path) -> None:
 
 
 class FakeTrainingContainer:
-    """What the SageMaker scikit-learn training container does with a job, for moto.
+    """What SageMaker does around Tandem's training image, for moto: the platform's part of
+    a training job, with the image's real entry point in the middle.
 
-    Reads the job's request back from SageMaker (`DescribeTrainingJob`), lays out
-    /opt/ml under a temporary directory, runs the entry point as the training toolkit does
-    (`python <sagemaker_program> --<hyperparameter> <value> ...` in the code directory),
-    then tars SM_MODEL_DIR to the job's `S3ModelArtifacts` with the job's KMS key.
+    moto accepts `CreateTrainingJob` and runs nothing. For each job this:
+
+    - reads the request back (`DescribeTrainingJob`), as SageMaker has it;
+    - lays out /opt/ml under a temporary directory as SageMaker does in File mode: each
+      input channel downloaded to `input/data/<channel>/`, `input/config/hyperparameters.json`
+      (the request's strings, verbatim) and `inputdataconfig.json`;
+    - starts `deploy/training/entrypoint.py`, the file the image installs as `train`, as
+      `docker run IMAGE train` would, with the request's `Environment` and the
+      `TRAINING_JOB_NAME` SageMaker sets (plus `SAGEMAKER_BASE_DIR`, pointing the entry
+      point at the temporary tree); from there on the entry point does everything the
+      container does (code from the `code` channel, `SM_*`, `ml/train.py --key value`);
+    - on success, tars `model/` to the job's `S3ModelArtifacts` with the job's KMS key, as
+      SageMaker uploads SM_MODEL_DIR; on failure, raises with `output/failure`, which
+      SageMaker would report as the job's FailureReason.
+
+    It stands in for Tandem's image only (the entry point refuses the `s3://` code of a
+    non-isolated job, as the image does), runs with the test's Python and packages instead
+    of the image's, does not enforce network isolation, and leaves the job's status in moto
+    as moto reports it (Completed).
     """
 
     def __init__(self, endpoint_url: str | None = None) -> None:
@@ -290,68 +323,52 @@ class FakeTrainingContainer:
 
     def __call__(self, job_name: str) -> None:
         job = self.sagemaker.describe_training_job(TrainingJobName=job_name)
-        hyper = {k: json.loads(v) for k, v in job["HyperParameters"].items()}
         with tempfile.TemporaryDirectory() as tmp:
             base = Path(tmp) / "opt" / "ml"
             config_dir = base / "input" / "config"
             config_dir.mkdir(parents=True)
             (config_dir / "hyperparameters.json").write_text(json.dumps(job["HyperParameters"]))
-            channels = {}
+            channels = []
             for channel in job["InputDataConfig"]:
                 name = channel["ChannelName"]
-                channels[name] = base / "input" / "data" / name
                 source = channel["DataSource"]["S3DataSource"]["S3Uri"]
-                _download_prefix(self.s3, source, channels[name])
+                _download_prefix(self.s3, source, base / "input" / "data" / name)
+                channels.append(name)
             (config_dir / "inputdataconfig.json").write_text(
                 json.dumps({name: {"TrainingInputMode": "File"} for name in channels})
             )
-            code = base / "code"
-            code.mkdir()
-            submit = hyper["sagemaker_submit_directory"]
-            if submit.startswith("s3://"):
-                tarball = Path(tmp) / "sourcedir.tar.gz"
-                bucket, key = urlparse(submit).netloc, urlparse(submit).path.lstrip("/")
-                self.s3.download_file(bucket, key, str(tarball))
-            else:  # network isolation: the code came as the `code` channel
-                tarball = base / Path(submit).relative_to("/opt/ml")
-            with tarfile.open(tarball, "r:gz") as tar:
-                tar.extractall(code, filter="data")
-            model_dir = base / "model"
-            model_dir.mkdir()
-            args = []
-            for key, value in hyper.items():
-                if not key.startswith("sagemaker_"):
-                    args += [f"--{key}", str(value)]
-            env = {k: v for k, v in os.environ.items() if not k.startswith(("SM_", "AWS_"))}
+            env = {
+                k: v
+                for k, v in os.environ.items()
+                if not k.startswith(("SM_", "AWS_", "SAGEMAKER_", "PYTHONPATH"))
+            }
             env.update(job.get("Environment", {}))
-            env.update(
-                PYTHONPATH=str(code),
-                SM_MODEL_DIR=str(model_dir),
-                SM_INPUT_CONFIG_DIR=str(config_dir),
-                SM_OUTPUT_DATA_DIR=str(base / "output" / "data"),
-                SM_CHANNELS=json.dumps(sorted(channels)),
-                TRAINING_JOB_NAME=job_name,
-                **{f"SM_CHANNEL_{n.upper()}": str(p) for n, p in channels.items()},
-            )
+            env.update(TRAINING_JOB_NAME=job_name, SAGEMAKER_BASE_DIR=str(base))
             done = subprocess.run(
-                [sys.executable, hyper["sagemaker_program"], *args],
-                cwd=code,
+                [sys.executable, str(TRAINING_ENTRYPOINT), "train"],
+                cwd=tmp,
                 env=env,
                 capture_output=True,
                 text=True,
                 timeout=300,
             )
+            code = base / "code"
+            failure = base / "output" / "failure"
             self.jobs.append(
                 {
                     "job": job,
-                    "args": args,
                     "files": sorted(p.relative_to(code).as_posix() for p in code.rglob("*")),
                     "returncode": done.returncode,
                     "stderr": done.stderr,
+                    "failure": failure.read_text() if failure.is_file() else None,
                 }
             )
             if done.returncode != 0:
-                raise AssertionError(f"training container failed:\n{done.stderr[-4000:]}")
+                raise AssertionError(
+                    f"training container failed ({done.returncode}): "
+                    f"{self.jobs[-1]['failure']}\n{done.stderr[-4000:]}"
+                )
+            model_dir = base / "model"
             packed = Path(tmp) / "model.tar.gz"
             with tarfile.open(packed, "w:gz") as tar:
                 for path in sorted(model_dir.iterdir()):
@@ -366,4 +383,3 @@ class FakeTrainingContainer:
                     "SSEKMSKeyId": job["OutputDataConfig"]["KmsKeyId"],
                 },
             )
-            shutil.rmtree(code, ignore_errors=True)

@@ -52,6 +52,9 @@ from moto.core import enable_iam_authentication
 
 from infra.aws import policies
 from infra.config import load
+from ml import artifact
+from ml.clouds.aws import LambdaEndpoint, S3ArtifactStore, SageMakerModelRegistry
+from ml.clouds.base import Deployment, ModelVersion
 from tests.integration.iam_eval import ALLOW, IMPLICIT_DENY, evaluate
 
 REGION = "us-east-1"
@@ -69,6 +72,12 @@ DATA = CFG.bucket_name("data", ACCOUNT)
 MODELS = CFG.bucket_name("models", ACCOUNT)
 OTHER_BUCKET = f"elsewhere-models-{ACCOUNT}"
 GROUP = CFG.model_package_group_name("churn")
+TRAINING_IMAGE = (
+    f"{ACCOUNT}.dkr.ecr.{REGION}.amazonaws.com/{CFG.training_repository_name}:"
+    f"{CFG.training_image_tag}"
+)
+TRAINING_REPOSITORY = policies.ecr_repository_arn(REGION, ACCOUNT, CFG.training_repository_name)
+OTHER_REPOSITORY = policies.ecr_repository_arn(REGION, ACCOUNT, "someone-else-training")
 OTHER_GROUP = "someone-else-churn"
 
 # Objects that exist, so that an allowed read succeeds and a denied one is denied by IAM
@@ -130,6 +139,7 @@ def build_documents(key_arn: str, group_arn: str, role_arns: dict[str, str]) -> 
             kms_key_arn=key_arn,
             model_package_group_arns=[group_arn],
             training_job_prefix=CFG.name_prefix,
+            ecr_repository_arns=[TRAINING_REPOSITORY],
         ),
         "lambda": policies.lambda_execution_policy(
             region=REGION,
@@ -147,6 +157,7 @@ def build_documents(key_arn: str, group_arn: str, role_arns: dict[str, str]) -> 
             model_package_group_arns=[group_arn],
             function_name=CFG.function_name,
             name_prefix=CFG.name_prefix,
+            training_repository_arn=TRAINING_REPOSITORY,
         ),
     }
 
@@ -406,6 +417,19 @@ MOTO_CASES = [
             "s3:GetObject", MODELS, "captures/churn/req.json"),
     s3_case("ci", "put captures/", s3_put(MODELS, "captures/forged.json"), "denied",
             "s3:PutObject", MODELS, "captures/forged.json"),
+    s3_case("ci", "put registry/ (version records)", s3_put(MODELS, "registry/churn/v1.json"),
+            "allowed", "s3:PutObject", MODELS, "registry/churn/v1.json"),
+    s3_case("ci", "put deployments/ (deployment records)",
+            s3_put(MODELS, "deployments/churn/20261127T000000Z-v1-abc.json"), "allowed",
+            "s3:PutObject", MODELS, "deployments/churn/20261127T000000Z-v1-abc.json"),
+    s3_case("ci", "list deployments/",
+            lambda e, r: e.client(r, "s3").list_objects_v2(Bucket=MODELS,
+                                                          Prefix="deployments/churn/"),
+            "allowed", "s3:ListBucket", MODELS, None, {"s3:prefix": "deployments/churn/"}),
+    s3_case("ci", "put outside the prefixes", s3_put(MODELS, "elsewhere/x.json"), "denied",
+            "s3:PutObject", MODELS, "elsewhere/x.json"),
+    s3_case("ci", "put registry/ of another bucket", s3_put(OTHER_BUCKET, "registry/churn/v1.json"),
+            "denied", "s3:PutObject", OTHER_BUCKET, "registry/churn/v1.json"),
     s3_case("ci", "delete artifacts/", s3_delete(MODELS, ART), "denied", "s3:DeleteObject",
             MODELS, ART),
     api_case("ci", "iam:CreateUser", create_user, "denied", "iam:CreateUser",
@@ -447,6 +471,68 @@ def test_alias_policy_only_renames_cloudwatch_actions(env):
             assert set(statement["Action"]) == set(
                 original["Action"] if isinstance(original["Action"], list) else [original["Action"]]
             ), f"{role}: alias of {original['Sid']} changed its actions"
+
+
+# -- the adapter itself, as the CI role ----------------------------------------------------
+def ci_store(env: Env, models_bucket: str = MODELS) -> S3ArtifactStore:
+    """`ml/clouds/aws.py`'s store with the CI role's own credentials."""
+    return S3ArtifactStore(
+        env.client("ci", "s3"),
+        models_bucket=models_bucket,
+        data_bucket=DATA,
+        kms_key_arn=env.key_arn,
+    )
+
+
+def sealed(directory) -> Any:
+    directory.mkdir(parents=True)
+    (directory / artifact.ONNX).write_bytes(os.urandom(1024))
+    (directory / artifact.CARD).write_text('{"run_id": "run-ci"}\n')
+    (directory / artifact.BASELINE).write_text('{"features": {}}\n')
+    artifact.seal(directory)
+    return directory
+
+
+def test_adapter_writes_artifacts_and_records_as_the_ci_role(env, tmp_path):
+    """What a deploy writes to S3, written by the adapter's own code with the CI role's
+    credentials and moto's IAM enforcement on: an artifact (checksummed upload, manifest
+    last, verified), a staged dataset, a run record, a report, a version record
+    (`registry/`) and a deployment record (`deployments/`), each read back."""
+    store = ci_store(env)
+    registry = SageMakerModelRegistry(None, store, {"churn": GROUP}, image_uri=TRAINING_IMAGE)
+    endpoint = LambdaEndpoint(
+        None, store, function_name=CFG.function_name, alias="live", url="https://example"
+    )
+    local = sealed(tmp_path / "artifact")
+    with enable_iam_authentication():
+        uri = store.put_artifact(local, "artifacts/churn/run-ci")
+        artifact.verify(store.get_artifact(uri, tmp_path / "back"))
+        assert not store.exists("datasets/churn/abc.parquet")  # a 404, not an AccessDenied
+        store.put_bytes("datasets/churn/abc.parquet", b"PAR1")
+        store.put_bytes("runs/churn/run-ci.json", b"{}")
+        store.put_bytes("reports/churn/run-ci.html", b"<html></html>")
+        version = ModelVersion("churn", 7, "approved", uri, "2026-11-27T00:00:00+00:00")
+        registry._write_record(version)
+        assert registry._record("churn", 7)["artifact_uri"] == uri
+        assert registry._record("churn", 8) is None  # missing record: a 404 the adapter expects
+        endpoint._record(Deployment("churn", 7, uri, "https://example", "2026-11-27T00:00:00Z"))
+        current = endpoint.current("churn")
+    assert current is not None and (current.version, current.artifact_uri) == (7, uri)
+
+
+@pytest.mark.parametrize(
+    ("what", "bucket", "key"),
+    [
+        ("captures/ (the function's, not CI's)", MODELS, "captures/churn/forged.json"),
+        ("outside every prefix", MODELS, "elsewhere/churn/v1.json"),
+        ("another stack's bucket", OTHER_BUCKET, "registry/churn/v1.json"),
+        ("another stack's deployments", OTHER_BUCKET, "deployments/churn/x.json"),
+    ],
+)
+def test_adapter_cannot_write_elsewhere_as_the_ci_role(env, what, bucket, key):
+    store = ci_store(env, models_bucket=bucket)
+    outcome = attempt(lambda: store.put_bytes(key, b"{}"))
+    assert outcome == "denied", f"CI role wrote {key} in {bucket} ({what})"
 
 
 # -- what moto cannot decide: conditions and ARN-scoped non-S3 actions -----------------------
@@ -546,6 +632,38 @@ EVAL_CASES = [
      lambda e: f"arn:aws:cloudwatch:{REGION}:{ACCOUNT}:alarm:tandem-dev-churn-drift", {}, True),
     ("ci", "metrics in another namespace", "cloudwatch:PutMetricData", lambda e: "*",
      {"cloudwatch:namespace": "AWS/Lambda"}, False),
+    # the function's environment is encrypted with the stack key
+    ("ci", "encrypt a new environment via Lambda", "kms:Encrypt", lambda e: e.key_arn,
+     via("lambda"), True),
+    ("ci", "read the environment via Lambda", "kms:Decrypt", lambda e: e.key_arn, via("lambda"),
+     True),
+    ("ci", "Lambda's grant for the environment", "kms:CreateGrant", lambda e: e.key_arn,
+     {**via("lambda"), "kms:GrantIsForAWSResource": "true"}, True),
+    ("ci", "a grant not for an AWS resource", "kms:CreateGrant", lambda e: e.key_arn,
+     {**via("lambda"), "kms:GrantIsForAWSResource": "false"}, False),
+    ("ci", "a grant through another service", "kms:CreateGrant", lambda e: e.key_arn,
+     {**via("sns"), "kms:GrantIsForAWSResource": "true"}, False),
+    ("ci", "encrypt directly", "kms:Encrypt", lambda e: e.key_arn, {}, False),
+    ("ci", "encrypt with another key via Lambda", "kms:Encrypt",
+     lambda e: e.key_arn.rsplit("/", 1)[0] + "/other", via("lambda"), False),
+    # the training image: CI pushes to the stack's repository, SageMaker pulls from it
+    ("ci", "push the training image", "ecr:PutImage", lambda e: TRAINING_REPOSITORY, {}, True),
+    ("ci", "upload a layer", "ecr:UploadLayerPart", lambda e: TRAINING_REPOSITORY, {}, True),
+    ("ci", "push to another repository", "ecr:PutImage", lambda e: OTHER_REPOSITORY, {}, False),
+    ("ci", "delete an image", "ecr:BatchDeleteImage", lambda e: TRAINING_REPOSITORY, {}, False),
+    ("ci", "set a repository policy", "ecr:SetRepositoryPolicy", lambda e: TRAINING_REPOSITORY,
+     {}, False),
+    ("ci", "registry login", "ecr:GetAuthorizationToken", lambda e: "*", {}, True),
+    ("sagemaker", "pull the training image", "ecr:BatchGetImage", lambda e: TRAINING_REPOSITORY,
+     {}, True),
+    ("sagemaker", "download its layers", "ecr:GetDownloadUrlForLayer",
+     lambda e: TRAINING_REPOSITORY, {}, True),
+    ("sagemaker", "pull from another repository", "ecr:BatchGetImage",
+     lambda e: OTHER_REPOSITORY, {}, False),
+    ("sagemaker", "push an image", "ecr:PutImage", lambda e: TRAINING_REPOSITORY, {}, False),
+    ("sagemaker", "registry login", "ecr:GetAuthorizationToken", lambda e: "*", {}, True),
+    ("lambda", "pull the training image", "ecr:BatchGetImage", lambda e: TRAINING_REPOSITORY,
+     {}, False),
 ]  # fmt: skip
 
 
@@ -573,7 +691,7 @@ def test_moto_cannot_allow_arn_scoped_non_s3_actions(env):
             ModelPackageGroupName=GROUP,
             ModelApprovalStatus="PendingManualApproval",
             InferenceSpecification={
-                "Containers": [{"Image": CFG.resolved_training_image_uri,
+                "Containers": [{"Image": TRAINING_IMAGE,
                                 "ModelDataUrl": f"s3://{MODELS}/{ART}"}],
                 "SupportedContentTypes": ["application/json"],
                 "SupportedResponseMIMETypes": ["application/json"],

@@ -1,6 +1,8 @@
 """The whole lifecycle through `ml.lifecycle` on AWS stacks built only from their outputs:
 train -> evaluate -> register -> approve -> deploy -> a second version -> rollback ->
 promote dev -> staging, in-process (moto.mock_aws) and over HTTP (ThreadedMotoServer).
+Training runs the training image's real entry point (`deploy/training/entrypoint.py`)
+inside `FakeTrainingContainer`.
 """
 
 from __future__ import annotations
@@ -79,6 +81,15 @@ def test_full_lifecycle(endpoint_url: str | None, tmp_path: Path) -> None:
     assert [r["artifact_uri"] for r in runs] == [uri1]
     assert runs[0]["job_id"] == card["run_id"]
     assert any("Completed" in line for line in progress)
+    # Tandem's own image from the stack's repository, network-isolated, and the job ran
+    # through the image's entry point (deploy/training/entrypoint.py)
+    job = container.jobs[0]["job"]
+    image = job["AlgorithmSpecification"]["TrainingImage"]
+    assert image == dev_outputs["training_image_uri"]
+    assert image.startswith(f"{dev_outputs['training_image_repository_url']}:")
+    assert "/tandem-dev-training:" in image
+    assert job["EnableNetworkIsolation"] is True
+    assert "train: running ml/train.py --data_uri s3://" in container.jobs[0]["stderr"]
 
     # a second version: the champion is scored on the same rows, read back from S3
     second = lifecycle.pipeline(dev, spec)

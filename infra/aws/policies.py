@@ -527,6 +527,16 @@ def sagemaker_execution_policy(
             ["s3"],
         ),
         {
+            # The training instance's volume is encrypted with the stack key (VolumeKmsKeyId):
+            # SageMaker has EBS create a grant with this role's rights. Only grants for AWS
+            # resources; the key policy allows the same for the stack roles.
+            "Sid": "GrantTrainingVolumeEncryption",
+            "Effect": "Allow",
+            "Action": "kms:CreateGrant",
+            "Resource": kms_key_arn,
+            "Condition": {"Bool": {"kms:GrantIsForAWSResource": "true"}},
+        },
+        {
             "Sid": "RegisterModelVersions",
             "Effect": "Allow",
             "Action": [

@@ -111,6 +111,13 @@ def test_sagemaker_policy_is_scoped_to_its_prefixes_key_and_groups():
         assert kms["Condition"] == {
             "StringEquals": {"kms:ViaService": [f"s3.{REGION}.amazonaws.com"]}
         }, f"{urn}: KMS condition {kms['Condition']!r}"
+        grant = by_sid(doc, "GrantTrainingVolumeEncryption")
+        assert (grant["Action"], grant["Resource"]) == ("kms:CreateGrant", KEY), (
+            f"{urn}: volume-encryption grant {grant!r}"
+        )
+        assert grant["Condition"] == {"Bool": {"kms:GrantIsForAWSResource": "true"}}, (
+            f"{urn}: the role may create grants that are not for AWS resources"
+        )
         registry = by_sid(doc, "RegisterModelVersions")
         assert set(registry["Resource"]) == {
             *GROUP_ARNS,

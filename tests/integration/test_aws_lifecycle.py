@@ -14,8 +14,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from typer.testing import CliRunner
 
 from ml import artifact, lifecycle
+from ml.cli import app
 from ml.clouds import connect
 from ml.clouds.base import Stack
 from tests.conftest import CREDIT_SOURCE, write_spec
@@ -140,3 +142,13 @@ def test_full_lifecycle(endpoint_url: str | None, tmp_path: Path) -> None:
     assert live_alias(dev_outputs, endpoint_url)["model_uri"] == uri1  # dev untouched
     # the staging stack never ran a job: the training container ran twice, for dev
     assert len(container.jobs) == 2
+
+    # the CLI as a user runs it, connected from the stack's outputs file alone
+    outputs_file = tmp_path / "dev.json"
+    outputs_file.write_text(json.dumps(dev_outputs))
+    aws_cli = ["--cloud", "aws", "--stack", "dev", "--outputs", str(outputs_file), "--json"]
+    listed = CliRunner().invoke(app, [*aws_cli, "models", "credit"], catch_exceptions=False)
+    assert listed.exit_code == 0, listed.output
+    assert [(v["version"], v["status"]) for v in json.loads(listed.output)] == statuses
+    redeploy = CliRunner().invoke(app, [*aws_cli, "deploy", "credit", "2"])
+    assert redeploy.exit_code == 1 and "archived; only approved versions deploy" in redeploy.output

@@ -56,6 +56,8 @@ def main(
     ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="machine-readable output for CI")] = False,
 ) -> None:
+    if cloud not in CLOUDS:
+        raise typer.BadParameter(f"unknown cloud {cloud!r}: expected one of {', '.join(CLOUDS)}")
     state.stack_name, state.cloud, state.outputs_file, state.as_json = (
         stack,
         cloud,

@@ -22,7 +22,13 @@ def connect(cloud: str, outputs: Mapping[str, Any]) -> Stack:
         raise ConfigError(f"unknown cloud {cloud!r}: expected one of {', '.join(CLOUDS)}")
     try:
         module = importlib.import_module(f"ml.clouds.{cloud}")
-    except ImportError as exc:  # the cloud's SDK is an optional extra
+    except ModuleNotFoundError as exc:
+        if exc.name == f"ml.clouds.{cloud}":
+            raise ConfigError(f"the {cloud} adapter is not part of this release yet") from None
+        raise ConfigError(  # the cloud's SDK is an optional extra
+            f"the {cloud} adapter needs its extra: pip install 'tandem-mlops[{cloud}]' ({exc})"
+        ) from exc
+    except ImportError as exc:
         raise ConfigError(
             f"the {cloud} adapter needs its extra: pip install 'tandem-mlops[{cloud}]' ({exc})"
         ) from exc

@@ -147,3 +147,16 @@ def test_demo_runs_the_whole_lifecycle(cli):
     assert [s["status"] for s in summary["steps"]] == ["approved", "approved", "rejected"]
     assert summary["live_version"] == 1 and summary["staging_version"] == 1
     assert all(0.0 <= p["probability"] <= 1.0 for p in summary["predictions"])
+
+
+def test_a_cloud_without_an_adapter_says_so(cli, tmp_path):
+    outputs = tmp_path / "azure.json"
+    outputs.write_text("{}")
+    result = cli("--cloud", "azure", "--outputs", str(outputs), "models")
+    assert result.exit_code == 1
+    assert "the azure adapter is not part of this release yet" in result.output
+
+
+def test_an_unknown_cloud_is_refused(cli):
+    result = cli("--cloud", "gcp", "models")
+    assert result.exit_code == 2 and "unknown cloud 'gcp'" in result.output

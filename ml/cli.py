@@ -25,7 +25,11 @@ from ml.clouds import CLOUDS, connect
 from ml.clouds.base import Stack
 from ml.errors import ConfigError, GateFailedError, TandemError
 
-app = typer.Typer(no_args_is_help=True, add_completion=False, help=__doc__.split("\n")[0])
+app = typer.Typer(
+    no_args_is_help=True,
+    add_completion=False,
+    help="Tandem: train, gate, register, deploy and roll back models on local or cloud stacks.",
+)
 console = Console()
 errors = Console(stderr=True)
 

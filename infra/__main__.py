@@ -1,6 +1,6 @@
 """The Pulumi program: read the stack config, build each configured cloud, export outputs.
 
-The outputs are the whole contract with the ML side: `ml/clouds/aws.py` is built from
+The outputs are the whole contract with the ML side: `ml/clouds/aws/` is built from
 `pulumi stack output --json` alone.
 """
 

@@ -177,7 +177,7 @@ def place_code(submit_directory: Any, layout: Layout) -> Path:
             f"{SUBMIT_DIRECTORY} is {source}: this image runs with network isolation and has "
             "no S3 client, so it cannot download code. Send the code as the 'code' input "
             "channel and set the hyperparameter to /opt/ml/input/data/code/sourcedir.tar.gz "
-            "(what ml/clouds/aws.py does for this image)"
+            "(what ml/clouds/aws/ does for this image)"
         )
     source = source.removeprefix("file://")
     if "://" in source:

@@ -15,7 +15,7 @@ if TYPE_CHECKING:
     from infra.aws.platform import AwsPlatform
     from infra.config import StackConfig
 
-# The stack outputs every AWS stack exports (the contract with `ml/clouds/aws.py`), and
+# The stack outputs every AWS stack exports (the contract with `ml/clouds/aws/`), and
 # the ones only some stacks do (CI role with GitHub OIDC, MLflow when enabled).
 OUTPUT_KEYS = (
     "cloud",

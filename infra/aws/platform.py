@@ -14,7 +14,7 @@ Order and why:
 6. ``Serving`` (Lambda, ``live`` alias, IAM Function URL) on the Lambda role.
 7. ``Monitoring`` (encrypted SNS topic, alarms on the function and the models).
 
-`AwsPlatform.outputs` is the contract with the ML side (`ml/clouds/aws.py` is built from
+`AwsPlatform.outputs` is the contract with the ML side (`ml/clouds/aws/` is built from
 these keys alone).
 """
 

@@ -12,7 +12,7 @@ Rules every document follows (security baseline, IAM rows):
 - ``iam:PassRole`` only for the SageMaker execution role, only to SageMaker;
 - a trust policy names exactly one principal.
 
-Bucket layout (what `ml/clouds/aws.py` and `ml/lifecycle.py` read and write): models
+Bucket layout (what `ml/clouds/aws/` and `ml/lifecycle.py` read and write): models
 bucket ``artifacts/`` (artifacts, a job's code and output), ``runs/`` (run records),
 ``reports/`` (evaluation reports), ``registry/`` (one record per model version),
 ``deployments/`` (one record per deployment), ``captures/`` (request captures), and
@@ -661,7 +661,7 @@ def ci_deploy_policy(
 ) -> Document:
     """What the CI pipeline needs to run the model lifecycle (not to run `pulumi up`).
 
-    Every call `ml/clouds/aws.py` makes for train -> register -> approve -> deploy ->
+    Every call `ml/clouds/aws/` makes for train -> register -> approve -> deploy ->
     rollback, on this stack's resources only (tests/integration/test_aws_ci_role.py records
     the calls and checks each one against this document):
 

@@ -2,7 +2,7 @@
 SageMaker managed MLflow tracking server for experiment tracking.
 
 Versions, approval states and lineage live in the model package groups; the ML adapter
-(`ml/clouds/aws.py`) registers model packages into them. No KMS key is taken here: neither
+(`ml/clouds/aws/`) registers model packages into them. No KMS key is taken here: neither
 model package groups nor the MLflow tracking server accept one (their APIs have no key
 parameter); what they point at lives in the artifact bucket, encrypted by its default key.
 """

@@ -2,7 +2,7 @@
 through an IAM-authenticated Function URL on that alias.
 
 Infrastructure and deploys own different things. Pulumi creates the function, its first
-published version and the alias; after that the Tandem deploy (``ml/clouds/aws.py``)
+published version and the alias; after that the Tandem deploy (``ml/clouds/aws/``)
 sets ``MODEL_URI``, publishes a version and moves ``live`` to it, and a rollback moves
 ``live`` back. So the function's environment and the alias's version are ignored by
 Pulumi after creation; ``pulumi up`` never rolls a deploy back.

@@ -581,7 +581,7 @@ def test_stock_sklearn_image_gets_its_code_from_s3_with_requirements(
     assert any(r.startswith("scikit-learn") for r in requirements)
     assert not any("boto3" in r or "pytest" in r for r in requirements)  # runtime only
     assert code["specs/spec.toml"] == spec.read_bytes()
-    assert "ml/clouds/aws.py" in code and not any("__pycache__" in n for n in code)
+    assert "ml/clouds/aws/__init__.py" in code and not any("__pycache__" in n for n in code)
 
 
 def test_dataset_is_staged_once_by_content(stack: Stack, tmp_path: Path) -> None:

@@ -475,7 +475,7 @@ def test_alias_policy_only_renames_cloudwatch_actions(env):
 
 # -- the adapter itself, as the CI role ----------------------------------------------------
 def ci_store(env: Env, models_bucket: str = MODELS) -> S3ArtifactStore:
-    """`ml/clouds/aws.py`'s store with the CI role's own credentials."""
+    """`ml/clouds/aws/`'s store with the CI role's own credentials."""
     return S3ArtifactStore(
         env.client("ci", "s3"),
         models_bucket=models_bucket,

@@ -72,7 +72,7 @@ class Container:
         return directory
 
     def code_channel(self, files: dict[str, str | bytes]) -> str:
-        """The code as the `code` channel, as ml/clouds/aws.py sends it with isolation on."""
+        """The code as the `code` channel, as ml/clouds/aws/ sends it with isolation on."""
         self.channel("code", {"sourcedir.tar.gz": tarball(files)})
         return str(self.data / "code" / "sourcedir.tar.gz")
 
@@ -188,7 +188,7 @@ def test_environment_the_platform_set_is_kept(container):
 
 
 def test_a_failing_spec_writes_the_failure_file_and_exits_non_zero(container, tmp_path):
-    """The real training script (`ml/train.py`, packaged as ml/clouds/aws.py packages it)
+    """The real training script (`ml/train.py`, packaged as ml/clouds/aws/ packages it)
     on data that lacks a column the spec names."""
     spec = write_spec(tmp_path, estimator=SMALL_MODEL)
     frame = datasets.credit(rows=200, seed=3).drop(columns=["income"])

@@ -1,0 +1,76 @@
+"""The artifact store's layout: every key Tandem writes is built here.
+
+    artifacts/<model>/<run>/                 a model artifact (MANIFEST.json written last)
+    artifacts/<model>/<run>/code/            a cloud job's code tarball
+    artifacts/<model>/<run>/output/          what a cloud training job wrote
+    runs/<model>/<run>.json                  one record per training run
+    reports/<model>/<run>.html               one HTML report per pipeline run
+    registry/<model>/v<version>.json         one side record per registered version
+    deployments/<model>/<time>-v<n>-<id>.json  one record per deployment, in time order
+    captures/<model>/...                     captured inference requests (the serving issue)
+    datasets/<model>/<sha256>.<csv|parquet>  staged training data (the data bucket on AWS)
+    mlflow/                                  MLflow artifacts, when a stack hosts MLflow
+
+Keys are '/'-separated and relative; prefixes end with '/'.
+"""
+
+from __future__ import annotations
+
+DATASETS = "datasets/"
+ARTIFACTS = "artifacts/"
+CAPTURES = "captures/"
+RUNS = "runs/"
+REPORTS = "reports/"
+REGISTRY = "registry/"
+DEPLOYMENTS = "deployments/"
+MLFLOW = "mlflow/"
+# the models bucket's prefixes the ML side writes (the data bucket holds DATASETS)
+MODEL_PREFIXES = (ARTIFACTS, RUNS, REPORTS, CAPTURES, REGISTRY, DEPLOYMENTS)
+
+CODE_DIR = "code"
+OUTPUT_DIR = "output"
+
+
+def artifact_key(model: str, run_id: str) -> str:
+    return f"{ARTIFACTS}{model}/{run_id}"
+
+
+def code_key(artifact: str, filename: str) -> str:
+    return f"{artifact.strip('/')}/{CODE_DIR}/{filename}"
+
+
+def output_key(artifact: str) -> str:
+    return f"{artifact.strip('/')}/{OUTPUT_DIR}"
+
+
+def run_key(model: str, run_id: str) -> str:
+    return f"{RUNS}{model}/{run_id}.json"
+
+
+def runs_prefix(model: str | None = None) -> str:
+    return f"{RUNS}{model}/" if model else RUNS
+
+
+def report_key(model: str, run_id: str) -> str:
+    return f"{REPORTS}{model}/{run_id}.html"
+
+
+def registry_key(model: str, version: int) -> str:
+    return f"{REGISTRY}{model}/v{version}.json"
+
+
+def deployments_prefix(model: str) -> str:
+    return f"{DEPLOYMENTS}{model}/"
+
+
+def deployment_key(model: str, stamp: str, version: int, nonce: str) -> str:
+    """`stamp` first (UTC, fixed width), so key order is deployment order."""
+    return f"{deployments_prefix(model)}{stamp}-v{version}-{nonce}.json"
+
+
+def captures_prefix(model: str) -> str:
+    return f"{CAPTURES}{model}/"
+
+
+def dataset_key(model: str, digest: str, suffix: str) -> str:
+    return f"{DATASETS}{model}/{digest}.{suffix}"

@@ -1,0 +1,82 @@
+"""Stack outputs per cloud: the whole contract between a Pulumi program and an adapter.
+
+`required` are exported by every stack of the cloud and read by its adapter; `optional` are
+exported by some stacks (a feature turned on) and read when present; `informational` are
+exported for people and tools (alarm topics, image repositories) and read by no adapter.
+The output-contract test holds each side to exactly these lists.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+CLOUD, STACK = "cloud", "stack"
+# Not exported by any program: added by hand (or by tests) to point every client of an
+# adapter at an emulator (moto, LocalStack, Azurite).
+ENDPOINT_URL = "endpoint_url"
+
+
+@dataclass(frozen=True)
+class OutputContract:
+    cloud: str
+    required: tuple[str, ...]
+    optional: tuple[str, ...] = ()
+    informational: tuple[str, ...] = ()
+
+    @property
+    def read(self) -> tuple[str, ...]:
+        """Every key the adapter reads."""
+        return (*self.required, *self.optional)
+
+    @property
+    def exported(self) -> tuple[str, ...]:
+        """Every key a stack with every feature on exports."""
+        return (*self.required, *self.optional, *self.informational)
+
+    def missing(self, outputs: object) -> list[str]:
+        """Required keys absent (or empty) in `outputs`, in contract order."""
+        get = getattr(outputs, "get", None)
+        if get is None:
+            return list(self.required)
+        return [k for k in self.required if get(k) in (None, "")]
+
+
+# The embedded local stack (ml/clouds/local.py writes these into <home>/<stack>/outputs.json).
+LOCAL = OutputContract(
+    cloud="local",
+    required=(CLOUD, STACK, "root"),
+    optional=(ENDPOINT_URL,),
+)
+
+# An AWS stack (infra/aws/platform.py exports these; ml/clouds/aws/ reads them).
+AWS = OutputContract(
+    cloud="aws",
+    required=(
+        CLOUD,
+        STACK,
+        "region",
+        "name_prefix",
+        "kms_key_arn",
+        "data_bucket",
+        "models_bucket",
+        "sagemaker_role_arn",
+        "model_package_groups",
+        "function_name",
+        "function_alias",
+        "function_url",
+        "metric_namespace",
+        "training_image_uri",
+        "pseudonym_secret_arn",
+    ),
+    optional=("mlflow_tracking_server_arn",),
+    informational=(
+        "logs_bucket",
+        "lambda_role_arn",
+        "alarm_topic_arn",
+        "alarm_names",
+        "training_image_repository_url",
+        "ci_role_arn",
+    ),
+)
+
+BY_CLOUD = {c.cloud: c for c in (LOCAL, AWS)}

@@ -9,6 +9,7 @@
     deployments/<model>/<time>-v<n>-<id>.json  one record per deployment, in time order
     captures/<model>/...                     captured inference requests (the serving issue)
     datasets/<model>/<sha256>.<csv|parquet>  staged training data (the data bucket on AWS)
+    locks/<name>.json                        a lease that serialises changes to one model
     mlflow/                                  MLflow artifacts, when a stack hosts MLflow
 
 Keys are '/'-separated and relative; prefixes end with '/'.
@@ -23,9 +24,10 @@ RUNS = "runs/"
 REPORTS = "reports/"
 REGISTRY = "registry/"
 DEPLOYMENTS = "deployments/"
+LOCKS = "locks/"
 MLFLOW = "mlflow/"
 # the models bucket's prefixes the ML side writes (the data bucket holds DATASETS)
-MODEL_PREFIXES = (ARTIFACTS, RUNS, REPORTS, CAPTURES, REGISTRY, DEPLOYMENTS)
+MODEL_PREFIXES = (ARTIFACTS, RUNS, REPORTS, CAPTURES, REGISTRY, DEPLOYMENTS, LOCKS)
 
 CODE_DIR = "code"
 OUTPUT_DIR = "output"
@@ -66,6 +68,14 @@ def deployments_prefix(model: str) -> str:
 def deployment_key(model: str, stamp: str, version: int, nonce: str) -> str:
     """`stamp` first (UTC, fixed width), so key order is deployment order."""
     return f"{deployments_prefix(model)}{stamp}-v{version}-{nonce}.json"
+
+
+def registry_prefix(model: str | None = None) -> str:
+    return f"{REGISTRY}{model}/" if model else REGISTRY
+
+
+def lock_key(name: str) -> str:
+    return f"{LOCKS}{name}.json"
 
 
 def captures_prefix(model: str) -> str:

@@ -28,6 +28,10 @@ NAME_PREFIX_RULE = (
     "with a letter and not ending with a hyphen"
 )
 
+# Stack names become directory names and output file names: Pulumi's own rule (letters,
+# digits, '-', '_', '.'), starting with a letter or digit, so '..' can never be one.
+STACK_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}$")
+
 # A practical address check (one @, a dotted domain, no spaces): alarm e-mail subscriptions
 # need a deliverable address; the full RFC 5322 grammar is not the point here.
 EMAIL_RE = re.compile(
@@ -59,6 +63,15 @@ def check_name_prefix(prefix: object) -> str:
     if not is_name_prefix(prefix):
         raise ValueError(f"name prefix {prefix!r} must be {NAME_PREFIX_RULE}, without '--'")
     return prefix  # type: ignore[return-value]
+
+
+def check_stack_name(name: object) -> str:
+    if not isinstance(name, str) or not STACK_NAME_RE.fullmatch(name) or ".." in name:
+        raise ValueError(
+            f"stack name {name!r} must be 1-100 letters, digits, '-', '_' or '.', "
+            "starting with a letter or digit"
+        )
+    return name
 
 
 def is_email(address: object) -> bool:

@@ -8,9 +8,11 @@ convention; reproducible bytes, so re-uploading the same artifact is a no-op).
 from __future__ import annotations
 
 import gzip
+import hashlib
 import io
 import json
 import tarfile
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -48,22 +50,43 @@ def seal(directory: Path) -> Path:
     return pack(directory)
 
 
-def pack(directory: Path) -> Path:
-    """A reproducible model.tar.gz (sorted, zero mtimes, no owner) of the sealed files."""
+def targz(files: Mapping[str, bytes]) -> bytes:
+    """A reproducible tar.gz (sorted names, zero mtimes, no owner): same files, same bytes."""
     buffer = io.BytesIO()
     with tarfile.open(fileobj=buffer, mode="w") as tar:
-        for name in sorted((*CONTENT, MANIFEST)):
-            data = (directory / name).read_bytes()
+        for name in sorted(files):
             info = tarfile.TarInfo(name)
-            info.size, info.mode, info.mtime = len(data), 0o644, 0
-            tar.addfile(info, io.BytesIO(data))
-    target = directory / TARBALL
-    with (
-        target.open("wb") as raw,
-        gzip.GzipFile(fileobj=raw, mode="wb", mtime=0, filename="") as gz,
-    ):
+            info.size, info.mode, info.mtime = len(files[name]), 0o644, 0
+            tar.addfile(info, io.BytesIO(files[name]))
+    packed = io.BytesIO()
+    with gzip.GzipFile(fileobj=packed, mode="wb", mtime=0, filename="") as gz:
         gz.write(buffer.getvalue())
+    return packed.getvalue()
+
+
+def pack(directory: Path) -> Path:
+    """model.tar.gz of the sealed files (reproducible, so re-storing it is a no-op)."""
+    target = directory / TARBALL
+    target.write_bytes(
+        targz({name: (directory / name).read_bytes() for name in (*CONTENT, MANIFEST)})
+    )
     return target
+
+
+def verify_tarball(tarball: Path, files: Mapping[str, str]) -> None:
+    """model.tar.gz must hold exactly the manifest's content; names the member that differs."""
+    try:
+        with tarfile.open(tarball, "r:gz") as tar:
+            members = {m.name: m for m in tar.getmembers() if m.isfile()}
+            for name, expected in sorted(files.items()):
+                member = members.get(name)
+                handle = tar.extractfile(member) if member else None
+                if handle is None:
+                    raise ArtifactIntegrityError(f"{TARBALL}: {name} is missing from the tarball")
+                if hashlib.sha256(handle.read()).hexdigest() != expected:
+                    raise ArtifactIntegrityError(f"{TARBALL}: {name} differs from the manifest")
+    except (tarfile.TarError, OSError, EOFError) as exc:
+        raise ArtifactIntegrityError(f"{TARBALL}: unreadable ({exc})") from None
 
 
 def unpack(tarball: Path, dest: Path) -> Path:

@@ -20,10 +20,12 @@ from rich.console import Console
 from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from contract import layout
 from ml import lifecycle
 from ml.clouds import CLOUDS, connect
 from ml.clouds.base import Stack
 from ml.errors import ConfigError, GateFailedError, TandemError
+from ml.spec import load_spec
 
 app = typer.Typer(
     no_args_is_help=True,
@@ -173,7 +175,7 @@ def write_report(stack: Stack, result: lifecycle.PipelineResult, out_dir: Path) 
         card=result.outcome.card,
     )
     path = report.write(out_dir / result.spec.name / f"{result.outcome.run_id}.html", page)
-    stack.store.put_bytes(f"reports/{result.spec.name}/{result.outcome.run_id}.html", page.encode())
+    stack.store.put_bytes(layout.report_key(result.spec.name, result.outcome.run_id), page.encode())
     return path
 
 
@@ -199,7 +201,7 @@ def train(
     try:
         stack = open_stack()
         with progress_line("training") as say:
-            outcome = lifecycle.train(stack, spec, data_uri=data, progress=say)
+            outcome = lifecycle.train(stack, load_spec(spec), data_uri=data, progress=say)
     except TandemError as exc:
         raise fail(exc) from None
     emit(
@@ -257,8 +259,6 @@ def evaluate(
     run_id: Annotated[str, typer.Argument(help="a run from `tandem runs`")],
 ) -> None:
     """Gate a trained run against the spec and the current champion (exit 1 if it fails)."""
-    from ml.spec import load_spec
-
     try:
         stack, model_spec = open_stack(), load_spec(spec)
         outcome = lifecycle.load_run(stack, model_spec.name, run_id)
@@ -277,8 +277,6 @@ def register(
     run_id: Annotated[str, typer.Argument(help="a run from `tandem runs`")],
 ) -> None:
     """Evaluate a run and register it: pending if it passed its gates, rejected if not."""
-    from ml.spec import load_spec
-
     try:
         stack, model_spec = open_stack(), load_spec(spec)
         outcome = lifecycle.load_run(stack, model_spec.name, run_id)
@@ -409,8 +407,8 @@ def pipeline(
         stack = open_stack()
         with progress_line("pipeline") as say:
             result = lifecycle.pipeline(
-                stack, spec, auto_approve=approve_passed, deploy_approved=deploy_approved,
-                data_uri=data, progress=say,
+                stack, load_spec(spec), auto_approve=approve_passed,
+                deploy_approved=deploy_approved, data_uri=data, progress=say,
             )  # fmt: skip
     except GateFailedError as exc:
         path = write_report(stack, exc.result, reports)

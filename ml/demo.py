@@ -7,7 +7,6 @@ stopped by its gates → rollback → promotion dev → staging → predictions 
 from __future__ import annotations
 
 import shutil
-import tempfile
 import time
 from collections.abc import Callable
 from contextlib import nullcontext
@@ -21,6 +20,7 @@ from ml import lifecycle
 from ml.clouds import connect
 from ml.clouds.local import stack_outputs
 from ml.errors import GateFailedError
+from ml.spec import load_spec
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
 
@@ -45,7 +45,7 @@ def run_demo(
         say(f"[bold]▶ {title}[/]  ({spec})")
         try:
             with console.status(title) if not quiet else nullcontext():
-                result = lifecycle.pipeline(dev, EXAMPLES / spec)
+                result = lifecycle.pipeline(dev, load_spec(EXAMPLES / spec))
         except GateFailedError as exc:
             result = exc.result
         path = write_report(dev, result, reports)
@@ -119,11 +119,6 @@ def run_demo(
 
 def _predict_live(stack, model: str) -> list[dict[str, Any]]:
     """Score a few rows with the artifact that is live, through the endpoint's own core."""
-    from deploy.inference import Model
-
-    live = stack.endpoint.current(model)
-    with tempfile.TemporaryDirectory() as tmp:
-        served = Model.load(stack.store.get_artifact(live.artifact_uri, Path(tmp)))
     rows = [
         {"age": 34, "income": 52000.0, "debt_ratio": 0.21, "late_payments": 0, "credit_lines": 4,
          "employment": "salaried"},
@@ -132,4 +127,4 @@ def _predict_live(stack, model: str) -> list[dict[str, Any]]:
         {"age": 27, "income": None, "debt_ratio": 0.35, "late_payments": 1, "credit_lines": 2,
          "employment": "self_employed"},
     ]  # fmt: skip
-    return served.predict(rows)
+    return stack.endpoint.invoke(model, rows)["predictions"]

@@ -17,6 +17,10 @@ class ConfigError(TandemError):
     """Stack outputs or settings are missing or malformed."""
 
 
+class InvalidNameError(TandemError, ValueError):
+    """A model or stack name breaks its naming rule (contract.naming); nothing was touched."""
+
+
 class ArtifactIntegrityError(TandemError):
     """An artifact file is missing or its sha256 differs from MANIFEST.json."""
 

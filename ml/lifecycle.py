@@ -3,6 +3,13 @@
 train -> evaluate -> register (pending) -> approve | reject -> deploy -> rollback, and
 promote (an approved version from one stack to another, lineage kept). CI stages and the
 `tandem` CLI call these; no function here asks which cloud it runs on.
+
+Integrity rules every stack gets from here:
+- a model name is checked at every entry (contract.naming) before anything is touched;
+- choosing a version and pointing the endpoint at it happen under the model's lock
+  (`stack.locks`), so a deploy and a rollback never interleave into serving an archived version;
+- registration is idempotent per (model, artifact) and promotion per source version: a retry
+  returns what the first call made, never a duplicate.
 """
 
 from __future__ import annotations
@@ -13,12 +20,24 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from contract import layout
 from ml import artifact, data
 from ml import train as training
-from ml.clouds.base import APPROVED, ARCHIVED, REJECTED, Deployment, ModelVersion, Progress, Stack
-from ml.errors import GateFailedError, NotFoundError, TandemError
+from ml.clouds.base import (
+    APPROVED,
+    ARCHIVED,
+    PENDING,
+    REJECTED,
+    Deployment,
+    ModelVersion,
+    Progress,
+    Stack,
+    checked_model,
+)
+from ml.clouds.locks import model_lock
+from ml.errors import ConflictError, GateFailedError, NotFoundError, TandemError
 from ml.evaluate import Evaluation, Verdict, gate
-from ml.spec import ModelSpec, load_spec, parse_spec
+from ml.spec import ModelSpec, parse_spec
 
 
 @dataclass
@@ -57,24 +76,18 @@ def _say(progress: Progress | None, line: str) -> None:
         progress(line)
 
 
-def run_key(model: str, run_id: str) -> str:
-    return f"runs/{model}/{run_id}.json"
-
-
 def train(
-    stack: Stack, spec_path: Path, *, data_uri: str | None = None, progress: Progress | None = None
+    stack: Stack, spec: ModelSpec, *, data_uri: str | None = None, progress: Progress | None = None
 ) -> TrainOutcome:
     """Run the training job on the stack and record the run (params, metrics, lineage)."""
-    spec = load_spec(spec_path)
     run_id = training.new_run_id(spec.name)
     result = stack.jobs.run_training(
-        Path(spec_path),
+        spec,
         data_uri or spec.dataset.source,
-        f"artifacts/{spec.name}/{run_id}",
+        layout.artifact_key(spec.name, run_id),
         progress=progress,
     )
-    with tempfile.TemporaryDirectory() as tmp:
-        card = artifact.load(stack.store.get_artifact(result.artifact_uri, Path(tmp))).card
+    card = result.card
     record = {
         "run_id": card["run_id"],
         "model": spec.name,
@@ -89,20 +102,24 @@ def train(
         "environment": card["environment"],
         "created_at": card["created_at"],
     }
-    stack.store.put_bytes(run_key(spec.name, card["run_id"]), json.dumps(record, indent=2).encode())
+    stack.store.put_bytes(
+        layout.run_key(spec.name, card["run_id"]), json.dumps(record, indent=2).encode()
+    )
     return TrainOutcome(card["run_id"], result.artifact_uri, card)
 
 
 def list_runs(stack: Stack, model: str | None = None) -> list[dict[str, Any]]:
     """Every recorded run (oldest first), optionally of one model."""
-    keys = stack.store.list_keys(f"runs/{model}/" if model else "runs/")
+    keys = stack.store.list_keys(layout.runs_prefix(model and checked_model(model)))
     runs = [json.loads(stack.store.get_bytes(k)) for k in keys if k.endswith(".json")]
     return sorted(runs, key=lambda r: r["created_at"])
 
 
 def champion(stack: Stack, model: str) -> ModelVersion | None:
     """The newest approved version: what a deploy takes when not told a version."""
-    approved = [v for v in stack.registry.list_versions(model) if v.status == APPROVED]
+    approved = [
+        v for v in stack.registry.list_versions(checked_model(model)) if v.status == APPROVED
+    ]
     return approved[-1] if approved else None
 
 
@@ -136,53 +153,68 @@ def register(
     """Create a pending version, but only for an artifact that is stored and verifies.
 
     The version is created last: an interrupted upload leaves, at worst, an orphaned
-    artifact, never a version without its artifact.
+    artifact, never a version without its artifact. Idempotent: an artifact registered
+    before returns its version (a retry after a failure halfway never makes a second one).
     """
+    model = checked_model(model)
+    uri = artifact_uri.rstrip("/")
     with tempfile.TemporaryDirectory() as tmp:
-        stack.store.get_artifact(artifact_uri, Path(tmp))  # raises if absent or tampered
-    return stack.registry.create_version(model, artifact_uri, metrics, tags)
+        stack.store.get_artifact(uri, Path(tmp))  # raises if absent or tampered
+    with stack.locks.hold(model_lock(model)):
+        for existing in stack.registry.list_versions(model):
+            if existing.artifact_uri.rstrip("/") == uri:
+                return existing
+        return stack.registry.create_version(model, uri, metrics, tags)
 
 
 def approve(stack: Stack, model: str, version: int, reason: str = "") -> ModelVersion:
-    return stack.registry.set_status(model, version, APPROVED, reason)
+    return stack.registry.set_status(checked_model(model), version, APPROVED, reason)
 
 
 def reject(stack: Stack, model: str, version: int, reason: str = "") -> ModelVersion:
-    return stack.registry.set_status(model, version, REJECTED, reason)
+    return stack.registry.set_status(checked_model(model), version, REJECTED, reason)
 
 
 def deploy(
     stack: Stack, model: str, version: int | None = None, *, canary_weight: float | None = None
 ) -> Deployment:
     """Deploy a version (default: the newest approved one); only approved versions deploy."""
-    if version is None:
-        target = champion(stack, model)
-        if target is None:
-            raise NotFoundError(f"model {model!r} has no approved version to deploy")
-    else:
-        target = stack.registry.get_version(model, version)
-        if target.status != APPROVED:
-            raise TandemError(
-                f"{model} v{version} is {target.status}; only approved versions deploy"
-            )
-    return stack.endpoint.deploy(target, canary_weight=canary_weight)
+    model = checked_model(model)
+    with stack.locks.hold(model_lock(model)):
+        if version is None:
+            target = champion(stack, model)
+            if target is None:
+                raise NotFoundError(f"model {model!r} has no approved version to deploy")
+        else:
+            target = stack.registry.get_version(model, version)
+            if target.status != APPROVED:
+                raise TandemError(
+                    f"{model} v{version} is {target.status}; only approved versions deploy"
+                )
+        return stack.endpoint.deploy(target, canary_weight=canary_weight)
 
 
 def rollback(stack: Stack, model: str, reason: str = "rolled back") -> Deployment:
     """Archive the live version and re-deploy the previous approved one."""
-    live = stack.endpoint.current(model)
-    if live is None:
-        raise NotFoundError(f"model {model!r} is not deployed on stack {stack.name!r}")
-    previous = [
-        v
-        for v in stack.registry.list_versions(model)
-        if v.status == APPROVED and v.version < live.version
-    ]
-    if not previous:
-        raise NotFoundError(f"{model}: no approved version older than the live v{live.version}")
-    deployment = stack.endpoint.deploy(previous[-1])
-    stack.registry.set_status(model, live.version, ARCHIVED, reason)
-    return deployment
+    model = checked_model(model)
+    with stack.locks.hold(model_lock(model)):
+        live = stack.endpoint.current(model)
+        if live is None:
+            raise NotFoundError(f"model {model!r} is not deployed on stack {stack.name!r}")
+        previous = [
+            v
+            for v in stack.registry.list_versions(model)
+            if v.status == APPROVED and v.version < live.version
+        ]
+        if not previous:
+            raise NotFoundError(f"{model}: no approved version older than the live v{live.version}")
+        deployment = stack.endpoint.deploy(previous[-1])
+        stack.registry.set_status(model, live.version, ARCHIVED, reason)
+        return deployment
+
+
+def same_stack(a: Stack, b: Stack) -> bool:
+    return a.cloud == b.cloud and a.name == b.name
 
 
 def promote(
@@ -196,30 +228,43 @@ def promote(
     """Copy an approved version to another stack (dev -> staging), keeping its lineage.
 
     The artifact is copied and verified first; the target's version is created last.
+    Idempotent per source version: promoting it again returns the version made the first time.
     """
+    model = checked_model(model)
+    if same_stack(source, target):
+        raise ConflictError(
+            f"{model}: cannot promote from stack {source.name!r} to itself; name another stack"
+        )
     mv = champion(source, model) if version is None else source.registry.get_version(model, version)
     if mv is None or mv.status != APPROVED:
         raise TandemError(
             f"{model}: only an approved version can be promoted (got {mv and mv.status})"
         )
-    with tempfile.TemporaryDirectory() as tmp:
-        local = source.store.get_artifact(mv.artifact_uri, Path(tmp) / "artifact")
-        run_id = mv.tags.get("run_id") or f"{model}-v{mv.version}"
-        uri = target.store.put_artifact(local, f"artifacts/{model}/{run_id}")
-    lineage = {
-        **mv.tags,
-        "promoted_from": f"{source.cloud}:{source.name}:{model}:v{mv.version}",
-        "source_artifact_uri": mv.artifact_uri,
-    }
-    promoted = register(target, model, uri, mv.metrics, lineage)
-    if approve_in_target:
-        promoted = approve(target, model, promoted.version, f"promoted from {source.name}")
+    origin = f"{source.cloud}:{source.name}:{model}:v{mv.version}"
+    with target.locks.hold(model_lock(model)):
+        promoted = next(
+            (
+                v
+                for v in target.registry.list_versions(model)
+                if v.tags.get("promoted_from") == origin
+            ),
+            None,
+        )
+        if promoted is None:
+            with tempfile.TemporaryDirectory() as tmp:
+                local = source.store.get_artifact(mv.artifact_uri, Path(tmp) / "artifact")
+                run_id = mv.tags.get("run_id") or f"{model}-v{mv.version}"
+                uri = target.store.put_artifact(local, layout.artifact_key(model, run_id))
+            lineage = {**mv.tags, "promoted_from": origin, "source_artifact_uri": mv.artifact_uri}
+            promoted = register(target, model, uri, mv.metrics, lineage)
+        if approve_in_target and promoted.status == PENDING:
+            promoted = approve(target, model, promoted.version, f"promoted from {source.name}")
     return promoted
 
 
 def pipeline(
     stack: Stack,
-    spec_path: Path,
+    spec: ModelSpec,
     *,
     auto_approve: bool = True,
     deploy_approved: bool = True,
@@ -231,9 +276,8 @@ def pipeline(
     A failed gate registers the candidate as rejected (with every reason) and raises
     GateFailedError, so the champion stays deployed and CI stops with a non-zero exit.
     """
-    spec = load_spec(spec_path)
     _say(progress, f"training {spec.name}")
-    outcome = train(stack, spec_path, data_uri=data_uri, progress=progress)
+    outcome = train(stack, spec, data_uri=data_uri, progress=progress)
     version, report = submit(stack, spec, outcome, progress=progress)
     result = PipelineResult(spec, outcome, report, version)
     if not report.verdict.passed:
@@ -265,13 +309,16 @@ def submit(
 
 
 def load_run(stack: Stack, model: str, run_id: str) -> TrainOutcome:
-    """A recorded run, with its artifact's model card."""
+    """A recorded run, with its artifact's model card (registering it verifies the artifact)."""
+    model = checked_model(model)
+    if "/" in run_id or run_id.startswith("."):
+        raise NotFoundError(f"no run {run_id!r} of model {model!r} on stack {stack.name!r}")
     try:
-        record = json.loads(stack.store.get_bytes(run_key(model, run_id)))
+        record = json.loads(stack.store.get_bytes(layout.run_key(model, run_id)))
     except NotFoundError:
         raise NotFoundError(
             f"no run {run_id!r} of model {model!r} on stack {stack.name!r}"
         ) from None
-    with tempfile.TemporaryDirectory() as tmp:
-        card = artifact.load(stack.store.get_artifact(record["artifact_uri"], Path(tmp))).card
-    return TrainOutcome(run_id, record["artifact_uri"], card)
+    uri = record["artifact_uri"].rstrip("/")
+    card = json.loads(stack.store.get_bytes(f"{uri}/{artifact.CARD}"))
+    return TrainOutcome(run_id, uri, card)

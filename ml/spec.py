@@ -6,6 +6,7 @@ A bad spec is a SpecError naming the file, the key and what was expected, e.g.
 
 from __future__ import annotations
 
+import json
 import re
 import tomllib
 from pathlib import Path
@@ -145,7 +146,11 @@ def load_spec(path: str | Path) -> ModelSpec:
     """Read and validate a spec file. Errors name the file and the key."""
     path = Path(path)
     try:
-        raw = tomllib.loads(path.read_text(encoding="utf-8"))
+        text = path.read_text(encoding="utf-8")
+        # JSON: the spec as a job receives it (ml/clouds/packaging.py), already validated once
+        raw = json.loads(text) if path.suffix == ".json" else tomllib.loads(text)
+    except json.JSONDecodeError as exc:
+        raise SpecError(f"{path}: not valid JSON: {exc}") from None
     except FileNotFoundError:
         raise SpecError(f"{path}: no such spec file") from None
     except tomllib.TOMLDecodeError as exc:

@@ -1,7 +1,8 @@
 """The contracts every cloud adapter honours.
 
 The lifecycle (`ml/lifecycle.py`) is written once against these Protocols; a cloud adds an
-adapter module (`local.py`, `aws.py`, `azure.py`) and never a branch in the lifecycle.
+adapter (`local.py`, `aws/`, later `azure/`) and never a branch in the lifecycle. Every stack
+passes the same conformance suite (`tests/contract/`).
 Every method documents what a caller may rely on: idempotency, atomicity, ordering, errors.
 Errors are the ones in `ml.errors`; an adapter translates its SDK's errors into them.
 """
@@ -9,11 +10,16 @@ Errors are the ones in `ml.errors`; an adapter translates its SDK's errors into 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
-from ml.errors import InvalidTransitionError
+from contract import naming
+from ml.errors import InvalidNameError, InvalidTransitionError
+
+if TYPE_CHECKING:
+    from ml.spec import ModelSpec
 
 # Registry states and the changes allowed between them.
 PENDING, APPROVED, REJECTED, ARCHIVED = "pending", "approved", "rejected", "archived"
@@ -24,6 +30,19 @@ TRANSITIONS: Mapping[str, frozenset[str]] = {
     REJECTED: frozenset(),
     ARCHIVED: frozenset(),
 }
+
+
+def checked_model(name: str) -> str:
+    """`name` if it is a valid model name (contract.naming), else InvalidNameError.
+
+    Every entry that takes a model name checks it before touching anything: a name becomes
+    a path, a key and a cloud resource name.
+    """
+    try:
+        return naming.check_model_name(name)
+    except ValueError as exc:
+        raise InvalidNameError(str(exc)) from None
+
 
 Progress = Callable[[str], None]
 """A callback for long-running steps; receives one human-readable line at a time."""
@@ -95,6 +114,7 @@ class JobResult:
     job_id: str
     status: str
     artifact_uri: str
+    card: dict[str, Any] = field(default_factory=dict)  # the artifact's model_card.json
     logs_uri: str = ""
 
 
@@ -117,8 +137,13 @@ class ArtifactStore(Protocol):
         """Read an object. Raises NotFoundError when it does not exist."""
         ...
 
+    def exists(self, uri_or_key: str) -> bool:
+        """Whether an object is stored under `uri_or_key`."""
+        ...
+
     def list_keys(self, prefix: str) -> list[str]:
-        """Keys under `prefix`, sorted. An empty list when there are none."""
+        """Keys under `prefix`, sorted. An empty list when there are none. Never lists the
+        temporary files of a write in progress or interrupted."""
         ...
 
     def put_artifact(self, local_dir: Path, key: str) -> str:
@@ -132,7 +157,8 @@ class ArtifactStore(Protocol):
         ...
 
     def get_artifact(self, uri: str, dest: Path) -> Path:
-        """Download the artifact at `uri` into `dest` and verify it against its manifest.
+        """Download the artifact at `uri` into `dest` and verify it against its manifest
+        (model.tar.gz too, when stored).
 
         Raises NotFoundError if absent, ArtifactIntegrityError naming the file that differs.
         """
@@ -194,7 +220,7 @@ class JobRunner(Protocol):
 
     def run_training(
         self,
-        spec_path: Path,
+        spec: ModelSpec,
         data_uri: str,
         output_key: str,
         *,
@@ -203,7 +229,9 @@ class JobRunner(Protocol):
         """Run one training job to completion and store its artifact under `output_key`.
 
         Blocks until the job ends. The returned `artifact_uri` is readable with
-        ArtifactStore.get_artifact. A failed job raises TandemError with the job's reason.
+        ArtifactStore.get_artifact and `card` is its model card. A failed job raises
+        TandemError with the job's reason; an interrupted caller (Ctrl-C, SIGTERM) stops the
+        job it started and leaves no partial artifact behind.
         """
         ...
 
@@ -228,6 +256,27 @@ class EndpointTarget(Protocol):
         """Every deployment of `model`, oldest first."""
         ...
 
+    def invoke(self, model: str, rows: list[dict[str, Any]]) -> dict[str, Any]:
+        """Score `rows` through the endpoint's own entry point, as a client would.
+
+        Returns {"model": name, "version": n, "predictions": [{...} per row]}. Raises
+        NotFoundError when nothing is deployed, TandemError when the endpoint refuses.
+        """
+        ...
+
+
+@runtime_checkable
+class Locks(Protocol):
+    """Named locks that serialise changes to one model across processes and machines.
+
+    `hold(name)` blocks until the lock is free (TandemError after `timeout` seconds) and
+    releases it on exit, also on an exception. The lifecycle holds `model:<name>` while it
+    chooses a version and points the endpoint at it, so a deploy and a rollback never
+    interleave.
+    """
+
+    def hold(self, name: str, timeout: float = 120.0) -> AbstractContextManager[None]: ...
+
 
 @dataclass
 class Stack:
@@ -240,4 +289,7 @@ class Stack:
     metrics: MetricsSink
     jobs: JobRunner
     endpoint: EndpointTarget
+    locks: Locks
     outputs: dict[str, Any] = field(default_factory=dict)
+    # the per-stack key of personal-data pseudonyms (contract.privacy); read on first use
+    pseudonym_key: Callable[[], bytes] | None = None

@@ -1,52 +1,66 @@
 """The embedded local stack: a directory that needs no cloud account.
 
     <root>/outputs.json        the same shape of outputs a Pulumi stack exports
-    <root>/store/<key>         artifact store (artifacts/, runs/, reports/, datasets/)
-    <root>/registry/<model>/   one JSON file per version, a lock file, a counter
+    <root>/store/<key>         artifact store, laid out as contract.layout says (artifacts/,
+                               runs/, reports/, registry/, deployments/, datasets/)
+    <root>/locks/              one lock file per model (serialises deploy, rollback, register)
     <root>/metrics.jsonl       metrics sink
-    <root>/endpoint/<model>/   deployed artifacts, current.json, history.jsonl
+    <root>/endpoint/<model>/   installed (verified) copies of deployed artifacts
+    <root>/jobs/               training jobs in progress (removed when they end)
+    <root>/pseudonym.key       the stack's pseudonymisation key (mode 0600)
 
 Writers are safe under concurrency: every read-modify-write holds a file lock, and every
-file is written to a temporary name and renamed into place (atomic on POSIX).
+file is written to a temporary (hidden) name and renamed into place (atomic on POSIX), so
+readers never see half a file and listings never show a write in progress.
 """
 
 from __future__ import annotations
 
+import contextlib
+import ctypes
 import json
 import os
+import secrets
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
-from collections.abc import Iterable, Mapping
-from datetime import UTC, datetime
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 from urllib.parse import unquote, urlparse
 
-from filelock import FileLock
+from filelock import FileLock, Timeout
 
+from contract import naming, privacy
+from contract.outputs import LOCAL
 from ml import artifact
+from ml.clouds import packaging, verified
 from ml.clouds.base import (
+    PENDING,
     Deployment,
     JobResult,
     MetricPoint,
     ModelVersion,
     Progress,
     Stack,
+    checked_model,
     with_status,
 )
-from ml.errors import ConfigError, ConflictError, NotFoundError, TandemError
+from ml.clouds.locks import ReentrantLocks, model_lock, safe_name
+from ml.clouds.records import DeploymentLog, VersionRecords, now, to_json
+from ml.errors import ArtifactIntegrityError, ConfigError, NotFoundError, TandemError
+from ml.spec import ModelSpec
 
 DEFAULT_HOME = ".tandem"
-
-
-def now() -> str:
-    return datetime.now(UTC).isoformat(timespec="milliseconds")
+KEY_FILE = "pseudonym.key"
 
 
 def write_atomic(path: Path, data: bytes) -> None:
-    """Write to a temporary file beside `path`, then rename: readers never see half a file."""
+    """Write to a hidden temporary file beside `path`, then rename: readers never see half a
+    file."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
     try:
@@ -58,10 +72,6 @@ def write_atomic(path: Path, data: bytes) -> None:
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
-
-
-def _json(payload: Any) -> bytes:
-    return (json.dumps(payload, indent=2, sort_keys=True) + "\n").encode()
 
 
 class DirectoryStore:
@@ -80,6 +90,10 @@ class DirectoryStore:
             raise NotFoundError(f"{uri_or_key}: outside this store ({self.root})")
         return path
 
+    def _key(self, uri_or_key: str) -> str:
+        return self._path(uri_or_key).relative_to(self.root).as_posix()
+
+    # objects
     def uri_for(self, key: str) -> str:
         return self._path(key).as_uri()
 
@@ -89,122 +103,144 @@ class DirectoryStore:
         return path.as_uri()
 
     def get_bytes(self, uri_or_key: str) -> bytes:
-        path = self._path(uri_or_key)
-        if not path.is_file():
+        data = self.read(uri_or_key)
+        if data is None:
             raise NotFoundError(f"{uri_or_key}: no such object")
-        return path.read_bytes()
+        return data
+
+    def exists(self, uri_or_key: str) -> bool:
+        return self._path(uri_or_key).is_file()
 
     def list_keys(self, prefix: str) -> list[str]:
         base = self._path(prefix) if prefix else self.root
         if base.is_file():
-            return [prefix]
+            return [self._key(prefix)]
         if not base.is_dir():
             return []
-        return sorted(
-            p.relative_to(self.root).as_posix()
-            for p in base.rglob("*")
-            if p.is_file() and not p.name.startswith(".")
-        )
+        keys = []
+        for path in base.rglob("*"):
+            relative = path.relative_to(self.root)
+            # hidden names are writes in progress or interrupted (write_atomic, put_new)
+            if path.is_file() and not any(part.startswith(".") for part in relative.parts):
+                keys.append(relative.as_posix())
+        return sorted(keys)
 
-    def put_artifact(self, local_dir: Path, key: str) -> str:
-        local_manifest = artifact.verify(local_dir)
+    # ObjectBackend, for the shared verified transfer (ml/clouds/verified.py)
+    def upload_file(self, path: Path, key: str) -> None:
+        write_atomic(self._path(key), Path(path).read_bytes())
+
+    def download_file(self, key: str, path: Path) -> None:
+        source = self._path(key)
+        if not source.is_file():
+            raise NotFoundError(f"{source.as_uri()}: no such object")
+        shutil.copyfile(source, path)
+
+    def check_stored(self, path: Path, key: str) -> None:
+        stored = self._path(key)
+        if not stored.is_file():
+            raise ArtifactIntegrityError(
+                f"{Path(path).name}: missing from {stored.parent.as_uri()}"
+            )
+        if artifact.sha256_file(stored) != artifact.sha256_file(Path(path)):
+            raise ArtifactIntegrityError(
+                f"{Path(path).name}: stored copy differs ({stored.as_uri()})"
+            )
+
+    def put_new(self, key: str, data: bytes) -> bool:
         target = self._path(key)
-        if (target / artifact.MANIFEST).is_file():
-            stored = json.loads((target / artifact.MANIFEST).read_text())["files"]
-            if stored != local_manifest:
-                raise ConflictError(f"{key}: holds a different artifact already")
-            artifact.verify(target)
-            return target.as_uri()
-        # Copy into a hidden sibling, verify, then rename: the key appears complete or not at all.
         target.parent.mkdir(parents=True, exist_ok=True)
-        staging = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{target.name}."))
+        fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.")
         try:
-            for name in (*local_manifest, artifact.MANIFEST, artifact.TARBALL):
-                source = Path(local_dir) / name
-                if source.is_file():
-                    shutil.copyfile(source, staging / name)
-            artifact.verify(staging)
-            os.replace(staging, target)
-        except OSError as exc:
-            shutil.rmtree(staging, ignore_errors=True)
-            if (target / artifact.MANIFEST).is_file():  # a concurrent writer won the race
-                return self.put_artifact(local_dir, key)
-            raise TandemError(f"{key}: could not store the artifact: {exc}") from exc
-        except BaseException:
-            shutil.rmtree(staging, ignore_errors=True)
-            raise
-        return target.as_uri()
+            with os.fdopen(fd, "wb") as handle:
+                handle.write(data)
+                handle.flush()
+                os.fsync(handle.fileno())
+            os.link(tmp, target)  # atomic, complete, and fails if the name exists
+            return True
+        except FileExistsError:
+            return False
+        finally:
+            Path(tmp).unlink(missing_ok=True)
+
+    def read(self, key: str) -> bytes | None:
+        path = self._path(key)
+        return path.read_bytes() if path.is_file() else None
+
+    # artifacts
+    def put_artifact(self, local_dir: Path, key: str) -> str:
+        key = self._key(key.strip("/"))
+        uri = self.uri_for(key)
+        verified.put_artifact(self, Path(local_dir), key, uri)
+        return uri
 
     def get_artifact(self, uri: str, dest: Path) -> Path:
-        source = self._path(uri)
-        if not (source / artifact.MANIFEST).is_file():
-            raise NotFoundError(f"{uri}: no artifact there")
-        dest = Path(dest)
-        dest.mkdir(parents=True, exist_ok=True)
-        for path in source.iterdir():
-            if path.is_file():
-                shutil.copyfile(path, dest / path.name)
-        artifact.verify(dest)
-        return dest
+        key = self._key(uri.rstrip("/"))
+        return verified.get_artifact(self, key, Path(dest), self.uri_for(key))
+
+
+class FileLocks(ReentrantLocks):
+    """Locks as files under `<root>/locks/`: the kernel releases them if a holder dies."""
+
+    def __init__(self, root: Path) -> None:
+        super().__init__()
+        self.root = Path(root)
+
+    def _acquire(self, name: str, timeout: float) -> Callable[[], None]:
+        self.root.mkdir(parents=True, exist_ok=True)
+        lock = FileLock(self.root / f"{safe_name(name)}.lock", timeout=timeout)
+        try:
+            lock.acquire()
+        except Timeout:
+            raise TandemError(
+                f"{name}: still locked by another process after {timeout:g}s"
+            ) from None
+        return lock.release
 
 
 class FileRegistry:
-    """ModelRegistry in a directory; a file lock per model guards the version counter."""
+    """ModelRegistry over version records in the store; the model's lock guards numbering."""
 
-    def __init__(self, root: Path) -> None:
-        self.root = Path(root)
-        self.root.mkdir(parents=True, exist_ok=True)
-
-    def _lock(self, model: str) -> FileLock:
-        (self.root / model).mkdir(parents=True, exist_ok=True)
-        return FileLock(self.root / model / ".lock", timeout=60)
-
-    def _file(self, model: str, version: int) -> Path:
-        return self.root / model / f"v{version:06d}.json"
-
-    def _read(self, path: Path) -> ModelVersion:
-        return ModelVersion(**json.loads(path.read_text()))
-
-    def _write(self, mv: ModelVersion) -> None:
-        write_atomic(self._file(mv.model, mv.version), _json(mv.__dict__))
+    def __init__(self, store: DirectoryStore, locks: FileLocks) -> None:
+        self.records = VersionRecords(store)
+        self.locks = locks
 
     def create_version(
         self, model: str, artifact_uri: str, metrics: Mapping[str, float], tags: Mapping[str, str]
     ) -> ModelVersion:
-        with self._lock(model):
-            # the highest version file is the counter: written atomically, it cannot disagree
-            existing = sorted((self.root / model).glob("v*.json"))
-            last = int(existing[-1].stem[1:]) if existing else 0
+        model = checked_model(model)
+        with self.locks.hold(model_lock(model)):
+            existing = self.records.versions(model)
             mv = ModelVersion(
                 model=model,
-                version=last + 1,
-                status="pending",
+                version=(existing[-1] if existing else 0) + 1,
+                status=PENDING,
                 artifact_uri=artifact_uri,
                 created_at=now(),
                 metrics={k: float(v) for k, v in metrics.items()},
                 tags={k: str(v) for k, v in tags.items()},
             )
-            self._write(mv)
+            self.records.write(mv)
             return mv
 
     def get_version(self, model: str, version: int) -> ModelVersion:
-        path = self._file(model, version)
-        if not path.is_file():
+        record = self.records.read(checked_model(model), version)
+        if record is None:
             raise NotFoundError(f"model {model!r} has no version {version}")
-        return self._read(path)
+        return ModelVersion(**record)
 
     def list_versions(self, model: str) -> list[ModelVersion]:
-        return [self._read(p) for p in sorted((self.root / model).glob("v*.json"))]
+        model = checked_model(model)
+        return [self.get_version(model, v) for v in self.records.versions(model)]
 
     def list_models(self) -> list[str]:
-        return sorted(p.parent.name for p in self.root.glob("*/v000001.json"))
+        return self.records.models()
 
     def set_status(self, model: str, version: int, status: str, reason: str = "") -> ModelVersion:
-        with self._lock(model):
+        with self.locks.hold(model_lock(checked_model(model))):
             current = self.get_version(model, version)
             updated = with_status(current, status, reason)
             if updated is not current:
-                self._write(updated)
+                self.records.write(updated)
             return updated
 
 
@@ -216,7 +252,7 @@ class JsonlMetricsSink:
 
     def emit(self, points: Iterable[MetricPoint]) -> None:
         lines = [
-            json.dumps({**p.__dict__, "timestamp": p.timestamp or now()}, sort_keys=True)
+            json.dumps({**asdict(p), "timestamp": p.timestamp or now()}, sort_keys=True)
             for p in points
         ]
         if not lines:
@@ -231,47 +267,108 @@ class JsonlMetricsSink:
         return [MetricPoint(**json.loads(line)) for line in self.path.read_text().splitlines()]
 
 
+def _die_with_parent() -> None:
+    """In the child: receive SIGTERM when the parent dies, even by SIGKILL (Linux)."""
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
 class SubprocessJobRunner:
-    """JobRunner that runs `python -m ml.train` in a child process, like a cloud job would."""
+    """JobRunner that runs `python -m ml.train` in a child process, like a cloud job would.
+
+    The child dies with its parent (Ctrl-C, SIGTERM, or a SIGKILL of the parent), and a job
+    directory left by a parent that died is removed by the next run.
+    """
 
     def __init__(self, store: DirectoryStore, work_dir: Path) -> None:
         self.store = store
         self.work_dir = Path(work_dir)
 
+    def _sweep(self) -> None:
+        for leftover in self.work_dir.glob("job-*"):
+            pid = leftover.name.split("-")[1]
+            if pid.isdigit() and not _alive(int(pid)):
+                shutil.rmtree(leftover, ignore_errors=True)
+
     def run_training(
-        self, spec_path: Path, data_uri: str, output_key: str, *, progress: Progress | None = None
+        self, spec: ModelSpec, data_uri: str, output_key: str, *, progress: Progress | None = None
     ) -> JobResult:
         job_id = output_key.rstrip("/").rsplit("/", 1)[-1]
         self.work_dir.mkdir(parents=True, exist_ok=True)
-        with tempfile.TemporaryDirectory(dir=self.work_dir) as tmp:
-            model_dir = Path(tmp) / "model"
+        self._sweep()
+        with tempfile.TemporaryDirectory(dir=self.work_dir, prefix=f"job-{os.getpid()}-") as tmp:
+            model_dir, spec_file = Path(tmp) / "model", Path(tmp) / "spec.json"
+            spec_file.write_bytes(packaging.spec_bytes(spec))
             command = [
-                sys.executable, "-m", "ml.train", "--spec", str(spec_path), "--data", data_uri,
+                sys.executable, "-m", "ml.train", "--spec", str(spec_file), "--data", data_uri,
                 "--model-dir", str(model_dir), "--run-id", job_id,
             ]  # fmt: skip
             if progress:
                 progress(f"job {job_id}: training")
-            done = subprocess.run(command, capture_output=True, text=True)
-            log_key = f"{output_key.rstrip('/')}.log"
-            logs_uri = self.store.put_bytes(log_key, (done.stdout + done.stderr).encode())
-            if done.returncode != 0:
-                tail = (done.stderr.strip().splitlines() or ["(no output)"])[-1]
+            child = subprocess.Popen(
+                command,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                text=True,
+                preexec_fn=_die_with_parent,
+            )
+            try:
+                stdout, stderr = child.communicate()
+            except BaseException:  # Ctrl-C, SIGTERM: the job stops with its caller
+                child.terminate()
+                try:
+                    child.wait(timeout=10)
+                except subprocess.TimeoutExpired:
+                    child.kill()
+                    child.wait()
+                raise
+            logs_uri = self.store.put_bytes(
+                f"{output_key.rstrip('/')}.log", (stdout + stderr).encode()
+            )
+            if child.returncode != 0:
+                tail = (stderr.strip().splitlines() or ["(no output)"])[-1]
                 raise TandemError(f"training job {job_id} failed: {tail} (log: {logs_uri})")
             if progress:
                 progress(f"job {job_id}: storing artifact")
             uri = self.store.put_artifact(model_dir, output_key)
-        return JobResult(job_id=job_id, status="Completed", artifact_uri=uri, logs_uri=logs_uri)
+            card = json.loads((model_dir / artifact.CARD).read_text())
+        return JobResult(
+            job_id=job_id, status="Completed", artifact_uri=uri, card=card, logs_uri=logs_uri
+        )
 
 
 class LocalEndpoint:
-    """EndpointTarget that installs verified artifacts in a directory the local server reads."""
+    """EndpointTarget that serves verified copies of artifacts installed under `root`.
+
+    The installed copy is a cache of the store's: it is verified on every deploy (a changed
+    file is replaced by a fresh, verified copy from the store, never served).
+    """
 
     def __init__(self, root: Path, store: DirectoryStore, url: str = "") -> None:
         self.root = Path(root)
         self.store = store
         self.url = url
+        self.log = DeploymentLog(store)
+
+    def _installed(self, model: str, version: int) -> Path:
+        return self.root / checked_model(model) / f"v{version}"
 
     def deploy(self, version: ModelVersion, *, canary_weight: float | None = None) -> Deployment:
+        if canary_weight is not None and not 0.0 < canary_weight < 1.0:
+            raise TandemError(
+                f"canary_weight must be between 0 and 1 (exclusive), got {canary_weight}"
+            )
+        installed = self._ensure_installed(version)
         current = self.current(version.model)
         if (
             current
@@ -279,10 +376,6 @@ class LocalEndpoint:
             and current.canary_weight == canary_weight
         ):
             return current
-        model_root = self.root / version.model
-        installed = model_root / f"v{version.version}"
-        if not (installed / artifact.MANIFEST).is_file():
-            self._install(version.artifact_uri, installed)
         deployment = Deployment(
             model=version.model,
             version=version.version,
@@ -292,11 +385,19 @@ class LocalEndpoint:
             canary_weight=canary_weight,
             details={"path": str(installed.resolve())},
         )
-        with FileLock(model_root / ".lock"):
-            write_atomic(model_root / "current.json", _json(deployment.__dict__))
-            with (model_root / "history.jsonl").open("a") as handle:
-                handle.write(json.dumps(deployment.__dict__, sort_keys=True) + "\n")
+        self.log.append(deployment)
         return deployment
+
+    def _ensure_installed(self, version: ModelVersion) -> Path:
+        installed = self._installed(version.model, version.version)
+        if (installed / artifact.MANIFEST).is_file():
+            try:
+                artifact.verify(installed)
+                return installed
+            except ArtifactIntegrityError:
+                shutil.rmtree(installed, ignore_errors=True)  # reinstalled from the store below
+        self._install(version.artifact_uri, installed)
+        return installed
 
     def _install(self, artifact_uri: str, installed: Path) -> None:
         """Download and verify beside `installed`, then rename: a failed or tampered download
@@ -316,44 +417,75 @@ class LocalEndpoint:
             raise
 
     def current(self, model: str) -> Deployment | None:
-        path = self.root / model / "current.json"
-        return Deployment(**json.loads(path.read_text())) if path.is_file() else None
+        return self.log.current(checked_model(model))
 
     def history(self, model: str) -> list[Deployment]:
-        path = self.root / model / "history.jsonl"
-        if not path.is_file():
-            return []
-        return [Deployment(**json.loads(line)) for line in path.read_text().splitlines()]
+        return self.log.history(checked_model(model))
+
+    def invoke(self, model: str, rows: list[dict[str, Any]]) -> dict[str, Any]:
+        from deploy.inference import Model, RequestError
+
+        live = self.current(model)
+        if live is None:
+            raise NotFoundError(f"model {model!r} is not deployed")
+        try:
+            served = Model.load(self._installed(model, live.version))  # verifies the manifest
+            predictions = served.predict(rows)
+        except RequestError as exc:
+            raise TandemError(f"{model}: the endpoint refused the request: {exc}") from None
+        except Exception as exc:  # an installed copy that no longer verifies, or is gone
+            raise TandemError(f"{model} v{live.version}: cannot be served ({exc})") from None
+        return {"model": model, "version": live.version, "predictions": predictions}
+
+
+def _pseudonym_key(path: Path) -> Callable[[], bytes]:
+    def read() -> bytes:
+        with contextlib.suppress(FileExistsError):
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            with os.fdopen(fd, "wb") as handle:
+                handle.write(secrets.token_bytes(privacy.KEY_BYTES))
+        key = path.read_bytes()
+        if len(key) != privacy.KEY_BYTES:  # a creator died mid-write: nothing was keyed with it
+            raise ConfigError(
+                f"{path}: a damaged pseudonymisation key; remove it to make a new one"
+            )
+        return key
+
+    return read
 
 
 def stack_outputs(name: str, home: Path | None = None) -> dict[str, Any]:
     """Create (if needed) the local stack `name` and return its outputs."""
+    try:
+        naming.check_stack_name(name)
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from None
     home = Path(home or os.environ.get("TANDEM_HOME", DEFAULT_HOME)).resolve()
     root = home / name
     path = root / "outputs.json"
     if path.is_file():
         return json.loads(path.read_text())
     outputs = {"cloud": "local", "stack": name, "root": str(root)}
-    write_atomic(path, _json(outputs))
+    write_atomic(path, to_json(outputs))
     return outputs
 
 
 def connect(outputs: Mapping[str, Any]) -> Stack:
-    try:
-        root = Path(outputs["root"])
-        name = str(outputs["stack"])
-    except KeyError as exc:
-        raise ConfigError(
-            f"local stack outputs lack {exc.args[0]!r}: got {sorted(outputs)}"
-        ) from None
+    missing = LOCAL.missing(outputs)
+    if missing:
+        raise ConfigError(f"local stack outputs lack {missing}: got {sorted(outputs)}")
+    root = Path(outputs["root"])
     store = DirectoryStore(root / "store")
+    locks = FileLocks(root / "locks")
     return Stack(
         cloud="local",
-        name=name,
+        name=str(outputs["stack"]),
         store=store,
-        registry=FileRegistry(root / "registry"),
+        registry=FileRegistry(store, locks),
         metrics=JsonlMetricsSink(root / "metrics.jsonl"),
         jobs=SubprocessJobRunner(store, root / "jobs"),
         endpoint=LocalEndpoint(root / "endpoint", store, str(outputs.get("endpoint_url", ""))),
+        locks=locks,
         outputs=dict(outputs),
+        pseudonym_key=_pseudonym_key(root / KEY_FILE),
     )

@@ -1,39 +1,27 @@
 """The AWS stack: S3, SageMaker Model Registry, CloudWatch, SageMaker training jobs, Lambda.
 
-Built from the stack outputs alone (`infra/aws/__init__.py`, `AwsPlatform.outputs`); an
-optional `endpoint_url` output sends every client to one endpoint (moto, LocalStack).
-
-Where things live:
-
-    s3://<models_bucket>/artifacts/<model>/<run>/           an artifact (MANIFEST.json last)
-    s3://<models_bucket>/artifacts/<model>/<run>/code/      the training job's sourcedir.tar.gz
-    s3://<models_bucket>/artifacts/<model>/<run>/output/    what the training job wrote
-    s3://<models_bucket>/runs/, reports/, captures/         run records, reports, captures
-    s3://<models_bucket>/registry/<model>/v<version>.json   one record per registered version
-    s3://<models_bucket>/deployments/<model>/<time>-*.json  one record per deployment
-    s3://<data_bucket>/datasets/<model>/<sha256>.parquet    staged training data
+Built from the stack outputs alone (`contract.outputs.AWS`, exported by infra/aws/); an
+optional `endpoint_url` sends every client to one endpoint (moto, LocalStack). The store's
+layout is `contract.layout`: the data bucket holds `datasets/`, the models bucket the rest.
 
 Decisions a reader should know:
 
 - Integrity. Every upload carries `ChecksumAlgorithm=SHA256`, so S3 checks each byte it
-  receives and stores the digest. `put_artifact` then verifies the stored copy without
-  downloading it: `head_object` size and `ChecksumSHA256` against the local file (for a
-  multipart object, the checksum of the part checksums, computed locally with the same part
-  size). An object with no stored checksum is read back and hashed instead. The data files
-  are verified before MANIFEST.json is written (conditionally, `If-None-Match: *`), so a key
-  that has a manifest always held a verified artifact.
+  receives and stores the digest; a stored copy is verified against the local file without
+  a download (for a multipart object, the checksum of the part checksums). The transfer is
+  the one every store shares (`ml/clouds/verified.py`): MANIFEST.json last, conditionally.
 - Registry. SageMaker assigns version numbers and holds the approval status. `archived` is
   not a SageMaker status: an archived version is `Rejected` in SageMaker (nothing SageMaker-
   native deploys it) with `CustomerMetadataProperties["tandem:status"] = "archived"` and the
-  reason in `ApprovalDescription`. The per-version S3 record holds what Tandem needs in full
-  (metrics, tags, status, reason). On a status change it is written before SageMaker is
-  updated, so a change interrupted halfway reads as the old status and can be retried.
-- Serving. A deploy sets `MODEL_URI` (the artifact URI), `MODEL_NAME` and `MODEL_VERSION` on
-  the function, publishes a version described `<model>:v<version>`, and moves the `live`
-  alias. A canary keeps the live version as the alias's primary and routes `canary_weight`
-  of the traffic to the new one (`RoutingConfig.AdditionalVersionWeights`). Re-deploying a
-  model version that was published before (a rollback) re-points the alias to that Lambda
-  version: the exact code and configuration that served it, nothing republished.
+  reason in `ApprovalDescription`. The side record `registry/<model>/v<n>.json` holds what
+  Tandem needs in full; on a status change it is written before SageMaker is updated.
+- Serving. A deploy sets `MODEL_URI`, `MODEL_NAME` and `MODEL_VERSION` on the function,
+  publishes a version described `<model>:v<version>`, and moves the `live` alias. A canary
+  keeps the live version as the alias's primary and routes `canary_weight` of the traffic to
+  the new one. Re-deploying a model version published before (a rollback) re-points the
+  alias to that Lambda version: the exact code and configuration that served it.
+- Locks are leases in S3 (`locks/`), taken and released with conditional writes.
+- Errors. Every public method raises Tandem's errors (`translate_errors`), never botocore's.
 """
 
 from __future__ import annotations
@@ -41,27 +29,23 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from ml.clouds.aws.common import REQUIRED_OUTPUTS, AwsOutputs, Clients, parse_s3_uri
+from ml.clouds.aws.common import AwsOutputs, Clients, parse_s3_uri
 from ml.clouds.aws.endpoint import LambdaEndpoint
-from ml.clouds.aws.jobs import (
-    SageMakerJobRunner,
-    job_name,
-    runtime_requirements,
-    source_files,
-    sourcedir_tarball,
-)
+from ml.clouds.aws.jobs import SageMakerJobRunner, job_name
+from ml.clouds.aws.locks import S3Locks
 from ml.clouds.aws.metrics import CloudWatchMetricsSink
 from ml.clouds.aws.registry import SageMakerModelRegistry
-from ml.clouds.aws.store import S3ArtifactStore, composite_sha256, part_size, verify_tarball
+from ml.clouds.aws.secrets import pseudonym_key
+from ml.clouds.aws.store import S3ArtifactStore, composite_sha256, part_size
 from ml.clouds.base import Stack
 
 __all__ = [
-    "REQUIRED_OUTPUTS",
     "AwsOutputs",
     "Clients",
     "CloudWatchMetricsSink",
     "LambdaEndpoint",
     "S3ArtifactStore",
+    "S3Locks",
     "SageMakerJobRunner",
     "SageMakerModelRegistry",
     "composite_sha256",
@@ -69,10 +53,6 @@ __all__ = [
     "job_name",
     "parse_s3_uri",
     "part_size",
-    "runtime_requirements",
-    "source_files",
-    "sourcedir_tarball",
-    "verify_tarball",
 ]
 
 
@@ -102,5 +82,7 @@ def connect(outputs: Mapping[str, Any]) -> Stack:
             alias=cfg.function_alias,
             url=cfg.function_url,
         ),
+        locks=S3Locks(store),
         outputs=dict(outputs),
+        pseudonym_key=pseudonym_key(clients("secretsmanager"), cfg.pseudonym_secret_arn),
     )

@@ -1,54 +1,36 @@
-"""What every part of the AWS adapter shares: the stack outputs, the boto3 clients.
+"""What every part of the AWS adapter shares: the stack outputs, the boto3 clients, errors.
 
-`AwsOutputs` checks the stack outputs once (`REQUIRED_OUTPUTS`); `Clients` hands out one
-session's boto3 clients, all pointed at the optional `endpoint_url`. Also here: the bucket
-prefixes and the small helpers for botocore errors, timestamps, JSON records and s3:// URIs.
+`AwsOutputs` checks the stack outputs once (the keys are `contract.outputs.AWS`); `Clients`
+hands out one session's boto3 clients, all pointed at the optional `endpoint_url`;
+`translate_errors` turns what botocore raises into Tandem's one-line errors, at every public
+method of the adapter (`ml/clouds/base.py` promises callers nothing else escapes).
 """
 
 from __future__ import annotations
 
 import functools
+import inspect
 import json
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from datetime import UTC, datetime
-from typing import Any
+from typing import Any, TypeVar
 from urllib.parse import urlparse
 
 import boto3
 import botocore.session
 from botocore.config import Config
-from botocore.exceptions import ClientError
-
-from ml.errors import ConfigError, NotFoundError
-
-REQUIRED_OUTPUTS = (
-    "cloud",
-    "stack",
-    "region",
-    "name_prefix",
-    "kms_key_arn",
-    "data_bucket",
-    "models_bucket",
-    "logs_bucket",
-    "sagemaker_role_arn",
-    "lambda_role_arn",
-    "model_package_groups",
-    "function_name",
-    "function_alias",
-    "function_url",
-    "alarm_topic_arn",
-    "alarm_names",
-    "metric_namespace",
-    "training_image_uri",
+from botocore.exceptions import (
+    BotoCoreError,
+    ClientError,
+    EndpointConnectionError,
+    NoCredentialsError,
+    NoRegionError,
 )
 
-DATASETS, ARTIFACTS, REGISTRY, DEPLOYMENTS = "datasets/", "artifacts/", "registry/", "deployments/"
+from contract.outputs import AWS, ENDPOINT_URL
+from ml.errors import ConfigError, NotFoundError, TandemError
+
 NOT_FOUND_CODES = frozenset({"404", "NoSuchKey", "NotFound", "NoSuchBucket"})
-
-
-def now() -> str:
-    return datetime.now(UTC).isoformat(timespec="milliseconds")
 
 
 def _code(exc: ClientError) -> str:
@@ -64,10 +46,6 @@ def _missing(exc: ClientError) -> bool:
     return _code(exc) in NOT_FOUND_CODES or status == 404
 
 
-def _json(payload: Any) -> bytes:
-    return (json.dumps(payload, indent=2, sort_keys=True, default=str) + "\n").encode()
-
-
 def parse_s3_uri(uri: str) -> tuple[str, str]:
     parsed = urlparse(uri)
     if parsed.scheme != "s3" or not parsed.netloc:
@@ -75,39 +53,90 @@ def parse_s3_uri(uri: str) -> tuple[str, str]:
     return parsed.netloc, parsed.path.lstrip("/")
 
 
+# -- errors --------------------------------------------------------------------------------
+def translated(exc: Exception) -> TandemError:
+    """One line that says what failed and why, for an error botocore raised."""
+    if isinstance(exc, ClientError):
+        operation = getattr(exc, "operation_name", "") or "a call"
+        code, message = _code(exc), _message(exc)
+        if code == "NoSuchBucket":
+            bucket = exc.response.get("Error", {}).get("BucketName", "")
+            return NotFoundError(
+                f"AWS {operation}: bucket {bucket or '(named in the stack outputs)'} does not "
+                "exist: is the stack deployed, and are these its outputs?"
+            )
+        if code in ("AccessDenied", "AccessDeniedException", "UnauthorizedOperation"):
+            return TandemError(f"AWS {operation}: access denied ({message})")
+        if _missing(exc):
+            return NotFoundError(f"AWS {operation}: not found ({code}: {message})")
+        return TandemError(f"AWS {operation} failed: {code}: {message}")
+    if isinstance(exc, NoCredentialsError):
+        return ConfigError("no AWS credentials found: set AWS_PROFILE or sign in (aws sso login)")
+    if isinstance(exc, NoRegionError):
+        return ConfigError("no AWS region: the stack outputs name one as 'region'")
+    if isinstance(exc, EndpointConnectionError):
+        return TandemError(f"cannot reach AWS at {exc.kwargs.get('endpoint_url', '?')}: {exc}")
+    return TandemError(f"AWS call failed: {exc}")
+
+
+F = TypeVar("F", bound=Callable[..., Any])
+T = TypeVar("T", bound=type)
+
+
+def _translating(method: F) -> F:
+    @functools.wraps(method)
+    def call(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return method(*args, **kwargs)
+        except (ClientError, BotoCoreError) as exc:
+            raise translated(exc) from exc
+
+    return call  # type: ignore[return-value]
+
+
+def translate_errors(cls: T) -> T:
+    """Class decorator: every public method raises Tandem's errors, never botocore's."""
+    for name, member in list(vars(cls).items()):
+        if name.startswith("_") or not inspect.isfunction(member):
+            continue
+        if inspect.isgeneratorfunction(member):
+            continue  # context managers translate on their own
+        setattr(cls, name, _translating(member))
+    return cls
+
+
 # -- outputs -------------------------------------------------------------------------------
 @dataclass(frozen=True)
 class AwsOutputs:
-    """The stack outputs, checked once: a missing key is a ConfigError that names it."""
+    """The stack outputs the adapter reads (exactly `contract.outputs.AWS.read`), checked
+    once: a missing key is a ConfigError that names it."""
 
+    cloud: str
     stack: str
     region: str
     name_prefix: str
     kms_key_arn: str
     data_bucket: str
     models_bucket: str
-    logs_bucket: str
     sagemaker_role_arn: str
-    lambda_role_arn: str
     model_package_groups: dict[str, str]
     function_name: str
     function_alias: str
     function_url: str
-    alarm_topic_arn: str
-    alarm_names: list[str]
     metric_namespace: str
     training_image_uri: str
-    endpoint_url: str | None = None
-    ci_role_arn: str | None = None
+    pseudonym_secret_arn: str
     mlflow_tracking_server_arn: str | None = None
+    endpoint_url: str | None = None  # an emulator's address (contract.outputs.ENDPOINT_URL)
 
     @classmethod
     def parse(cls, outputs: Mapping[str, Any]) -> AwsOutputs:
-        for key in REQUIRED_OUTPUTS:
-            if outputs.get(key) in (None, ""):
-                raise ConfigError(
-                    f"aws stack outputs lack {key!r} (have: {', '.join(sorted(outputs)) or 'none'})"
-                )
+        missing = AWS.missing(outputs)
+        if missing:
+            raise ConfigError(
+                f"aws stack outputs lack {', '.join(map(repr, missing))} "
+                f"(have: {', '.join(sorted(outputs)) or 'none'})"
+            )
         if outputs["cloud"] != "aws":
             raise ConfigError(f"stack outputs are for cloud {outputs['cloud']!r}, not 'aws'")
         groups = outputs["model_package_groups"]
@@ -121,31 +150,10 @@ class AwsOutputs:
                 "aws stack output 'model_package_groups' must map model names to group names, "
                 f"got {outputs['model_package_groups']!r}"
             )
-        alarms = outputs["alarm_names"]
-        return cls(
-            stack=str(outputs["stack"]),
-            region=str(outputs["region"]),
-            name_prefix=str(outputs["name_prefix"]),
-            kms_key_arn=str(outputs["kms_key_arn"]),
-            data_bucket=str(outputs["data_bucket"]),
-            models_bucket=str(outputs["models_bucket"]),
-            logs_bucket=str(outputs["logs_bucket"]),
-            sagemaker_role_arn=str(outputs["sagemaker_role_arn"]),
-            lambda_role_arn=str(outputs["lambda_role_arn"]),
-            model_package_groups={str(k): str(v) for k, v in groups.items()},
-            function_name=str(outputs["function_name"]),
-            function_alias=str(outputs["function_alias"]),
-            function_url=str(outputs["function_url"]),
-            alarm_topic_arn=str(outputs["alarm_topic_arn"]),
-            alarm_names=[
-                str(a) for a in (alarms.values() if isinstance(alarms, Mapping) else alarms)
-            ],
-            metric_namespace=str(outputs["metric_namespace"]),
-            training_image_uri=str(outputs["training_image_uri"]),
-            endpoint_url=outputs.get("endpoint_url") or None,
-            ci_role_arn=outputs.get("ci_role_arn") or None,
-            mlflow_tracking_server_arn=outputs.get("mlflow_tracking_server_arn") or None,
-        )
+        values = {key: str(outputs[key]) for key in AWS.required}
+        values |= {key: (str(outputs[key]) if outputs.get(key) else None) for key in AWS.optional}
+        values["model_package_groups"] = {str(k): str(v) for k, v in groups.items()}
+        return cls(**values, endpoint_url=outputs.get(ENDPOINT_URL) or None)
 
 
 @functools.cache

@@ -12,18 +12,17 @@ import json
 import math
 import tempfile
 import time
-import uuid
 from collections.abc import Callable, Mapping
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 from botocore.exceptions import ClientError
 
-from ml.clouds.aws.common import DEPLOYMENTS, _code, _json, _message, now
-from ml.clouds.aws.store import S3ArtifactStore
-from ml.clouds.base import Deployment, ModelVersion
-from ml.errors import ConfigError, ConflictError, TandemError
+from contract.serving import ENV_MODEL_NAME, ENV_MODEL_URI, ENV_MODEL_VERSION
+from ml.clouds.aws.common import _code, _message, translate_errors
+from ml.clouds.base import ArtifactStore, Deployment, ModelVersion, checked_model
+from ml.clouds.records import DeploymentLog, now
+from ml.errors import ConfigError, ConflictError, NotFoundError, TandemError
 
 # Lambda version descriptions are at most 256 characters.
 LAMBDA_DESCRIPTION_MAX = 256
@@ -33,6 +32,7 @@ def _version_tag(model: str, version: int) -> str:
     return f"{model}:v{version}"
 
 
+@translate_errors
 class LambdaEndpoint:
     """EndpointTarget over the stack's Lambda function and its `live` alias.
 
@@ -45,7 +45,7 @@ class LambdaEndpoint:
     def __init__(
         self,
         lambda_client: Any,
-        store: S3ArtifactStore,
+        store: ArtifactStore,
         *,
         function_name: str,
         alias: str,
@@ -56,6 +56,7 @@ class LambdaEndpoint:
     ) -> None:
         self.client = lambda_client
         self.store = store
+        self.log = DeploymentLog(store)
         self.function_name = function_name
         self.alias = alias
         self.url = url
@@ -64,24 +65,11 @@ class LambdaEndpoint:
         self.sleep = sleep
 
     # records
-    @staticmethod
-    def _prefix(model: str) -> str:
-        return f"{DEPLOYMENTS}{model}/"
-
     def history(self, model: str) -> list[Deployment]:
-        keys = [k for k in self.store.list_keys(self._prefix(model)) if k.endswith(".json")]
-        return [Deployment(**json.loads(self.store.get_bytes(k))) for k in keys]
+        return self.log.history(checked_model(model))
 
     def current(self, model: str) -> Deployment | None:
-        keys = [k for k in self.store.list_keys(self._prefix(model)) if k.endswith(".json")]
-        return Deployment(**json.loads(self.store.get_bytes(keys[-1]))) if keys else None
-
-    def _record(self, deployment: Deployment) -> None:
-        stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S%fZ")
-        # time first: key order is deployment order
-        name = f"{stamp}-v{deployment.version}-{uuid.uuid4().hex[:8]}.json"
-        key = f"{self._prefix(deployment.model)}{name}"
-        self.store.put_bytes(key, _json(deployment.__dict__))
+        return self.log.current(checked_model(model))
 
     # lambda
     def _alias(self) -> dict[str, Any]:
@@ -141,7 +129,7 @@ class LambdaEndpoint:
                 if (conf.get("Description") or "").split(" ", 1)[0] != tag:
                     continue
                 variables = (conf.get("Environment") or {}).get("Variables")
-                if variables is not None and variables.get("MODEL_URI") != artifact_uri:
+                if variables is not None and variables.get(ENV_MODEL_URI) != artifact_uri:
                     continue
                 found.append(int(conf["Version"]))
         return str(max(found)) if found else None
@@ -159,9 +147,9 @@ class LambdaEndpoint:
         variables = dict(environment.get("Variables") or {})
         wanted = {
             **variables,
-            "MODEL_URI": mv.artifact_uri,
-            "MODEL_NAME": mv.model,
-            "MODEL_VERSION": str(mv.version),
+            ENV_MODEL_URI: mv.artifact_uri,
+            ENV_MODEL_NAME: mv.model,
+            ENV_MODEL_VERSION: str(mv.version),
         }
         guard = {"RevisionId": conf["RevisionId"]} if conf.get("RevisionId") else {}
         try:
@@ -186,10 +174,10 @@ class LambdaEndpoint:
                 ) from exc
             raise
         served = (published.get("Environment") or {}).get("Variables")
-        if served is not None and served.get("MODEL_URI") != mv.artifact_uri:
+        if served is not None and served.get(ENV_MODEL_URI) != mv.artifact_uri:
             raise ConflictError(
                 f"{self.function_name} version {published['Version']} serves "
-                f"{served.get('MODEL_URI')}, not {mv.artifact_uri}: another deploy interleaved"
+                f"{served.get(ENV_MODEL_URI)}, not {mv.artifact_uri}: another deploy interleaved"
             )
         return str(published["Version"])
 
@@ -260,5 +248,43 @@ class LambdaEndpoint:
             canary_weight=canary_weight,
             details=details,
         )
-        self._record(deployment)
+        self.log.append(deployment)
         return deployment
+
+    # invoke
+    def invoke(self, model: str, rows: list[dict[str, Any]]) -> dict[str, Any]:
+        """Invoke the `live` alias as the Function URL would (a payload 2.0 POST /predict)."""
+        live = self.current(model)
+        if live is None:
+            raise NotFoundError(f"model {model!r} is not deployed")
+        event = {
+            "version": "2.0",
+            "rawPath": "/predict",
+            "requestContext": {"http": {"method": "POST", "path": "/predict"}},
+            "headers": {"content-type": "application/json"},
+            "body": json.dumps({"instances": rows}),
+            "isBase64Encoded": False,
+        }
+        answer = self.client.invoke(
+            FunctionName=self.function_name, Qualifier=self.alias, Payload=json.dumps(event)
+        )
+        raw = answer["Payload"].read()
+        if answer.get("FunctionError"):
+            raise TandemError(f"{self.function_name}: the function failed: {raw[:500]!r}")
+        try:
+            response = json.loads(raw)
+            body = response.get("body", "")
+            payload = json.loads(body) if isinstance(body, str) else body
+        except (ValueError, AttributeError):
+            raise TandemError(f"{self.function_name}: not a JSON answer: {raw[:200]!r}") from None
+        status = int(response.get("statusCode", 200))
+        if status >= 400 or not isinstance(payload, dict) or "predictions" not in payload:
+            raise TandemError(
+                f"{self.function_name} answered {status} without predictions: "
+                f"{json.dumps(payload)[:300]}"
+            )
+        return {
+            "model": payload.get("model", model),
+            "version": int(payload.get("version", live.version)),
+            "predictions": payload["predictions"],
+        }

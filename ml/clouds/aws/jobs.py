@@ -1,34 +1,34 @@
 """Training: SageMakerJobRunner and the packaging of the code a training job runs.
 
 A job runs in SageMaker script mode on Tandem's training image: `submit` stages the data
-and a reproducible sourcedir.tar.gz (`source_files`, `sourcedir_tarball`) and creates the
-job, `wait` polls it, `collect` fetches its model.tar.gz, verifies it and stores it.
+and the code (the cloud-neutral `ml/clouds/packaging.py`) and creates the job, `wait` polls
+it, `collect` fetches its model.tar.gz, verifies it and stores it.
 """
 
 from __future__ import annotations
 
-import gzip
+import contextlib
 import hashlib
-import io
 import json
 import re
-import tarfile
 import tempfile
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
 from botocore.exceptions import ClientError
 
-from ml import artifact, data
+from contract import layout
+from ml import artifact
 from ml import train as training
-from ml.clouds.aws.common import DATASETS, AwsOutputs, _code, _message
+from ml.clouds import packaging
+from ml.clouds.aws.common import AwsOutputs, _code, _message, translate_errors
 from ml.clouds.aws.store import S3ArtifactStore
 from ml.clouds.base import JobResult, Progress
 from ml.errors import NotFoundError, TandemError
-from ml.spec import load_spec
+from ml.spec import ModelSpec
 
 # Training job names: https://docs.aws.amazon.com/sagemaker/latest/APIReference/API_CreateTrainingJob.html
 JOB_NAME_MAX = 63
@@ -40,54 +40,6 @@ JOB_TERMINAL = ("Completed", "Failed", "Stopped")
 ENTRY_POINT = "ml/train.py"
 SOURCEDIR = "sourcedir.tar.gz"
 CODE_CHANNEL_DIR = "/opt/ml/input/data/code"  # where a network-isolated job gets its code
-SPEC_DIR = "specs"
-
-
-def _tar_add(tar: tarfile.TarFile, name: str, data: bytes) -> None:
-    info = tarfile.TarInfo(name)
-    info.size, info.mode, info.mtime = len(data), 0o644, 0
-    tar.addfile(info, io.BytesIO(data))
-
-
-def source_files(spec_path: Path) -> dict[str, bytes]:
-    """What a training job runs: the `ml` package, the inference core it imports, the spec."""
-    import deploy.inference
-    import ml
-
-    package = Path(ml.__file__).resolve().parent
-    files = {
-        f"ml/{p.relative_to(package).as_posix()}": p.read_bytes()
-        for p in sorted(package.rglob("*"))
-        if p.is_file() and "__pycache__" not in p.parts and p.suffix not in (".pyc", ".pyo")
-    }
-    inference = Path(deploy.inference.__file__).resolve()
-    files["deploy/__init__.py"] = (inference.parent / "__init__.py").read_bytes()
-    files["deploy/inference.py"] = inference.read_bytes()
-    files[f"{SPEC_DIR}/{Path(spec_path).name}"] = Path(spec_path).read_bytes()
-    return files
-
-
-def runtime_requirements() -> list[str]:
-    """The project's runtime dependencies, for an image that must pip-install them."""
-    from importlib import metadata
-
-    try:
-        requires = metadata.requires("tandem-mlops") or []
-    except metadata.PackageNotFoundError:
-        requires = []
-    return [r for r in requires if "extra ==" not in r]
-
-
-def sourcedir_tarball(files: Mapping[str, bytes]) -> bytes:
-    """A reproducible tar.gz (sorted names, zero mtimes): same code, same bytes."""
-    buffer = io.BytesIO()
-    with tarfile.open(fileobj=buffer, mode="w") as tar:
-        for name in sorted(files):
-            _tar_add(tar, name, files[name])
-    packed = io.BytesIO()
-    with gzip.GzipFile(fileobj=packed, mode="wb", mtime=0, filename="") as gz:
-        gz.write(buffer.getvalue())
-    return packed.getvalue()
 
 
 def job_name(prefix: str, output_key: str) -> str:
@@ -100,6 +52,7 @@ def job_name(prefix: str, output_key: str) -> str:
     return name
 
 
+@translate_errors
 class SageMakerJobRunner:
     """JobRunner over SageMaker training jobs, in script mode, on Tandem's training image
     (the stack output ``training_image_uri``; deploy/training/).
@@ -143,50 +96,41 @@ class SageMakerJobRunner:
         self.after_submit = after_submit
 
     def run_training(
-        self, spec_path: Path, data_uri: str, output_key: str, *, progress: Progress | None = None
+        self, spec: ModelSpec, data_uri: str, output_key: str, *, progress: Progress | None = None
     ) -> JobResult:
-        job = self.submit(spec_path, data_uri, output_key, progress=progress)
-        if self.after_submit is not None:
-            self.after_submit(job)
-        self.wait(job, progress=progress)
+        job = self.submit(spec, data_uri, output_key, progress=progress)
+        try:
+            if self.after_submit is not None:
+                self.after_submit(job)
+            self.wait(job, progress=progress)
+        except (KeyboardInterrupt, SystemExit):  # the job stops with its caller
+            self.stop(job)
+            raise
         return self.collect(job, output_key, progress=progress)
 
-    # submit
-    def stage_dataset(self, data_uri: str, spec_path: Path) -> str:
-        """The train channel's s3:// URI: as given, or the data uploaded (content-addressed)."""
-        if data_uri.startswith("s3://"):
-            return data_uri
-        spec = load_spec(spec_path)
-        frame = data.load_frame(data_uri, self.store, spec.dataset.format)
-        digest = data.content_hash(frame).split(":", 1)[-1]
-        suffix = "csv" if spec.dataset.format == "csv" else "parquet"
-        key = f"{DATASETS}{spec.name}/{digest}.{suffix}"
-        if not self.store.exists(key):
-            buffer = io.BytesIO()
-            if suffix == "csv":
-                frame.to_csv(buffer, index=False)
-            else:
-                frame.to_parquet(buffer, index=False)
-            self.store.put_bytes(key, buffer.getvalue())
-        return self.store.uri_for(key)
+    def stop(self, job: str) -> None:
+        with contextlib.suppress(ClientError):  # already ended
+            self.sagemaker.stop_training_job(TrainingJobName=job)
 
-    def package_source(self, spec_path: Path, output_key: str) -> str:
-        files = source_files(spec_path)
+    # submit
+    def package_source(self, spec: ModelSpec, output_key: str) -> str:
+        files = packaging.source_files(spec)
         if not self.network_isolation:
-            files["requirements.txt"] = ("\n".join(runtime_requirements()) + "\n").encode()
-        key = f"{output_key.strip('/')}/code/{SOURCEDIR}"
-        return self.store.put_bytes(key, sourcedir_tarball(files))
+            files["requirements.txt"] = (
+                "\n".join(packaging.runtime_requirements()) + "\n"
+            ).encode()
+        key = layout.code_key(output_key, SOURCEDIR)
+        return self.store.put_bytes(key, packaging.sourcedir_tarball(files))
 
     def submit(
-        self, spec_path: Path, data_uri: str, output_key: str, *, progress: Progress | None = None
+        self, spec: ModelSpec, data_uri: str, output_key: str, *, progress: Progress | None = None
     ) -> str:
         """Stage data and code, create the training job; return its name."""
-        spec = load_spec(spec_path)
         name = job_name(self.outputs.name_prefix, output_key)
         if progress:
             progress(f"job {name}: staging data and code")
-        channel = self.stage_dataset(data_uri, Path(spec_path))
-        source = self.package_source(Path(spec_path), output_key)
+        channel = packaging.stage_dataset(self.store, spec, data_uri)
+        source = self.package_source(spec, output_key)
         kms = self.outputs.kms_key_arn
         channels = [self._channel("train", channel)]
         if self.network_isolation:
@@ -196,7 +140,7 @@ class SageMakerJobRunner:
         else:
             submit_dir = source
         hyperparameters = {
-            "spec": f"{SPEC_DIR}/{Path(spec_path).name}",
+            "spec": packaging.spec_path_in_job(spec),
             "data_uri": channel,
             "sagemaker_program": ENTRY_POINT,
             "sagemaker_submit_directory": submit_dir,
@@ -214,7 +158,7 @@ class SageMakerJobRunner:
             "RoleArn": self.outputs.sagemaker_role_arn,
             "InputDataConfig": channels,
             "OutputDataConfig": {
-                "S3OutputPath": self.store.uri_for(f"{output_key.strip('/')}/output"),
+                "S3OutputPath": self.store.uri_for(layout.output_key(output_key)),
                 "KmsKeyId": kms,
             },
             "ResourceConfig": {
@@ -317,6 +261,11 @@ class SageMakerJobRunner:
             if not (unpacked / artifact.TARBALL).is_file():
                 artifact.pack(unpacked)
             uri = self.store.put_artifact(unpacked, output_key)
+            card = json.loads((unpacked / artifact.CARD).read_text())
         return JobResult(
-            job_id=job, status="Completed", artifact_uri=uri, logs_uri=self.logs_uri(job)
+            job_id=job,
+            status="Completed",
+            artifact_uri=uri,
+            card=card,
+            logs_uri=self.logs_uri(job),
         )

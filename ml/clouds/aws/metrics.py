@@ -14,7 +14,8 @@ from typing import Any
 
 from botocore.exceptions import ClientError
 
-from ml.clouds.aws.common import _message
+from contract.metrics import DIM_MODEL, DIM_VERSION
+from ml.clouds.aws.common import _message, translate_errors
 from ml.clouds.base import MetricPoint
 from ml.errors import TandemError
 
@@ -32,6 +33,7 @@ CLOUDWATCH_UNITS = frozenset({
 })  # fmt: skip
 
 
+@translate_errors
 class CloudWatchMetricsSink:
     """MetricsSink over CloudWatch PutMetricData, batched within the API's limits.
 
@@ -74,8 +76,8 @@ class CloudWatchMetricsSink:
                     f"(CloudWatch allows {METRIC_DIMENSIONS_MAX})"
                 )
             out.append(self._datum(point, point.dimensions))
-            if "Version" in point.dimensions and "Model" in point.dimensions:
-                out.append(self._datum(point, {"Model": point.dimensions["Model"]}))
+            if DIM_VERSION in point.dimensions and DIM_MODEL in point.dimensions:
+                out.append(self._datum(point, {DIM_MODEL: point.dimensions[DIM_MODEL]}))
         return out
 
     @staticmethod

@@ -8,7 +8,6 @@ a status change writes it before SageMaker is updated.
 
 from __future__ import annotations
 
-import json
 import re
 import uuid
 from collections.abc import Iterator, Mapping
@@ -18,9 +17,18 @@ from typing import Any
 from botocore.exceptions import ClientError
 
 from ml import artifact
-from ml.clouds.aws.common import REGISTRY, _code, _json, now
-from ml.clouds.aws.store import S3ArtifactStore
-from ml.clouds.base import APPROVED, ARCHIVED, PENDING, REJECTED, ModelVersion, with_status
+from ml.clouds.aws.common import _code, translate_errors
+from ml.clouds.base import (
+    APPROVED,
+    ARCHIVED,
+    PENDING,
+    REJECTED,
+    ArtifactStore,
+    ModelVersion,
+    checked_model,
+    with_status,
+)
+from ml.clouds.records import VersionRecords, now
 from ml.errors import NotFoundError
 
 # SageMaker ModelApprovalStatus <-> Tandem status (archived: Rejected + metadata, see above).
@@ -58,6 +66,7 @@ def _metadata(artifact_uri: str, metrics: Mapping[str, float], tags: Mapping[str
     return out
 
 
+@translate_errors
 class SageMakerModelRegistry:
     """ModelRegistry over the stack's SageMaker model package groups.
 
@@ -68,20 +77,20 @@ class SageMakerModelRegistry:
     def __init__(
         self,
         sagemaker: Any,
-        store: S3ArtifactStore,
+        store: ArtifactStore,
         groups: Mapping[str, str],
         *,
         image_uri: str,
     ) -> None:
         self.sagemaker = sagemaker
-        self.store = store
+        self.records = VersionRecords(store)
         self.groups = dict(groups)
         self.image_uri = image_uri
         self._group_arns: dict[str, str] = {}
 
     def _group(self, model: str) -> str:
         try:
-            return self.groups[model]
+            return self.groups[checked_model(model)]
         except KeyError:
             raise NotFoundError(
                 f"model {model!r} has no model package group on this stack "
@@ -96,23 +105,10 @@ class SageMakerModelRegistry:
         group_arn = self._group_arns[group]
         return group_arn.replace(":model-package-group/", ":model-package/", 1) + f"/{version}"
 
-    @staticmethod
-    def record_key(model: str, version: int) -> str:
-        return f"{REGISTRY}{model}/v{version}.json"
-
-    def _record(self, model: str, version: int) -> dict[str, Any] | None:
-        try:
-            return json.loads(self.store.get_bytes(self.record_key(model, version)))
-        except NotFoundError:
-            return None
-
-    def _write_record(self, mv: ModelVersion) -> None:
-        self.store.put_bytes(self.record_key(mv.model, mv.version), _json(mv.__dict__))
-
     def _from_sagemaker(self, model: str, package: Mapping[str, Any]) -> ModelVersion:
         """Merge SageMaker's view (version, status) with the S3 record (everything else)."""
         version = int(package["ModelPackageVersion"])
-        record = self._record(model, version)
+        record = self.records.read(model, version)
         if record is None:  # no record (created outside Tandem, or interrupted): describe it
             package = self.sagemaker.describe_model_package(
                 ModelPackageName=package["ModelPackageArn"]
@@ -194,7 +190,7 @@ class SageMakerModelRegistry:
             metrics={k: float(v) for k, v in metrics.items()},
             tags={k: str(v) for k, v in tags.items()},
         )
-        self._write_record(mv)
+        self.records.write(mv)
         return mv
 
     def get_version(self, model: str, version: int) -> ModelVersion:
@@ -224,7 +220,7 @@ class SageMakerModelRegistry:
             raise
 
     def list_versions(self, model: str) -> list[ModelVersion]:
-        if model not in self.groups:
+        if checked_model(model) not in self.groups:
             return []
         versions = [self._from_sagemaker(model, p) for p in self._packages(model)]
         return sorted(versions, key=lambda v: v.version)
@@ -238,7 +234,7 @@ class SageMakerModelRegistry:
         if updated is current:
             return current
         # the record first: if SageMaker's update then fails, the version reads as before
-        self._write_record(updated)
+        self.records.write(updated)
         kwargs: dict[str, Any] = {
             "ModelPackageArn": self._package_arn(model, version),
             "ModelApprovalStatus": SAGEMAKER_STATUS[status],

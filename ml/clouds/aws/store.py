@@ -1,29 +1,28 @@
 """The artifact store: S3ArtifactStore over the stack's data and models buckets.
 
-Every upload carries a SHA-256 checksum; `put_artifact` verifies each stored copy against
-the local file without downloading it (`head_object` size and `ChecksumSHA256`, composite
-for a multipart object; an object with no stored checksum is read back instead) and writes
-MANIFEST.json last, conditionally. `verify_tarball` checks model.tar.gz against the manifest.
+The verified transfer (upload, check, manifest last, settle) is the one every store shares
+(`ml/clouds/verified.py`); what is S3's own is here: every upload carries a SHA-256 checksum,
+a stored copy is checked against the local file without downloading it (`head_object` size
+and `ChecksumSHA256`, composite for a multipart object; an object with no stored checksum is
+read back instead), and "only if absent" is a conditional write (`If-None-Match: *`).
 """
 
 from __future__ import annotations
 
 import base64
-import contextlib
 import hashlib
-import json
 import math
-import tarfile
-from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 from boto3.s3.transfer import TransferConfig
 from botocore.exceptions import ClientError
 
+from contract.layout import DATASETS
 from ml import artifact
-from ml.clouds.aws.common import DATASETS, _code, _missing, parse_s3_uri
-from ml.errors import ArtifactIntegrityError, ConflictError, NotFoundError
+from ml.clouds import verified
+from ml.clouds.aws.common import _code, _missing, parse_s3_uri, translate_errors
+from ml.errors import ArtifactIntegrityError, NotFoundError
 
 MIB = 1024 * 1024
 MULTIPART_BYTES = 8 * MIB  # threshold and part size: the part size decides multipart checksums
@@ -50,26 +49,7 @@ def composite_sha256(path: Path, chunk: int) -> str:
     return base64.b64encode(hashlib.sha256(b"".join(digests)).digest()).decode()
 
 
-def verify_tarball(tarball: Path, files: Mapping[str, str]) -> None:
-    """model.tar.gz must hold exactly the manifest's content; names the member that differs."""
-    try:
-        with tarfile.open(tarball, "r:gz") as tar:
-            members = {m.name: m for m in tar.getmembers() if m.isfile()}
-            for name, expected in sorted(files.items()):
-                member = members.get(name)
-                handle = tar.extractfile(member) if member else None
-                if handle is None:
-                    raise ArtifactIntegrityError(
-                        f"{artifact.TARBALL}: {name} is missing from the tarball"
-                    )
-                if hashlib.sha256(handle.read()).hexdigest() != expected:
-                    raise ArtifactIntegrityError(
-                        f"{artifact.TARBALL}: {name} differs from the manifest"
-                    )
-    except (tarfile.TarError, OSError, EOFError) as exc:
-        raise ArtifactIntegrityError(f"{artifact.TARBALL}: unreadable ({exc})") from None
-
-
+@translate_errors
 class S3ArtifactStore:
     """ArtifactStore over the stack's buckets; URIs are s3://bucket/key.
 
@@ -171,74 +151,39 @@ class S3ArtifactStore:
             raise
         return path
 
-    # artifacts
-    def put_artifact(self, local_dir: Path, key: str) -> str:
-        local_dir = Path(local_dir)
-        files = artifact.verify(local_dir)  # nothing is sent for an artifact that fails here
-        tarball = local_dir / artifact.TARBALL
-        if tarball.is_file():
-            verify_tarball(tarball, files)
-        bucket, prefix = self._locate(key.strip("/"))
-        uri = f"s3://{bucket}/{prefix}"
-        stored = self._stored_manifest(bucket, prefix)
-        if stored is not None:
-            return self._settle(local_dir, uri, files, stored)
-        content = [*sorted(files), *([artifact.TARBALL] if tarball.is_file() else [])]
-        for name in content:
-            self.upload_file(local_dir / name, f"{uri}/{name}")
-        for name in content:
-            self._verify_stored(local_dir / name, bucket, f"{prefix}/{name}")
-        manifest = (local_dir / artifact.MANIFEST).read_bytes()
+    # ObjectBackend, for the shared verified transfer
+    def check_stored(self, path: Path, uri_or_key: str) -> None:
+        bucket, key = self._locate(uri_or_key)
+        self._verify_stored(path, bucket, key)
+
+    def put_new(self, uri_or_key: str, data: bytes) -> bool:
+        bucket, key = self._locate(uri_or_key)
         try:
             # If-None-Match: the first complete writer wins; a later one sees 412
             self.s3.put_object(
-                Bucket=bucket,
-                Key=f"{prefix}/{artifact.MANIFEST}",
-                Body=manifest,
-                IfNoneMatch="*",
-                **self.write_args,
+                Bucket=bucket, Key=key, Body=data, IfNoneMatch="*", **self.write_args
             )
         except ClientError as exc:
-            if _code(exc) not in ("PreconditionFailed", "412", "ConditionalRequestConflict"):
-                raise
-            stored = self._stored_manifest(bucket, prefix)
-            if stored is None:
-                raise
-            return self._settle(local_dir, uri, files, stored)
-        self._verify_stored(local_dir / artifact.MANIFEST, bucket, f"{prefix}/{artifact.MANIFEST}")
-        return uri
-
-    def _settle(
-        self, local_dir: Path, uri: str, files: Mapping[str, str], stored: Mapping[str, str]
-    ) -> str:
-        """The key already holds a complete artifact: the same one (verify it) or a conflict."""
-        if dict(stored) != dict(files):
-            changed = sorted(n for n in {*files, *stored} if files.get(n) != stored.get(n))
-            raise ConflictError(
-                f"{uri}: holds a different artifact already (differs in {', '.join(changed)})"
-            )
-        bucket, prefix = parse_s3_uri(uri)
-        for name in sorted(files):  # the manifests were compared above, as parsed JSON
-            self._verify_stored(local_dir / name, bucket, f"{prefix}/{name}")
-        tarball = local_dir / artifact.TARBALL
-        if tarball.is_file() and not self.exists(f"{uri}/{artifact.TARBALL}"):
-            self.upload_file(tarball, f"{uri}/{artifact.TARBALL}")
-            self._verify_stored(tarball, bucket, f"{prefix}/{artifact.TARBALL}")
-        return uri
-
-    def _stored_manifest(self, bucket: str, prefix: str) -> dict[str, str] | None:
-        try:
-            raw = self.s3.get_object(Bucket=bucket, Key=f"{prefix}/{artifact.MANIFEST}")
-        except ClientError as exc:
-            if _missing(exc):
-                return None
+            if _code(exc) in ("PreconditionFailed", "412", "ConditionalRequestConflict"):
+                return False
             raise
+        return True
+
+    def read(self, uri_or_key: str) -> bytes | None:
         try:
-            return dict(json.loads(raw["Body"].read())["files"])
-        except (ValueError, KeyError, TypeError) as exc:
-            raise ArtifactIntegrityError(
-                f"s3://{bucket}/{prefix}/{artifact.MANIFEST}: malformed manifest ({exc})"
-            ) from None
+            return self.get_bytes(uri_or_key)
+        except NotFoundError:
+            return None
+
+    # artifacts
+    def put_artifact(self, local_dir: Path, key: str) -> str:
+        uri = self.uri_for(key.strip("/"))
+        verified.put_artifact(self, Path(local_dir), uri, uri)
+        return uri
+
+    def get_artifact(self, uri: str, dest: Path) -> Path:
+        uri = self.uri_for(uri.rstrip("/")) if not uri.startswith("s3://") else uri.rstrip("/")
+        return verified.get_artifact(self, uri, Path(dest), uri)
 
     def _verify_stored(self, path: Path, bucket: str, key: str) -> None:
         """The object at `key` is byte-for-byte `path`, checked without downloading it when S3
@@ -274,26 +219,3 @@ class S3ArtifactStore:
             matches = hasher.hexdigest() == digest
         if not matches:
             raise ArtifactIntegrityError(f"{path.name}: stored sha256 differs ({where})")
-
-    def get_artifact(self, uri: str, dest: Path) -> Path:
-        bucket, prefix = self._locate(uri.rstrip("/"))
-        where = f"s3://{bucket}/{prefix}"
-        files = self._stored_manifest(bucket, prefix)
-        if files is None:
-            raise NotFoundError(f"{where}: no artifact there (no {artifact.MANIFEST})")
-        dest = Path(dest)
-        dest.mkdir(parents=True, exist_ok=True)
-        for name in (artifact.MANIFEST, *sorted(files)):
-            try:
-                self.download_file(f"{where}/{name}", dest / name)
-            except NotFoundError:
-                raise ArtifactIntegrityError(
-                    f"{name}: listed in the manifest but missing from {where}"
-                ) from None
-        # the tarball is optional: the same files, packed for SageMaker's conventions
-        with contextlib.suppress(NotFoundError):
-            self.download_file(f"{where}/{artifact.TARBALL}", dest / artifact.TARBALL)
-        artifact.verify(dest)
-        if (dest / artifact.TARBALL).is_file():
-            verify_tarball(dest / artifact.TARBALL, files)
-        return dest

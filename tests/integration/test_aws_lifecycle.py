@@ -20,6 +20,7 @@ from ml import artifact, lifecycle
 from ml.cli import app
 from ml.clouds import connect
 from ml.clouds.base import Stack
+from ml.spec import load_spec
 from tests.conftest import CREDIT_SOURCE, write_spec
 from tests.integration.aws_fixtures import (
     FakeTrainingContainer,
@@ -67,7 +68,7 @@ def test_full_lifecycle(endpoint_url: str | None, tmp_path: Path) -> None:
     progress: list[str] = []
 
     # train -> evaluate -> register -> approve -> deploy
-    first = lifecycle.pipeline(dev, spec, progress=progress.append)
+    first = lifecycle.pipeline(dev, load_spec(spec), progress=progress.append)
     assert first.report.verdict.passed and first.report.champion is None
     assert (first.version.version, first.version.status) == (1, "approved")
     uri1 = first.version.artifact_uri
@@ -94,7 +95,7 @@ def test_full_lifecycle(endpoint_url: str | None, tmp_path: Path) -> None:
     assert "train: running ml/train.py --data_uri s3://" in container.jobs[0]["stderr"]
 
     # a second version: the champion is scored on the same rows, read back from S3
-    second = lifecycle.pipeline(dev, spec)
+    second = lifecycle.pipeline(dev, load_spec(spec))
     assert second.report.champion_version == 1
     assert second.report.champion is not None
     assert second.report.champion.metrics == pytest.approx(first.report.candidate.metrics)

@@ -59,7 +59,7 @@ class S3Locks(ReentrantLocks):
                     stale = self._stale_etag(s3, bucket, key)
                     if stale is not None:
                         etag = self._put(s3, bucket, key, body, IfMatch=stale)
-                if etag is not None:
+                if etag is not None and self._confirmed(s3, bucket, key, lease["holder"]):
                     return lambda: self._release(s3, bucket, key, etag)
                 if time.monotonic() > deadline:
                     raise TandemError(
@@ -79,6 +79,20 @@ class S3Locks(ReentrantLocks):
                 return None
             raise
         return answer["ETag"]
+
+    @staticmethod
+    def _confirmed(s3: Any, bucket: str, key: str, holder: str) -> bool:
+        """Read the lease back: S3 makes conditional writes atomic, an emulator may not, and
+        a holder that reads its own lease back is the only holder either way."""
+        try:
+            held = json.loads(s3.get_object(Bucket=bucket, Key=key)["Body"].read())
+        except ClientError as exc:
+            if _missing(exc):
+                return False
+            raise
+        except ValueError:
+            return False
+        return held.get("holder") == holder
 
     def _stale_etag(self, s3: Any, bucket: str, key: str) -> str | None:
         """The ETag of the current lease if it has expired (or is unreadable), else None."""

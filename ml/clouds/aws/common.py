@@ -11,6 +11,7 @@ from __future__ import annotations
 import functools
 import inspect
 import json
+import os
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, TypeVar
@@ -175,7 +176,9 @@ class Clients:
 
     def __call__(self, service: str) -> Any:
         if service not in self._cache:
-            config = Config(retries={"mode": "standard", "max_attempts": 5})
+            # AWS_MAX_ATTEMPTS, botocore's own setting, still wins when a user sets it
+            attempts = int(os.environ.get("AWS_MAX_ATTEMPTS") or 5)
+            config = Config(retries={"mode": "standard", "max_attempts": attempts})
             if service == "s3" and self.endpoint_url:
                 # an emulator on an IP address and port cannot serve bucket subdomains
                 config = config.merge(Config(s3={"addressing_style": "path"}))

@@ -146,7 +146,42 @@ def test_outputs_are_the_components_own_values(tmp_path):
             mlflow_tracking_server_arn=p.registry.mlflow_server.arn,
             training_image_uri=p.training.image_uri,
             training_image_repository_url=p.training.repository.repository_url,
+            pseudonym_secret_arn=p.secrets.secret.arn,
         ),
+    ).apply(check)
+
+
+@pulumi.runtime.test
+def test_pseudonym_key_is_encrypted_with_the_stack_key_and_usable_by_its_readers(tmp_path):
+    """CKV_AWS_149, and the key policy lets the Lambda and CI roles use the key through
+    Secrets Manager (their own policies allow only that secret); the deployer, who
+    initialises it on a stack without CI, too, through Secrets Manager only."""
+    cfg = stack_config("prod")
+    p = build_aws_platform(cfg, "prod", build_dir=str(tmp_path))
+
+    def check(values):
+        urn, secret_key, key_arn, policy, lambda_role, ci_role = values
+        assert secret_key == key_arn, f"{urn}: secret encrypted with {secret_key!r}"
+        use = by_sid(policy, "KeyUseByStackRoles")
+        users = use["Condition"]["ArnEquals"]["aws:PrincipalArn"]
+        assert {lambda_role, ci_role} <= set(users), f"{urn}: key users {users!r}"
+        assert {"kms:Decrypt", "kms:GenerateDataKey*"} <= set(use["Action"]), urn
+        assert "kms:ViaService" not in json.dumps(use.get("Condition", {})), (
+            f"{urn}: the stack roles' use of the key is limited by their own policies"
+        )
+        deployer = by_sid(policy, "DeployerCreatesEncryptedResources")
+        services = deployer["Condition"]["StringEquals"]["kms:ViaService"]
+        assert f"secretsmanager.{cfg.aws.region}.amazonaws.com" in services, (
+            f"{urn}: deployer services {services!r}"
+        )
+
+    return pulumi.Output.all(
+        p.secrets.secret.urn,
+        p.secrets.secret.kms_key_id,
+        p.storage.key.arn,
+        p.storage.key.policy,
+        p.identity.lambda_role.arn,
+        p.identity.ci_role.arn,
     ).apply(check)
 
 

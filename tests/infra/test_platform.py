@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import fnmatch
 import json
-import runpy
 from pathlib import Path
 
 import pulumi
@@ -403,31 +402,3 @@ def test_every_iam_policy_in_the_platform_is_least_privilege(recording, tmp_path
         p.audit.logs_role_policy.policy,
         *(pol.policy for pol in p.storage.policies.values()),
     ).apply(check)
-
-
-@pulumi.runtime.test
-def test_main_program_exports_the_contract(monkeypatch, tmp_path):
-    """`infra/__main__.py` as Pulumi runs it: config in, every output key exported."""
-    from infra.aws import serving
-
-    monkeypatch.setattr(serving, "default_build_dir", lambda: tmp_path)
-    raw = yaml.safe_load((ROOT / "Pulumi.dev.yaml").read_text())["config"]
-    pulumi.runtime.set_all_config(
-        {k: v if isinstance(v, str) else json.dumps(v) for k, v in raw.items()}
-    )
-    exported: dict[str, pulumi.Output] = {}
-    monkeypatch.setattr(pulumi, "export", lambda key, value: exported.__setitem__(key, value))
-    try:
-        runpy.run_path(str(ROOT / "infra" / "__main__.py"), run_name="__main__")
-    finally:
-        pulumi.runtime.set_all_config({})
-
-    def check(values):
-        expected = {*AWS.required, *AWS.informational}  # dev: no MLflow
-        assert set(values) == expected, (
-            f"exported keys differ: missing {sorted(expected - set(values))}, "
-            f"extra {sorted(set(values) - expected)}"
-        )
-        assert values["stack"] == "dev" and values["cloud"] == "aws", values
-
-    return pulumi.Output.all(**exported).apply(check)

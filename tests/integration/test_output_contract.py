@@ -75,6 +75,8 @@ def test_the_program_with_every_feature_off_exports_required_and_informational(
 
     def check(values):
         assert not AWS.missing(values), f"required outputs empty: {AWS.missing(values)}"
+        assert values["stack"] == "dev" and values["cloud"] == "aws", values
+        assert values["ci_role_arn"] == "", f"no CI role, yet {values['ci_role_arn']!r}"
 
     return pulumi.Output.all(**exported).apply(check)
 

@@ -1,17 +1,31 @@
-"""Typed, validated stack configuration.
+"""Typed, validated stack configuration: the common fields, then one section per cloud.
 
-A stack's settings live in ``Pulumi.<stack>.yaml`` under the ``tandem:`` namespace (plus
-``aws:region``). `load` turns that mapping into a frozen `StackConfig`, or raises a
-`ConfigError` whose every line names the stack, the key and what was expected, e.g.::
+A stack's settings live in ``Pulumi.<stack>.yaml`` under the ``tandem:`` namespace::
 
-    stack 'prod': tandem:log_retention_days: must be >= 365 in prod (got 30)
+    config:
+      aws:region: eu-west-1                # Pulumi's AWS provider reads it there
+      tandem:clouds: [aws]
+      tandem:models: [credit]
+      tandem:log_retention_days: 400
+      tandem:alarm_emails: [ml-oncall@example.com]
+      tandem:github_oidc: {repository: example-org/tandem, environment: production}
+      tandem:aws: {lambda: {memory_mb: 2048}, mlflow: true}   # infra/aws/config.py
+
+Common (top level) is what any cloud's platform is built from: which clouds, the
+environment, the name prefix, the models, who is alerted, how long logs are kept, who may
+deploy from CI (a GitHub repository and environment or branch: AWS and Azure both federate
+GitHub's OIDC token with that same subject), and tags. What only one cloud understands
+(Lambda sizes, S3 lifecycle, ECR images, SageMaker's MLflow, the account's OIDC provider)
+is in that cloud's section, ``tandem:<cloud>``, a model of its own (`_SECTIONS`).
+
+`load` turns that mapping into a frozen `StackConfig`, or raises a `ConfigError` whose every
+line names the stack, the full key and what was expected, e.g.::
+
+    stack 'prod': tandem:aws.lambda.memory_mb: must be >= 128 (got 1)
 
 `from_pulumi` does the same from inside a running Pulumi program. Nothing here imports
-Pulumi at module level, so the config can be validated (and tested) without it.
-
-Names derived from the config (buckets, roles, the function, log groups) are methods of
-`StackConfig`, so every component and every policy computes the same name from the same
-place, and a role policy can name a resource before the resource exists.
+Pulumi at module level, so the config can be validated (and tested) without it. Names
+derived from the config live with each cloud (`infra.aws.names.AwsNames`).
 """
 
 from __future__ import annotations
@@ -25,57 +39,21 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from pydantic import model_validator as _model_validator
 from pydantic_core import PydanticCustomError
 
+from contract import naming
+from infra.aws._checks import LOG_RETENTION_DAYS
+from infra.aws.config import AwsConfig
+
 NAMESPACE = "tandem"
 
-# 2-24 characters: `<prefix>-<model>` must fit SageMaker's 63-character model package group
-# names and `<prefix>-sagemaker-execution` IAM's 64-character role names, and buckets are
-# `<prefix>-<kind>-<account id>` (at most 24 + 20 of S3's 63). Same rule as the components'
-# own argument check (infra/aws/_checks.py), so a config that loads also builds.
-NAME_PREFIX_RE = re.compile(r"^[a-z][a-z0-9-]{0,22}[a-z0-9]$")
-# Model names are DNS labels (lowercase letters, digits, inner hyphens): they appear in S3
-# keys, model package group names, alarm names and metric dimensions.
-MODEL_NAME_RE = re.compile(r"^[a-z0-9]([a-z0-9-]{0,30}[a-z0-9])?$")
-# With a prefix of at most 24, `<prefix>-<model>` is at most 57 characters: inside the 63
-# SageMaker allows for a model package group name.
-# https://docs.aws.amazon.com/sagemaker/latest/APIReference/API_CreateModelPackageGroup.html
-MODEL_PACKAGE_GROUP_MAX = 63
-# A practical address check (one @, a dotted domain, no spaces): SNS email subscriptions
-# need a deliverable address; the full RFC 5322 grammar is not the point here.
-EMAIL_RE = re.compile(
-    r"^[A-Za-z0-9.!#$%&'*+/=?^_`{|}~-]+@[A-Za-z0-9-]+(\.[A-Za-z0-9-]+)*\.[A-Za-z]{2,}$"
-)
-# Commercial, GovCloud and ISO partitions: us-east-1, us-gov-west-1, eu-central-2, ...
-AWS_REGION_RE = re.compile(r"^[a-z]{2}(-gov|-iso[a-z]?)?-[a-z]+-\d{1,2}$")
-GITHUB_REPOSITORY_RE = re.compile(r"^[A-Za-z0-9](?:[A-Za-z0-9-]{0,38})/[A-Za-z0-9._-]{1,100}$")
-S3_URI_RE = re.compile(r"^s3://[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]/\S+$")
-# <account>.dkr.ecr.<region>.amazonaws.com[.cn]/<repository>[:tag|@sha256:digest]
-ECR_IMAGE_RE = re.compile(
-    r"^(?P<account>\d{12})\.dkr\.ecr\.(?P<region>[a-z0-9-]+)\.amazonaws\.com(\.cn)?/"
-    r"(?P<repository>[a-z0-9][a-z0-9._/-]*)(:[A-Za-z0-9._-]{1,128}|@sha256:[a-f0-9]{64})$"
-)
-
-# The only retention periods CloudWatch Logs accepts:
-# https://docs.aws.amazon.com/AmazonCloudWatchLogs/latest/APIReference/API_PutRetentionPolicy.html
-LOG_RETENTION_DAYS = (
-    1, 3, 5, 7, 14, 30, 60, 90, 120, 150, 180, 365, 400, 545, 731, 1096, 1827, 2192, 2557,
-    2922, 3288, 3653,
-)  # fmt: skip
-PROD_MIN_LOG_RETENTION_DAYS = 365  # CKV_AWS_338: keep logs at least a year in production
-
 ENVIRONMENTS = ("dev", "staging", "prod")
+PROD_MIN_LOG_RETENTION_DAYS = 365  # CKV_AWS_338: keep logs at least a year in production
+GITHUB_REPOSITORY_RE = re.compile(r"^[A-Za-z0-9](?:[A-Za-z0-9-]{0,38})/[A-Za-z0-9._-]{1,100}$")
 
-# Tandem's training image (deploy/training/Dockerfile: Python 3.11 and the project's
-# dependencies) lives in the stack's own ECR repository, `<prefix>-training`, under an
-# immutable tag. The default tag is the project version; a stack sets
-# `tandem:training_image_tag` to the tag its CI pushed.
-# `tandem:training_image_uri` overrides the whole image (e.g. one image shared by several
-# stacks). The repository is created either way: an empty repository costs nothing, CI's
-# push permission keeps one target, and turning the override on or off never tries to
-# delete a repository that holds images (ECR refuses to delete a non-empty repository).
-DEFAULT_TRAINING_IMAGE_TAG = "0.1.0"
-# Docker's tag grammar: a word character, then up to 127 word characters, dots or hyphens.
-# https://docs.docker.com/reference/cli/docker/image/tag/
-IMAGE_TAG_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$")
+# One section per cloud: `tandem:<cloud>` is validated by its model. The Azure section
+# joins with the Azure platform.
+_SECTIONS: dict[str, type[BaseModel]] = {"aws": AwsConfig}
+# Where each cloud's provider reads its region; copied into the section, never repeated.
+_REGION_KEYS = {"aws": "aws:region"}
 
 
 class ConfigError(ValueError):
@@ -91,41 +69,12 @@ class _Model(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
 
 
-class LambdaConfig(_Model):
-    """Size of the serving function. Limits from the Lambda quotas page:
-    https://docs.aws.amazon.com/lambda/latest/dg/gettingstarted-limits.html"""
-
-    memory_mb: int = Field(1024, ge=128, le=10240, strict=True)
-    timeout_s: int = Field(30, ge=1, le=900, strict=True)
-    # CKV_AWS_115: always set, so one model cannot starve the account's concurrency pool.
-    reserved_concurrency: int = Field(5, ge=1, le=1000, strict=True)
-
-
-GITHUB_OIDC_PROVIDER_RE = re.compile(
-    r"^arn:aws[a-z-]*:iam::\d{12}:oidc-provider/token\.actions\.githubusercontent\.com$"
-)
-
-
 class GithubOidcConfig(_Model):
-    """Who may assume the CI deploy role: one repository and one environment or branch.
-
-    An account holds one GitHub OIDC provider; a second stack in the same account sets
-    ``provider_arn`` to reuse it instead of creating it again.
-    """
+    """Who may deploy from CI: one repository and one environment or branch."""
 
     repository: str
     environment: str | None = None
     branch: str | None = None
-    provider_arn: str | None = None
-
-    @field_validator("provider_arn")
-    @classmethod
-    def _provider(cls, value: str | None) -> str | None:
-        if value is not None and not GITHUB_OIDC_PROVIDER_RE.fullmatch(value):
-            raise ValueError(
-                "must be the ARN of the account's token.actions.githubusercontent.com OIDC provider"
-            )
-        return value
 
     @field_validator("repository")
     @classmethod
@@ -154,7 +103,7 @@ class GithubOidcConfig(_Model):
 
     @property
     def subject(self) -> str:
-        """The `token.actions.githubusercontent.com:sub` claim the CI role trusts."""
+        """The ``sub`` claim of GitHub's OIDC token that CI's identity trusts."""
         if self.environment is not None:
             return f"repo:{self.repository}:environment:{self.environment}"
         return f"repo:{self.repository}:ref:refs/heads/{self.branch}"
@@ -167,19 +116,12 @@ class StackConfig(_Model):
     environment: Literal["dev", "staging", "prod"]
     clouds: tuple[Literal["aws", "azure"], ...] = ("aws",)
     name_prefix: str
-    region: str
     models: tuple[str, ...]
     log_retention_days: int = Field(90, strict=True)
-    noncurrent_version_expiration_days: int = Field(90, ge=1, le=3650, strict=True)
-    abort_incomplete_multipart_days: int = Field(7, ge=1, le=365, strict=True)
     alarm_emails: tuple[str, ...] = ()
-    lambda_: LambdaConfig = Field(default_factory=LambdaConfig, alias="lambda")
-    model_uri: str | None = None
     github_oidc: GithubOidcConfig | None = None
-    mlflow: bool = Field(False, strict=True)
-    training_image_tag: str = DEFAULT_TRAINING_IMAGE_TAG
-    training_image_uri: str | None = None
     tags: dict[str, str] = Field(default_factory=dict)
+    aws: AwsConfig | None = None
 
     @field_validator("clouds")
     @classmethod
@@ -193,12 +135,9 @@ class StackConfig(_Model):
     @field_validator("name_prefix")
     @classmethod
     def _name_prefix(cls, value: str) -> str:
-        if not NAME_PREFIX_RE.fullmatch(value):
-            raise ValueError(
-                "must be 2-24 characters of lowercase letters, digits and hyphens, starting "
-                "with a letter and not ending with a hyphen"
-            )
-        if "--" in value:
+        if not naming.NAME_PREFIX_RE.fullmatch(value):
+            raise ValueError(f"must be {naming.NAME_PREFIX_RULE}")
+        if not naming.is_name_prefix(value):
             raise ValueError("must not contain '--' (S3 reserves it in bucket names)")
         return value
 
@@ -208,62 +147,18 @@ class StackConfig(_Model):
         if not value:
             raise ValueError("must name at least one model")
         for model in value:
-            if not MODEL_NAME_RE.fullmatch(model):
-                raise ValueError(
-                    f"model name {model!r} must be 1-32 lowercase letters, digits and hyphens, "
-                    "starting and ending with a letter or digit"
-                )
+            naming.check_model_name(model)
         duplicates = sorted({m for m in value if value.count(m) > 1})
         if duplicates:
             raise ValueError(f"must not repeat a model ({', '.join(duplicates)})")
-        return value
-
-    @field_validator("log_retention_days")
-    @classmethod
-    def _retention(cls, value: int) -> int:
-        if value not in LOG_RETENTION_DAYS:
-            raise ValueError(
-                f"must be a CloudWatch Logs retention period, one of {list(LOG_RETENTION_DAYS)}"
-            )
         return value
 
     @field_validator("alarm_emails")
     @classmethod
     def _emails(cls, value: tuple[str, ...]) -> tuple[str, ...]:
         for email in value:
-            if not EMAIL_RE.fullmatch(email):
+            if not naming.is_email(email):
                 raise ValueError(f"{email!r} is not an email address")
-        return value
-
-    @field_validator("model_uri")
-    @classmethod
-    def _model_uri(cls, value: str | None) -> str | None:
-        if value is not None and not S3_URI_RE.fullmatch(value):
-            raise ValueError("must be an S3 URI, s3://<bucket>/<key>")
-        return value
-
-    @field_validator("training_image_tag")
-    @classmethod
-    def _image_tag(cls, value: str) -> str:
-        if not IMAGE_TAG_RE.fullmatch(value):
-            raise ValueError(
-                "must be an image tag: 1-128 letters, digits, '_', '.' or '-', not starting "
-                "with '.' or '-'"
-            )
-        if value == "latest":
-            # The repository's tags are immutable: "latest" could be pushed exactly once.
-            raise ValueError(
-                "must name one build (the repository's tags are immutable), not 'latest'"
-            )
-        return value
-
-    @field_validator("training_image_uri")
-    @classmethod
-    def _image(cls, value: str | None) -> str | None:
-        if value is not None and not ECR_IMAGE_RE.fullmatch(value):
-            raise ValueError(
-                "must be an ECR image URI, <account>.dkr.ecr.<region>.amazonaws.com/<repo>:<tag>"
-            )
         return value
 
     @field_validator("tags")
@@ -282,47 +177,20 @@ class StackConfig(_Model):
                 f"must be >= {PROD_MIN_LOG_RETENTION_DAYS} in prod",
                 self.log_retention_days,
             )
-        if "aws" in self.clouds and not AWS_REGION_RE.fullmatch(self.region):
-            raise _fail("region", "must be an AWS region such as 'us-east-1'", self.region)
+        if self.aws is not None and self.log_retention_days not in LOG_RETENTION_DAYS:
+            raise _fail(
+                "log_retention_days",
+                f"must be a CloudWatch Logs retention period, one of {list(LOG_RETENTION_DAYS)}",
+                self.log_retention_days,
+            )
+        for cloud in _SECTIONS:
+            if (cloud in self.clouds) != (getattr(self, cloud) is not None):
+                raise _fail(cloud, f"is set only for a stack whose clouds include {cloud!r}")
         return self
 
-    # -- names every component derives from the config -------------------------------
     @property
     def is_prod(self) -> bool:
         return self.environment == "prod"
-
-    def bucket_name(self, kind: Literal["data", "models", "logs"], account_id: str) -> str:
-        """S3 names are global: the account id keeps two accounts' stacks apart."""
-        return f"{self.name_prefix}-{kind}-{account_id}"
-
-    def model_package_group_name(self, model: str) -> str:
-        return f"{self.name_prefix}-{model}"
-
-    @property
-    def function_name(self) -> str:
-        return f"{self.name_prefix}-serve"
-
-    @property
-    def function_log_group_name(self) -> str:
-        # Lambda writes to this group, always: https://docs.aws.amazon.com/lambda/latest/dg/monitoring-cloudwatchlogs.html
-        return f"/aws/lambda/{self.function_name}"
-
-    @property
-    def sagemaker_role_name(self) -> str:
-        return f"{self.name_prefix}-sagemaker-execution"
-
-    @property
-    def lambda_role_name(self) -> str:
-        return f"{self.name_prefix}-lambda-serve"
-
-    @property
-    def ci_role_name(self) -> str:
-        return f"{self.name_prefix}-ci-deploy"
-
-    @property
-    def training_repository_name(self) -> str:
-        """The stack's ECR repository for Tandem's training image (deploy/training/)."""
-        return f"{self.name_prefix}-training"
 
     @property
     def all_tags(self) -> dict[str, str]:
@@ -335,37 +203,11 @@ class StackConfig(_Model):
         }
 
 
-# The keys a `tandem:` config may hold, with the StackConfig field each one feeds.
-_KEYS = {
-    "clouds": "clouds",
-    "environment": "environment",
-    "name_prefix": "name_prefix",
-    "region": "region",
-    "models": "models",
-    "log_retention_days": "log_retention_days",
-    "noncurrent_version_expiration_days": "noncurrent_version_expiration_days",
-    "abort_incomplete_multipart_days": "abort_incomplete_multipart_days",
-    "alarm_emails": "alarm_emails",
-    "lambda": "lambda",
-    "model_uri": "model_uri",
-    "github_oidc": "github_oidc",
-    "mlflow": "mlflow",
-    "training_image_tag": "training_image_tag",
-    "training_image_uri": "training_image_uri",
-    "tags": "tags",
-}
+# The keys a `tandem:` config may hold: StackConfig's fields (a cloud's section is one key).
+_KEYS = tuple(name for name in StackConfig.model_fields if name != "stack")
 # Keys whose values are plain strings in Pulumi config (the others are JSON: lists,
 # objects, numbers, booleans).
-_STRING_KEYS = frozenset(
-    {
-        "environment",
-        "name_prefix",
-        "region",
-        "model_uri",
-        "training_image_tag",
-        "training_image_uri",
-    }
-)
+_STRING_KEYS = frozenset({"environment", "name_prefix"})
 _DEFAULT_LOG_RETENTION = {"dev": 30, "staging": 90, "prod": 365}
 
 
@@ -418,6 +260,8 @@ def _key_of(err: Mapping[str, Any]) -> str:
         key = str(err["ctx"]["key"])
         if not loc or loc[-1] != key:
             loc = [*loc, key]
+    if len(loc) == 2 and loc[0] in _REGION_KEYS and loc[1] == "region":
+        return _REGION_KEYS[loc[0]]
     # Tuple items add an index: name the list key and the position.
     parts: list[str] = []
     for part in loc:
@@ -444,8 +288,8 @@ def _format(stack: str, exc: ValidationError) -> ConfigError:
 def load(stack: str, raw: Mapping[str, Any]) -> StackConfig:
     """Validate a stack's config, as found under ``config:`` in ``Pulumi.<stack>.yaml``.
 
-    Keys are namespaced: ``tandem:<key>`` for ours; ``aws:region`` (or ``tandem:region``)
-    sets the region. Keys of other namespaces (``aws:profile``, ...) are ignored; an unknown
+    Keys are namespaced: ``tandem:<key>`` for ours; ``aws:region`` sets the AWS section's
+    region. Keys of other namespaces (``aws:profile``, ...) are ignored; an unknown
     ``tandem:`` key is an error, so a typo never silently falls back to a default.
     """
     if not isinstance(raw, Mapping):
@@ -462,7 +306,7 @@ def load(stack: str, raw: Mapping[str, Any]) -> StackConfig:
                 f"(known: {', '.join(sorted(_KEYS))})"
             )
             continue
-        ours[_KEYS[name]] = value
+        ours[name] = value
     if errors:
         raise ConfigError("\n".join(errors))
 
@@ -475,15 +319,24 @@ def load(stack: str, raw: Mapping[str, Any]) -> StackConfig:
             )
         ours["environment"] = env
     ours.setdefault("name_prefix", _default_name_prefix(stack))
-    if "region" not in ours:
-        region = raw.get("aws:region") or raw.get("azure-native:location")
-        if region is None:
-            raise ConfigError(
-                f"stack {stack!r}: aws:region: is required (or set {NAMESPACE}:region)"
-            )
-        ours["region"] = region
     if "log_retention_days" not in ours and ours["environment"] in _DEFAULT_LOG_RETENTION:
         ours["log_retention_days"] = _DEFAULT_LOG_RETENTION[ours["environment"]]
+    clouds = ours.get("clouds", StackConfig.model_fields["clouds"].default)
+    for cloud, region_key in _REGION_KEYS.items():
+        section = ours.get(cloud)
+        if section is None and isinstance(clouds, (list, tuple)) and cloud in clouds:
+            section = {}  # every field of a section has a default
+        if not isinstance(section, Mapping):
+            continue  # absent, or not a mapping: validation says so with the key
+        if "region" in section:
+            raise ConfigError(
+                f"stack {stack!r}: {NAMESPACE}:{cloud}.region: is not a known key "
+                f"(the region is {region_key})"
+            )
+        region = raw.get(region_key)
+        if region is None:
+            raise ConfigError(f"stack {stack!r}: {region_key}: is required")
+        ours[cloud] = {**section, "region": region}
     try:
         return StackConfig.model_validate({"stack": stack, **ours})
     except ValidationError as exc:

@@ -15,31 +15,6 @@ if TYPE_CHECKING:
     from infra.aws.platform import AwsPlatform
     from infra.config import StackConfig
 
-# The stack outputs every AWS stack exports (the contract with `ml/clouds/aws/`), and
-# the ones only some stacks do (CI role with GitHub OIDC, MLflow when enabled).
-OUTPUT_KEYS = (
-    "cloud",
-    "stack",
-    "region",
-    "name_prefix",
-    "kms_key_arn",
-    "data_bucket",
-    "models_bucket",
-    "logs_bucket",
-    "sagemaker_role_arn",
-    "lambda_role_arn",
-    "model_package_groups",
-    "function_name",
-    "function_alias",
-    "function_url",
-    "alarm_topic_arn",
-    "alarm_names",
-    "metric_namespace",
-    "training_image_uri",
-    "training_image_repository_url",
-)
-OPTIONAL_OUTPUT_KEYS = ("ci_role_arn", "mlflow_tracking_server_arn")
-
 
 def build_aws_platform(
     cfg: StackConfig, stack: str, opts: ResourceOptions | None = None, **kwargs: Any

@@ -22,25 +22,18 @@ import pulumi
 import pulumi_aws as aws
 from pulumi import Input, Output, ResourceOptions
 
-from infra.aws._checks import check_arn, check_log_retention, check_name_prefix
+from infra.aws._checks import check_arn, check_log_retention
+from infra.aws.names import AwsNames
+from infra.common.checks import check_name_prefix
 
 CLOUDTRAIL_PRINCIPAL = "cloudtrail.amazonaws.com"
 #: Key prefix of the trail's files in the logs bucket (``AuditArgs.logs_prefix`` default).
 DEFAULT_LOGS_PREFIX = "cloudtrail"
 
 
-def trail_name(name_prefix: str) -> str:
-    return f"{name_prefix}-trail"
-
-
 def trail_arn(name_prefix: str, account_id: str, region: str, partition: str = "aws") -> str:
     """The ARN the trail will have: bucket and key policies name it before it exists."""
-    return f"arn:{partition}:cloudtrail:{region}:{account_id}:trail/{trail_name(name_prefix)}"
-
-
-def log_group_name(name_prefix: str) -> str:
-    """The CloudWatch Logs group the trail delivers to."""
-    return f"/tandem/{name_prefix}/cloudtrail"
+    return f"arn:{partition}:cloudtrail:{region}:{account_id}:trail/{AwsNames(name_prefix).trail}"
 
 
 def cloudtrail_bucket_policy_statements(
@@ -173,7 +166,7 @@ class Audit(pulumi.ComponentResource):
 
         self.log_group = aws.cloudwatch.LogGroup(
             f"{name}-trail-logs",
-            name=log_group_name(args.name_prefix),
+            name=AwsNames(args.name_prefix).trail_log_group,
             retention_in_days=args.log_retention_days,
             kms_key_id=args.kms_key_arn,
             tags=args.tags,
@@ -199,7 +192,7 @@ class Audit(pulumi.ComponentResource):
 
         self.trail = aws.cloudtrail.Trail(
             f"{name}-trail",
-            name=trail_name(args.name_prefix),
+            name=AwsNames(args.name_prefix).trail,
             s3_bucket_name=args.logs_bucket_name,
             s3_key_prefix=args.logs_prefix,
             is_multi_region_trail=True,

@@ -4,7 +4,8 @@ Each role has exactly one inline policy, built by `infra.aws.policies` (no manag
 ``*FullAccess`` policy; no AWSLambdaBasicExecutionRole either: the Lambda policy grants
 its own log group only). The CI role is assumable only through GitHub's OIDC provider, by
 one repository and one environment or branch. The SageMaker role pulls the training image
-from its repository; the CI role pushes it there.
+from its repository; the CI role pushes it there. The Lambda role reads the pseudonym key
+secret; the CI role describes, initialises and reads it.
 """
 
 from __future__ import annotations
@@ -46,6 +47,7 @@ class IdentityArgs:
         repository of the image the stack's jobs run).
     training_repository_arn: the stack's training image repository, which the CI role
         pushes to (with GitHub OIDC only).
+    pseudonym_secret_arn: the stack's pseudonym key secret (`infra.aws.secrets`).
     """
 
     name_prefix: str
@@ -59,6 +61,7 @@ class IdentityArgs:
     function_log_group_name: str
     sagemaker_role_name: str
     lambda_role_name: str
+    pseudonym_secret_arn: Input[str]
     ci_role_name: str = ""
     ecr_repository_arns: Input[Sequence[Input[str]]] = ()
     training_repository_arn: Input[str] | None = None
@@ -159,7 +162,12 @@ class Identity(pulumi.ComponentResource):
             f"{name}-lambda-policy",
             role=self.lambda_role.id,
             name="tandem-lambda-serve",
-            policy=Output.all(args.account_id, args.models_bucket_arn, args.kms_key_arn).apply(
+            policy=Output.all(
+                args.account_id,
+                args.models_bucket_arn,
+                args.kms_key_arn,
+                args.pseudonym_secret_arn,
+            ).apply(
                 lambda a: json.dumps(
                     policies.lambda_execution_policy(
                         region=region,
@@ -168,6 +176,7 @@ class Identity(pulumi.ComponentResource):
                         log_group=policies.log_group_arn(
                             region, a[0], args.function_log_group_name, partition
                         ),
+                        pseudonym_secret_arn=a[3],
                         tracing=args.tracing,
                     )
                 )
@@ -217,6 +226,7 @@ class Identity(pulumi.ComponentResource):
                     args.kms_key_arn,
                     self.sagemaker_role.arn,
                     Output.from_input(args.training_repository_arn),
+                    args.pseudonym_secret_arn,
                 ).apply(
                     lambda a: json.dumps(
                         policies.ci_deploy_policy(
@@ -230,6 +240,7 @@ class Identity(pulumi.ComponentResource):
                             function_name=args.function_name,
                             name_prefix=args.name_prefix,
                             training_repository_arn=a[5],
+                            pseudonym_secret_arn=a[6],
                             partition=partition,
                         )
                     )

@@ -22,7 +22,6 @@ https://docs.aws.amazon.com/sns/latest/dg/sns-key-management.html#compatibility-
 from __future__ import annotations
 
 import json
-import re
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -30,22 +29,13 @@ import pulumi
 import pulumi_aws as aws
 from pulumi import Input, Output, ResourceOptions
 
-from infra.aws._checks import check_arn, check_name_prefix
+from contract import metrics, serving
+from infra.aws._checks import check_arn
+from infra.aws.names import AwsNames
+from infra.aws.policies import alarms_arn
+from infra.common.checks import check_emails, check_models, check_name_prefix
 
 CLOUDWATCH_PRINCIPAL = "cloudwatch.amazonaws.com"
-TANDEM_NAMESPACE = "Tandem"
-DRIFT_METRIC = "drift_score"
-QUALITY_METRIC = "model_quality"
-#: The dimension set the model alarms watch; the sink also emits ``{Model, Version}``.
-MODEL_ALARM_DIMENSIONS = ("Model",)
-
-_EMAIL_RE = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
-_MODEL_RE = re.compile(r"^[a-z0-9](-*[a-z0-9])*$")
-
-
-def alarm_name_pattern(name_prefix: str) -> str:
-    """Every alarm of this component is named ``<prefix>-...``; policies match on it."""
-    return f"{name_prefix}-*"
 
 
 def alarm_topic_policy(
@@ -56,9 +46,7 @@ def alarm_topic_policy(
 
     Conditions from https://docs.aws.amazon.com/sns/latest/dg/sns-access-policy-use-cases.html
     """
-    alarms = (
-        f"arn:{partition}:cloudwatch:{region}:{account_id}:alarm:{alarm_name_pattern(name_prefix)}"
-    )
+    alarms = alarms_arn(region, account_id, AwsNames(name_prefix).alarm_pattern, partition)
     return {
         "Version": "2012-10-17",
         "Statement": [
@@ -103,7 +91,7 @@ class MonitoringArgs:
     kms_key_arn: Input[str]
     function_name: Input[str]
     models: list[str]
-    alias_name: str = "live"
+    alias_name: str = serving.LIVE_ALIAS
     alarm_emails: list[str] = field(default_factory=list)
     drift_max: float = 0.2
     quality_min: float = 0.7
@@ -117,14 +105,8 @@ class MonitoringArgs:
     def validate(self) -> None:
         check_name_prefix("Monitoring", self.name_prefix)
         check_arn("Monitoring", "kms_key_arn", self.kms_key_arn)
-        if not self.models:
-            raise ValueError("Monitoring: models must name at least one model")
-        for model in self.models:
-            if not isinstance(model, str) or not _MODEL_RE.fullmatch(model):
-                raise ValueError(f"Monitoring: model name {model!r} is not a valid model name")
-        for email in self.alarm_emails:
-            if not isinstance(email, str) or not _EMAIL_RE.fullmatch(email):
-                raise ValueError(f"Monitoring: alarm_emails entry {email!r} is not an email")
+        check_models("Monitoring", self.models)
+        check_emails("Monitoring", "alarm_emails", self.alarm_emails)
         if not self.drift_max > 0:
             raise ValueError(f"Monitoring: drift_max={self.drift_max!r} must be > 0")
         if not 0 < self.quality_min <= 1:
@@ -172,7 +154,7 @@ class Monitoring(pulumi.ComponentResource):
 
         self.topic = aws.sns.Topic(
             f"{name}-alarms",
-            name=f"{args.name_prefix}-alarms",
+            name=AwsNames(args.name_prefix).alarm_topic,
             kms_master_key_id=args.kms_key_arn,
             tags=args.tags,
             opts=child_opts,
@@ -201,7 +183,7 @@ class Monitoring(pulumi.ComponentResource):
         self.alarms = {}
         self._lambda_alarms(name, args, child_opts)
         self._model_alarms(name, args, child_opts)
-        self.alarm_names = [f"{args.name_prefix}-{key}" for key in self.alarms]
+        self.alarm_names = [AwsNames(args.name_prefix).alarm(key) for key in self.alarms]
 
         self.register_outputs({"topic_arn": self.topic.arn, "alarm_names": self.alarm_names})
 
@@ -216,7 +198,7 @@ class Monitoring(pulumi.ComponentResource):
         """One alarm with the settings every alarm shares (CKV_AWS_319 / CloudWatch.17)."""
         self.alarms[key] = aws.cloudwatch.MetricAlarm(
             f"{name}-{key}",
-            name=f"{args.name_prefix}-{key}",
+            name=AwsNames(args.name_prefix).alarm(key),
             actions_enabled=True,
             alarm_actions=[self.topic.arn],
             ok_actions=[self.topic.arn],
@@ -300,8 +282,9 @@ class Monitoring(pulumi.ComponentResource):
     def _model_alarms(self, name: str, args: MonitoringArgs, child_opts: ResourceOptions) -> None:
         for model in args.models:
             common = {
-                "namespace": TANDEM_NAMESPACE,
-                "dimensions": {"Model": model},
+                "namespace": metrics.NAMESPACE,
+                # What the sink also emits without `Version` (the module docstring says why).
+                "dimensions": metrics.dimensions(model),
                 "period": args.model_metric_period_seconds,
                 "evaluation_periods": 1,
                 # Drift and quality are computed by a scheduled job, not continuously: an
@@ -314,7 +297,7 @@ class Monitoring(pulumi.ComponentResource):
                 args,
                 child_opts,
                 alarm_description=f"Input drift of model {model} above {args.drift_max:g}",
-                metric_name=DRIFT_METRIC,
+                metric_name=metrics.DRIFT_SCORE,
                 statistic="Maximum",
                 comparison_operator="GreaterThanThreshold",
                 threshold=args.drift_max,
@@ -326,7 +309,7 @@ class Monitoring(pulumi.ComponentResource):
                 args,
                 child_opts,
                 alarm_description=f"Quality of model {model} below {args.quality_min:g}",
-                metric_name=QUALITY_METRIC,
+                metric_name=metrics.MODEL_QUALITY,
                 statistic="Minimum",
                 comparison_operator="LessThanThreshold",
                 threshold=args.quality_min,

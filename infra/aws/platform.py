@@ -6,39 +6,40 @@ Order and why:
 1. ``Storage`` (KMS key, data/models/logs buckets). The key policy names the stack's roles
    by ARN (``aws:PrincipalArn``), so it does not wait for them.
 2. ``TrainingImage`` (the ECR repository of the training image, encrypted with the key).
-3. ``Identity`` (SageMaker, Lambda and CI roles), scoped to the buckets, the key and the
-   repository (SageMaker pulls from it, CI pushes to it).
-4. ``Registry`` (model package groups, optional MLflow server on the SageMaker role).
-5. ``Audit`` (CloudTrail into the logs bucket), after the logs bucket policy that lets the
+3. ``PseudonymSecret`` (the pseudonym key's secret, encrypted with the key, no value).
+4. ``Identity`` (SageMaker, Lambda and CI roles), scoped to the buckets, the key, the
+   repository (SageMaker pulls from it, CI pushes to it) and the secret.
+5. ``Registry (model package groups, optional MLflow server on the SageMaker role).
+6. ``Audit`` (CloudTrail into the logs bucket), after the logs bucket policy that lets the
    trail deliver.
-6. ``Serving`` (Lambda, ``live`` alias, IAM Function URL) on the Lambda role.
-7. ``Monitoring`` (encrypted SNS topic, alarms on the function and the models).
+7. ``Serving`` (Lambda, ``live`` alias, IAM Function URL) on the Lambda role.
+8. ``Monitoring`` (encrypted SNS topic, alarms on the function and the models).
 
-`AwsPlatform.outputs` is the contract with the ML side (`ml/clouds/aws/` is built from
-these keys alone).
+`AwsPlatform.outputs` is the contract with the ML side (`contract.outputs.AWS`:
+`ml/clouds/aws/` is built from these keys alone). Every name comes from `AwsNames`.
 """
 
 from __future__ import annotations
 
-import re
 from typing import TYPE_CHECKING, Any
 
 import pulumi
 import pulumi_aws as aws
 from pulumi import Output, ResourceOptions
 
-from infra.aws import OPTIONAL_OUTPUT_KEYS, OUTPUT_KEYS, policies
+from contract import metrics
+from contract.outputs import AWS
+from contract.serving import LIVE_ALIAS
+from infra.aws import policies
+from infra.aws.config import ECR_IMAGE_RE
 from infra.aws.identity import GithubOidcArgs, Identity, IdentityArgs
+from infra.aws.names import BUCKET_KINDS, AwsNames
+from infra.aws.secrets import PseudonymSecret, PseudonymSecretArgs
 from infra.aws.storage import Storage, StorageArgs
 from infra.aws.training import TrainingImage, TrainingImageArgs
 
 if TYPE_CHECKING:
     from infra.config import StackConfig
-
-_ECR_IMAGE = re.compile(
-    r"^(?P<account>\d{12})\.dkr\.ecr\.(?P<region>[a-z0-9-]+)\.amazonaws\.com(\.cn)?/"
-    r"(?P<repository>[^:@]+)"
-)
 
 
 def ecr_repository_arns(image_uri: str | None, partition: str = "aws") -> list[str]:
@@ -46,7 +47,7 @@ def ecr_repository_arns(image_uri: str | None, partition: str = "aws") -> list[s
     an image that is not in ECR)."""
     if not image_uri:
         return []
-    match = _ECR_IMAGE.match(image_uri)
+    match = ECR_IMAGE_RE.fullmatch(image_uri)
     if not match:
         return []
     return [
@@ -59,6 +60,7 @@ class AwsPlatform(pulumi.ComponentResource):
 
     storage: Storage
     training: TrainingImage
+    secrets: PseudonymSecret
     identity: Identity
     registry: Any
     audit: Any
@@ -79,23 +81,27 @@ class AwsPlatform(pulumi.ComponentResource):
         # pull in build tooling (the Lambda bundle) that plain policy code does not need.
         from infra.aws import audit, monitoring, registry, serving
 
+        if cfg.aws is None:
+            raise ValueError(f"AwsPlatform: stack {stack!r} has no AWS section (tandem:aws)")
         self.cfg = cfg
         self.stack = stack
+        self.names = names = AwsNames.of(cfg)
+        aws_cfg = cfg.aws
         child_opts = ResourceOptions.merge(opts, ResourceOptions(parent=self))
 
         def after(*resources: pulumi.Resource) -> ResourceOptions:
             return ResourceOptions.merge(child_opts, ResourceOptions(depends_on=list(resources)))
 
-        region = cfg.region
+        region = aws_cfg.region
         partition = policies.partition_for(region)
         tags = cfg.all_tags
         prefix = cfg.name_prefix
         caller = aws.get_caller_identity_output(opts=pulumi.InvokeOutputOptions(parent=self))
         account_id = caller.account_id
 
-        role_names = [cfg.sagemaker_role_name, cfg.lambda_role_name]
+        role_names = [names.sagemaker_role, names.lambda_role]
         if cfg.github_oidc is not None:
-            role_names.append(cfg.ci_role_name)
+            role_names.append(names.ci_role)
         key_users = account_id.apply(
             lambda acct: [policies.role_arn(acct, n, partition) for n in role_names]
         )
@@ -117,18 +123,18 @@ class AwsPlatform(pulumi.ComponentResource):
                 region=region,
                 partition=partition,
                 bucket_names={
-                    kind: account_id.apply(lambda acct, k=kind: cfg.bucket_name(k, acct))
-                    for kind in ("data", "models", "logs")
+                    kind: account_id.apply(lambda acct, k=kind: names.bucket(k, acct))
+                    for kind in BUCKET_KINDS
                 },
                 key_user_role_arns=key_users,
                 deployer_principal_arns=caller.arn.apply(policies.principal_arn_of_caller),
                 key_log_group_patterns=(
-                    audit.log_group_name(prefix).rsplit("/", 1)[0] + "/*",
-                    cfg.function_log_group_name,
+                    names.trail_log_group.rsplit("/", 1)[0] + "/*",
+                    names.function_log_group,
                 ),
                 logs_bucket_statements=trail_statements,
-                noncurrent_version_expiration_days=cfg.noncurrent_version_expiration_days,
-                abort_incomplete_multipart_days=cfg.abort_incomplete_multipart_days,
+                noncurrent_version_expiration_days=aws_cfg.s3.noncurrent_version_expiration_days,
+                abort_incomplete_multipart_days=aws_cfg.s3.abort_incomplete_multipart_days,
                 log_expiration_days=cfg.log_retention_days,
                 force_destroy=cfg.environment == "dev",
                 tags=tags,
@@ -142,7 +148,7 @@ class AwsPlatform(pulumi.ComponentResource):
             TrainingImageArgs(
                 name_prefix=prefix,
                 kms_key_arn=storage.key.arn,
-                tag=cfg.training_image_tag,
+                tag=aws_cfg.training_image_tag,
                 force_delete=cfg.environment == "dev",
                 tags=tags,
             ),
@@ -151,9 +157,20 @@ class AwsPlatform(pulumi.ComponentResource):
         repository_arn = self.training.repository.arn
         # The SageMaker role pulls the image the jobs run: the stack's own, or the override's.
         pull_from = (
-            ecr_repository_arns(cfg.training_image_uri, partition)
-            if cfg.training_image_uri is not None
+            ecr_repository_arns(aws_cfg.training_image_uri, partition)
+            if aws_cfg.training_image_uri is not None
             else [repository_arn]
+        )
+
+        self.secrets = PseudonymSecret(
+            "secrets",
+            PseudonymSecretArgs(
+                name_prefix=prefix,
+                kms_key_arn=storage.key.arn,
+                recovery_window_days=0 if cfg.environment == "dev" else 30,
+                tags=tags,
+            ),
+            opts=child_opts,
         )
 
         gh = cfg.github_oidc
@@ -167,20 +184,21 @@ class AwsPlatform(pulumi.ComponentResource):
                 data_bucket_arn=storage.data_bucket.arn,
                 models_bucket_arn=storage.models_bucket.arn,
                 kms_key_arn=storage.key.arn,
-                model_package_group_names=[registry.group_name(prefix, m) for m in cfg.models],
-                function_name=cfg.function_name,
-                function_log_group_name=cfg.function_log_group_name,
-                sagemaker_role_name=cfg.sagemaker_role_name,
-                lambda_role_name=cfg.lambda_role_name,
-                ci_role_name=cfg.ci_role_name if gh is not None else "",
+                model_package_group_names=[names.model_package_group(m) for m in cfg.models],
+                function_name=names.function,
+                function_log_group_name=names.function_log_group,
+                sagemaker_role_name=names.sagemaker_role,
+                lambda_role_name=names.lambda_role,
+                pseudonym_secret_arn=self.secrets.secret.arn,
+                ci_role_name=names.ci_role if gh is not None else "",
                 ecr_repository_arns=pull_from,
                 training_repository_arn=repository_arn if gh is not None else None,
-                mlflow=cfg.mlflow,
+                mlflow=aws_cfg.mlflow,
                 github_oidc=(
                     GithubOidcArgs(
                         repository=gh.repository,
                         subject=gh.subject,
-                        provider_arn=gh.provider_arn,
+                        provider_arn=aws_cfg.github_oidc_provider_arn,
                     )
                     if gh is not None
                     else None
@@ -197,9 +215,9 @@ class AwsPlatform(pulumi.ComponentResource):
                 name_prefix=prefix,
                 models=list(cfg.models),
                 tags=tags,
-                mlflow=cfg.mlflow,
-                sagemaker_role_arn=identity.sagemaker_role.arn if cfg.mlflow else None,
-                artifact_bucket_name=storage.models_bucket.bucket if cfg.mlflow else None,
+                mlflow=aws_cfg.mlflow,
+                sagemaker_role_arn=identity.sagemaker_role.arn if aws_cfg.mlflow else None,
+                artifact_bucket_name=storage.models_bucket.bucket if aws_cfg.mlflow else None,
             ),
             # The MLflow server checks its role's access to the bucket when it starts.
             opts=after(identity.sagemaker_policy),
@@ -225,13 +243,13 @@ class AwsPlatform(pulumi.ComponentResource):
             "serving",
             serving.ServingArgs(
                 name_prefix=prefix,
-                function_name=cfg.function_name,
+                function_name=names.function,
                 role_arn=identity.lambda_role.arn,
                 kms_key_arn=storage.key.arn,
-                model_uri=cfg.model_uri,
-                memory_mb=cfg.lambda_.memory_mb,
-                timeout_s=cfg.lambda_.timeout_s,
-                reserved_concurrency=cfg.lambda_.reserved_concurrency,
+                model_uri=aws_cfg.model_uri,
+                memory_mb=aws_cfg.lambda_.memory_mb,
+                timeout_s=aws_cfg.lambda_.timeout_s,
+                reserved_concurrency=aws_cfg.lambda_.reserved_concurrency,
                 log_retention_days=cfg.log_retention_days,
                 build_dir=build_dir,
                 tags=tags,
@@ -247,7 +265,7 @@ class AwsPlatform(pulumi.ComponentResource):
                 kms_key_arn=storage.key.arn,
                 function_name=self.serving.function.name,
                 models=list(cfg.models),
-                alias_name=serving.ALIAS_NAME,
+                alias_name=LIVE_ALIAS,
                 alarm_emails=list(cfg.alarm_emails),
                 tags=tags,
             ),
@@ -257,20 +275,19 @@ class AwsPlatform(pulumi.ComponentResource):
         self.register_outputs(self.outputs())
 
     def outputs(self) -> dict[str, Output[Any]]:
-        """The stack outputs: ``OUTPUT_KEYS``, plus ``OPTIONAL_OUTPUT_KEYS`` when built."""
-        cfg = self.cfg
+        """The stack outputs: exactly ``AWS.required + AWS.informational``, plus the
+        ``AWS.optional`` ones whose feature is on (`contract.outputs`)."""
+        cfg, names = self.cfg, self.names
         storage, identity = self.storage, self.identity
         out: dict[str, Any] = {
-            "cloud": "aws",
+            "cloud": AWS.cloud,
             "stack": self.stack,
-            "region": cfg.region,
-            "name_prefix": cfg.name_prefix,
+            "region": cfg.aws.region,
+            "name_prefix": names.prefix,
             "kms_key_arn": storage.key.arn,
             "data_bucket": storage.data_bucket.bucket,
             "models_bucket": storage.models_bucket.bucket,
-            "logs_bucket": storage.logs_bucket.bucket,
             "sagemaker_role_arn": identity.sagemaker_role.arn,
-            "lambda_role_arn": identity.lambda_role.arn,
             "model_package_groups": {
                 model: group.model_package_group_name
                 for model, group in self.registry.groups.items()
@@ -278,17 +295,28 @@ class AwsPlatform(pulumi.ComponentResource):
             "function_name": self.serving.function.name,
             "function_alias": self.serving.alias.name,
             "function_url": self.serving.function_url.function_url,
+            "metric_namespace": metrics.NAMESPACE,
+            "training_image_uri": cfg.aws.training_image_uri or self.training.image_uri,
+            "pseudonym_secret_arn": self.secrets.secret.arn,
+            # informational: for people and tools, read by no adapter
+            "logs_bucket": storage.logs_bucket.bucket,
+            "lambda_role_arn": identity.lambda_role.arn,
             "alarm_topic_arn": self.monitoring.topic.arn,
             "alarm_names": self.monitoring.alarm_names,
-            "metric_namespace": policies.METRIC_NAMESPACE,
-            "training_image_uri": cfg.training_image_uri or self.training.image_uri,
             "training_image_repository_url": self.training.repository.repository_url,
+            # Every stack exports the same keys; "" says this stack has no CI role.
+            "ci_role_arn": identity.ci_role.arn if identity.ci_role is not None else "",
         }
-        if identity.ci_role is not None:
-            out["ci_role_arn"] = identity.ci_role.arn
         if self.registry.mlflow_server is not None:
             out["mlflow_tracking_server_arn"] = self.registry.mlflow_server.arn
+        expected = {*AWS.required, *AWS.informational}
+        if set(out) - set(AWS.optional) != expected:
+            # A key added here and not to the contract (or the reverse) fails at preview.
+            raise AssertionError(
+                f"AwsPlatform.outputs: keys {sorted(out)} do not match contract.outputs.AWS "
+                f"(missing {sorted(expected - set(out))})"
+            )
         return {key: Output.from_input(value) for key, value in out.items()}
 
 
-__all__ = ["OPTIONAL_OUTPUT_KEYS", "OUTPUT_KEYS", "AwsPlatform", "ecr_repository_arns"]
+__all__ = ["AwsPlatform", "ecr_repository_arns"]

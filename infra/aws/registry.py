@@ -16,14 +16,13 @@ import pulumi
 import pulumi_aws as aws
 from pulumi import Input, ResourceOptions
 
-from infra.aws._checks import check_arn, check_name_prefix
+from infra.aws._checks import check_arn
+from infra.aws.names import AwsNames
+from infra.common.checks import check_models, check_name_prefix
 
 # ModelPackageGroupName pattern and length:
 # https://docs.aws.amazon.com/sagemaker/latest/APIReference/API_CreateModelPackageGroup.html
 _GROUP_NAME_RE = re.compile(r"^[a-zA-Z0-9](-*[a-zA-Z0-9]){0,62}$")
-# Model names: lowercase, since they also appear in S3 keys, alarm names and metric
-# dimensions, where one spelling per model keeps them joinable.
-_MODEL_RE = re.compile(r"^[a-z0-9](-*[a-z0-9])*$")
 # TrackingServerSize values:
 # https://docs.aws.amazon.com/sagemaker/latest/APIReference/API_CreateMlflowTrackingServer.html
 _MLFLOW_SIZES = ("Small", "Medium", "Large")
@@ -56,18 +55,10 @@ class RegistryArgs:
 
     def validate(self) -> None:
         check_name_prefix("Registry", self.name_prefix)
-        if not self.models:
-            raise ValueError("Registry: models must name at least one model")
-        duplicates = sorted({m for m in self.models if self.models.count(m) > 1})
-        if duplicates:
-            raise ValueError(f"Registry: models has duplicates: {duplicates}")
+        check_models("Registry", self.models)
         for model in self.models:
-            if not isinstance(model, str) or not _MODEL_RE.fullmatch(model):
-                raise ValueError(
-                    f"Registry: model name {model!r} must be lowercase letters, digits and "
-                    "hyphens, starting and ending with a letter or digit"
-                )
-            group = group_name(self.name_prefix, model)
+            # The naming rules keep it inside SageMaker's 63; checked anyway, cheaply.
+            group = AwsNames(self.name_prefix).model_package_group(model)
             if not _GROUP_NAME_RE.fullmatch(group):
                 raise ValueError(
                     f"Registry: model package group name {group!r} is longer than the "
@@ -85,11 +76,6 @@ class RegistryArgs:
                 )
 
 
-def group_name(name_prefix: str, model: str) -> str:
-    """The model package group name for ``model``; the ML adapter reads it from outputs."""
-    return f"{name_prefix}-{model}"
-
-
 class Registry(pulumi.ComponentResource):
     """Model package groups (``groups[model]``) and the optional MLflow tracking server."""
 
@@ -100,11 +86,12 @@ class Registry(pulumi.ComponentResource):
         args.validate()
         super().__init__("tandem:aws:Registry", name, None, opts)
         child_opts = ResourceOptions.merge(opts, ResourceOptions(parent=self))
+        names = AwsNames(args.name_prefix)
 
         self.groups = {
             model: aws.sagemaker.ModelPackageGroup(
                 f"{name}-{model}",
-                model_package_group_name=group_name(args.name_prefix, model),
+                model_package_group_name=names.model_package_group(model),
                 model_package_group_description=f"Tandem model {model}",
                 tags={**args.tags, "tandem:model": model},
                 opts=child_opts,
@@ -116,7 +103,7 @@ class Registry(pulumi.ComponentResource):
         if args.mlflow:
             self.mlflow_server = aws.sagemaker.MlflowTrackingServer(
                 f"{name}-mlflow",
-                tracking_server_name=f"{args.name_prefix}-mlflow",
+                tracking_server_name=names.mlflow_server,
                 artifact_store_uri=pulumi.Output.concat(
                     "s3://", args.artifact_bucket_name, "/mlflow"
                 ),

@@ -14,7 +14,7 @@ CKV_AWS_66/158 (log group retention and CMK).
 
 The function's role (from identity) needs: ``kms:Decrypt`` on the key (to read its
 environment), ``xray:PutTraceSegments``/``xray:PutTelemetryRecords`` (active tracing),
-``logs:CreateLogStream``/``logs:PutLogEvents`` on ``log_group_name(function_name)``, and read
+``logs:CreateLogStream``/``logs:PutLogEvents`` on ``lambda_log_group(function_name)``, and read
 access to the models bucket.
 """
 
@@ -28,14 +28,16 @@ import pulumi
 import pulumi_aws as aws
 from pulumi import Input, ResourceOptions
 
+from contract import serving as endpoint
 from deploy import bundle
-from infra.aws._checks import check_arn, check_log_retention, check_name_prefix
+from infra.aws._checks import check_arn, check_log_retention
+from infra.aws.names import AwsNames, lambda_log_group
+from infra.common.checks import check_name_prefix
 
 # Runtimes we ship for: supported by Lambda (not deprecated) and by this project's
 # Python range (pyproject: >=3.11,<3.14), with onnxruntime wheels for arm64:
 # https://docs.aws.amazon.com/lambda/latest/dg/lambda-runtimes.html
 SUPPORTED_RUNTIMES = ("python3.12", "python3.13")
-ALIAS_NAME = "live"
 # Function names: letters, digits, hyphens, underscores, at most 64 characters:
 # https://docs.aws.amazon.com/lambda/latest/api/API_CreateFunction.html
 _FUNCTION_NAME_RE = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
@@ -48,16 +50,6 @@ _CORS_HEADERS = (
     "x-amz-security-token",
 )
 _ORIGIN_RE = re.compile(r"^https://[A-Za-z0-9.-]+(:[0-9]{1,5})?$|^http://localhost(:[0-9]{1,5})?$")
-
-
-def default_function_name(name_prefix: str) -> str:
-    """Same as ``StackConfig.function_name``."""
-    return f"{name_prefix}-serve"
-
-
-def log_group_name(function_name: str) -> str:
-    """The Lambda's own log group; created here so it has retention and the CMK."""
-    return f"/aws/lambda/{function_name}"
 
 
 def default_build_dir() -> Path:
@@ -82,7 +74,7 @@ class ServingArgs:
         ``http://localhost[:port]``); empty (the default) means no CORS at all.
     build_dir: where the code archive is written; defaults to ``build/lambda``.
     function_name: the function's name; defaults to ``<prefix>-serve``
-        (``StackConfig.function_name``), which role and deploy policies name in advance.
+        (``AwsNames.function``), which role and deploy policies name in advance.
     tags: applied to every resource.
     """
 
@@ -102,7 +94,7 @@ class ServingArgs:
 
     @property
     def resolved_function_name(self) -> str:
-        return self.function_name or default_function_name(self.name_prefix)
+        return self.function_name or AwsNames(self.name_prefix).function
 
     def validate(self) -> None:
         check_name_prefix("Serving", self.name_prefix)
@@ -153,18 +145,18 @@ class Serving(pulumi.ComponentResource):
 
         self.archive_path = bundle.build_lambda_zip(args.build_dir or default_build_dir())
 
-        # Created before the function, so Lambda does not create it implicitly without
-        # retention or encryption.
+        # The function's own log group, created before the function, so Lambda does not
+        # create it implicitly without retention or encryption.
         self.log_group = aws.cloudwatch.LogGroup(
             f"{name}-logs",
-            name=log_group_name(args.resolved_function_name),
+            name=lambda_log_group(args.resolved_function_name),
             retention_in_days=args.log_retention_days,
             kms_key_id=args.kms_key_arn,
             tags=args.tags,
             opts=child_opts,
         )
 
-        variables = {} if args.model_uri is None else {"MODEL_URI": args.model_uri}
+        variables = {} if args.model_uri is None else {endpoint.ENV_MODEL_URI: args.model_uri}
         self.function = aws.lambda_.Function(
             f"{name}-function",
             name=args.resolved_function_name,
@@ -201,7 +193,7 @@ class Serving(pulumi.ComponentResource):
 
         self.alias = aws.lambda_.Alias(
             f"{name}-live",
-            name=ALIAS_NAME,
+            name=endpoint.LIVE_ALIAS,
             description="Traffic goes here; the Tandem deploy and rollback move it",
             function_name=self.function.name,
             function_version=self.function.version,

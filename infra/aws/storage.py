@@ -27,13 +27,13 @@ import pulumi_aws as aws
 from pulumi import Input, Output, ResourceOptions
 
 from infra.aws import policies
+from infra.aws.names import BUCKET_KINDS, AwsNames
 
 # pulumi-aws v7's split S3 resources take long argument class names.
 _SseByDefault = (
     aws.s3.BucketServerSideEncryptionConfigurationRuleApplyServerSideEncryptionByDefaultArgs
 )
 
-BUCKET_KINDS = ("data", "models", "logs")
 # Buckets that hold the stack's data and models: SSE-KMS with the stack key, access-logged.
 CMK_BUCKETS = ("data", "models")
 
@@ -56,7 +56,7 @@ class StorageArgs:
     key_user_role_arns: roles that may use the key (matched by ``aws:PrincipalArn``, so
         they need not exist yet).
     deployer_principal_arns: who runs ``pulumi up``; may use the key only through Lambda,
-        S3 and SNS (to create resources encrypted with it). See policies.kms_key_policy.
+        S3, SNS, ECR and Secrets Manager. See policies.kms_key_policy.
     key_log_group_patterns: log group names (``*`` wildcards) CloudWatch Logs may encrypt
         with the key, e.g. ``/aws/lambda/<prefix>-*``.
     logs_bucket_statements: ``(logs_bucket_arn, account_id) -> [statement, ...]``: more
@@ -155,7 +155,7 @@ class Storage(pulumi.ComponentResource):
         )
         self.key_alias = aws.kms.Alias(
             f"{name}-key-alias",
-            name=f"alias/{args.name_prefix}",
+            name=AwsNames(args.name_prefix).key_alias,
             target_key_id=self.key.key_id,
             opts=child_opts,
         )

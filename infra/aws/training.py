@@ -23,24 +23,19 @@ policy lets the deployer do that only through ECR (``kms:ViaService``), see
 from __future__ import annotations
 
 import json
-import re
 from dataclasses import dataclass, field
 
 import pulumi
 import pulumi_aws as aws
 from pulumi import Input, Output, ResourceOptions
 
-from infra.aws._checks import check_arn, check_name_prefix
+from infra.aws._checks import check_arn
+from infra.aws.config import IMAGE_TAG_RE
+from infra.aws.names import AwsNames
+from infra.common.checks import check_name_prefix
 
 # ECR keeps at most 10,000 images per repository; a handful is enough to roll back to.
 DEFAULT_KEEP_IMAGES = 20
-# Docker's tag grammar, as infra/config.py checks it.
-_TAG_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$")
-
-
-def repository_name(name_prefix: str) -> str:
-    """``<prefix>-training``; same as ``StackConfig.training_repository_name``."""
-    return f"{name_prefix}-training"
 
 
 def lifecycle_policy(keep_images: int) -> dict:
@@ -86,7 +81,7 @@ class TrainingImageArgs:
     def validate(self) -> None:
         check_name_prefix("TrainingImage", self.name_prefix)
         check_arn("TrainingImage", "kms_key_arn", self.kms_key_arn)
-        if not isinstance(self.tag, str) or not _TAG_RE.fullmatch(self.tag):
+        if not isinstance(self.tag, str) or not IMAGE_TAG_RE.fullmatch(self.tag):
             raise ValueError(f"TrainingImage: tag {self.tag!r} is not an image tag")
         if self.tag == "latest":
             raise ValueError("TrainingImage: tag 'latest' in an immutable repository")
@@ -111,7 +106,7 @@ class TrainingImage(pulumi.ComponentResource):
 
         self.repository = aws.ecr.Repository(
             f"{name}-repository",
-            name=repository_name(args.name_prefix),
+            name=AwsNames(args.name_prefix).training_repository,
             image_tag_mutability="IMMUTABLE",
             image_scanning_configuration=aws.ecr.RepositoryImageScanningConfigurationArgs(
                 scan_on_push=True

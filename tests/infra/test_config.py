@@ -1,5 +1,5 @@
 """Stack config: the real Pulumi.<stack>.yaml files load, and each bad key fails with an
-error that names the stack, the key and what was expected."""
+error that names the stack, the full key and what was expected."""
 
 from __future__ import annotations
 
@@ -13,8 +13,11 @@ import yaml
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from contract import naming
 from infra import config
-from infra.aws import _checks
+from infra.aws import config as aws_config
+from infra.aws.names import AwsNames
+from infra.common import checks
 from infra.config import ConfigError, load
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -25,9 +28,11 @@ def stack_file(stack: str) -> dict:
     return yaml.safe_load((ROOT / f"Pulumi.{stack}.yaml").read_text())["config"]
 
 
-def base(**overrides) -> dict:
+def base(aws: dict | None = None, **overrides) -> dict:
     raw = {"aws:region": "us-east-1", "tandem:models": ["churn"]}
     raw.update({f"tandem:{k}": v for k, v in overrides.items()})
+    if aws is not None:
+        raw["tandem:aws"] = aws
     return raw
 
 
@@ -46,17 +51,33 @@ def test_real_stack_files_load(stack):
     assert cfg.stack == stack
     assert cfg.environment == stack
     assert cfg.name_prefix == f"tandem-{stack}"
-    assert cfg.region == raw["aws:region"]
+    assert cfg.aws.region == raw["aws:region"]
     assert list(cfg.models) == raw["tandem:models"]
     assert cfg.log_retention_days == raw["tandem:log_retention_days"]
     assert list(cfg.alarm_emails) == raw["tandem:alarm_emails"]
-    assert cfg.lambda_.memory_mb == raw["tandem:lambda"]["memory_mb"]
-    assert cfg.lambda_.reserved_concurrency == raw["tandem:lambda"]["reserved_concurrency"]
+    section = raw["tandem:aws"]
+    assert cfg.aws.lambda_.memory_mb == section["lambda"]["memory_mb"]
+    assert cfg.aws.lambda_.reserved_concurrency == section["lambda"]["reserved_concurrency"]
+    assert (
+        cfg.aws.s3.noncurrent_version_expiration_days
+        == section["s3"]["noncurrent_version_expiration_days"]
+    )
+    assert cfg.aws.mlflow == section["mlflow"]
     assert "aws" in cfg.clouds
     # every default-derived name fits its service's limit
-    assert len(cfg.bucket_name("models", "123456789012")) <= 63
-    assert len(cfg.sagemaker_role_name) <= 64
-    assert all(len(cfg.model_package_group_name(m)) <= 63 for m in cfg.models)
+    names = AwsNames.of(cfg)
+    assert len(names.bucket("models", "123456789012")) <= 63
+    assert len(names.sagemaker_role) <= 64
+    assert all(len(names.model_package_group(m)) <= 63 for m in cfg.models)
+
+
+@pytest.mark.parametrize("stack", STACKS)
+def test_real_stack_files_keep_aws_settings_in_the_aws_section(stack):
+    raw = stack_file(stack)
+    top = {key.partition(":")[2] for key in raw if key.startswith("tandem:")}
+    assert top <= {"clouds", "environment", "name_prefix", "models", "log_retention_days",
+                   "alarm_emails", "github_oidc", "tags", "aws"}, sorted(top)  # fmt: skip
+    assert "region" not in raw["tandem:aws"], "the region is aws:region, read by the provider"
 
 
 def test_prod_file_keeps_a_year_of_logs_and_gates_ci_on_an_environment():
@@ -76,12 +97,13 @@ def test_defaults():
     assert cfg.clouds == ("aws",)
     assert cfg.name_prefix == "tandem-dev"
     assert cfg.log_retention_days == 30
-    assert cfg.lambda_.reserved_concurrency >= 1
-    assert cfg.model_uri is None and cfg.github_oidc is None and cfg.mlflow is False
+    assert cfg.aws.lambda_.reserved_concurrency >= 1
+    assert cfg.aws.model_uri is None and cfg.github_oidc is None and cfg.aws.mlflow is False
+    assert cfg.aws.s3 == aws_config.S3Config()
     # Tandem's own training image, from the stack's repository, unless overridden
-    assert cfg.training_image_uri is None
-    assert cfg.training_repository_name == "tandem-dev-training"
-    assert cfg.training_image_tag == config.DEFAULT_TRAINING_IMAGE_TAG
+    assert cfg.aws.training_image_uri is None
+    assert AwsNames.of(cfg).training_repository == "tandem-dev-training"
+    assert cfg.aws.training_image_tag == aws_config.DEFAULT_TRAINING_IMAGE_TAG
     assert load("prod", base()).log_retention_days == 365
 
 
@@ -89,20 +111,23 @@ def test_default_training_image_tag_is_the_project_version():
     """The image CI builds from a release is tagged with its version; a stack that sets no
     tag runs the image of the code it was deployed with."""
     project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
-    assert project["version"] == config.DEFAULT_TRAINING_IMAGE_TAG
+    assert project["version"] == aws_config.DEFAULT_TRAINING_IMAGE_TAG
 
 
 def test_any_aws_region_gets_the_stacks_own_training_image():
     # No table of prebuilt images per region any more: every region builds its own.
     cfg = load("dev", {**base(), "aws:region": "eu-nowhere-9"})
-    assert cfg.training_image_uri is None and cfg.training_repository_name == "tandem-dev-training"
+    assert cfg.aws.training_image_uri is None
+    assert AwsNames.of(cfg).training_repository == "tandem-dev-training"
 
 
 def test_training_image_override_and_tag_load():
     uri = "210987654321.dkr.ecr.eu-west-1.amazonaws.com/shared/tandem-training:2.0.1"
-    cfg = load("dev", base(training_image_uri=uri, training_image_tag="2026.11.27-abc123"))
-    assert cfg.training_image_uri == uri
-    assert cfg.training_image_tag == "2026.11.27-abc123"
+    cfg = load(
+        "dev", base(aws={"training_image_uri": uri, "training_image_tag": "2026.11.27-abc123"})
+    )
+    assert cfg.aws.training_image_uri == uri
+    assert cfg.aws.training_image_tag == "2026.11.27-abc123"
 
 
 def test_stack_name_is_made_dns_safe_for_the_default_prefix():
@@ -117,7 +142,12 @@ def test_explicit_environment_for_an_unrecognised_stack_name():
 
 def test_other_namespaces_are_ignored():
     cfg = load("dev", {**base(), "aws:profile": "x", "azure-native:location": "westeurope"})
-    assert cfg.region == "us-east-1"
+    assert cfg.aws.region == "us-east-1"
+
+
+def test_an_aws_section_without_aws_among_the_clouds_is_refused():
+    with pytest.raises(ConfigError, match=r"^stack 'dev': tandem:aws: is set only for a stack "):
+        load("dev", base(aws={"mlflow": True}, clouds=["azure"]))
 
 
 @pytest.mark.parametrize(
@@ -138,6 +168,8 @@ def test_other_namespaces_are_ignored():
         ("dev", base(name_prefix="tandem--x"), "stack 'dev': tandem:name_prefix: must not"),
         ("dev", base(models=[]), "stack 'dev': tandem:models: must name at least one"),
         ("dev", base(models=["Churn"]), "stack 'dev': tandem:models: model name 'Churn'"),
+        ("dev", base(models=["9lives"]), "stack 'dev': tandem:models: model name '9lives'"),
+        ("dev", base(models=["m" * 33]), "stack 'dev': tandem:models: model name 'mmm"),
         ("dev", base(models=["a", "a"]), "stack 'dev': tandem:models: must not repeat"),
         ("dev", base(models="churn"), "stack 'dev': tandem:models: must be a list"),
         ("dev", base(clouds=["gcp"]), "stack 'dev': tandem:clouds[0]: must be one of"),
@@ -145,35 +177,57 @@ def test_other_namespaces_are_ignored():
         ("dev", base(alarm_emails=["oncall"]), "tandem:alarm_emails: 'oncall' is not an email"),
         (
             "dev",
-            base(noncurrent_version_expiration_days=0),
-            "stack 'dev': tandem:noncurrent_version_expiration_days: must be >= 1 (got 0)",
+            base(aws={"s3": {"noncurrent_version_expiration_days": 0}}),
+            "stack 'dev': tandem:aws.s3.noncurrent_version_expiration_days: must be >= 1 (got 0)",
         ),
         (
             "dev",
-            base(noncurrent_version_expiration_days="30"),
-            "tandem:noncurrent_version_expiration_days: must be an integer (got '30')",
+            base(aws={"s3": {"noncurrent_version_expiration_days": "30"}}),
+            "tandem:aws.s3.noncurrent_version_expiration_days: must be an integer (got '30')",
         ),
         (
             "dev",
-            base(**{"lambda": {"memory_mb": 64}}),
-            "stack 'dev': tandem:lambda.memory_mb: must be >= 128 (got 64)",
+            base(aws={"lambda": {"memory_mb": 64}}),
+            "stack 'dev': tandem:aws.lambda.memory_mb: must be >= 128 (got 64)",
         ),
         (
             "dev",
-            base(**{"lambda": {"timeout_s": 901}}),
-            "stack 'dev': tandem:lambda.timeout_s: must be <= 900 (got 901)",
+            base(aws={"lambda": {"timeout_s": 901}}),
+            "stack 'dev': tandem:aws.lambda.timeout_s: must be <= 900 (got 901)",
         ),
         (
             "dev",
-            base(**{"lambda": {"reserved_concurrency": 0}}),
-            "stack 'dev': tandem:lambda.reserved_concurrency: must be >= 1 (got 0)",
+            base(aws={"lambda": {"reserved_concurrency": 0}}),
+            "stack 'dev': tandem:aws.lambda.reserved_concurrency: must be >= 1 (got 0)",
         ),
         (
             "dev",
-            base(**{"lambda": {"memory": 512}}),
-            "stack 'dev': tandem:lambda.memory: is not a known key",
+            base(aws={"lambda": {"memory": 512}}),
+            "stack 'dev': tandem:aws.lambda.memory: is not a known key",
         ),
-        ("dev", base(model_uri="https://x/y"), "stack 'dev': tandem:model_uri: must be an S3"),
+        (
+            "dev",
+            base(aws={"model_uri": "https://x/y"}),
+            "stack 'dev': tandem:aws.model_uri: must be an S3",
+        ),
+        ("dev", base(aws={"lambda": 1}), "stack 'dev': tandem:aws.lambda: must be a mapping"),
+        ("dev", base(aws="on"), "stack 'dev': tandem:aws: must be a mapping"),
+        (
+            "dev",
+            base(aws={"region": "eu-west-1"}),
+            "stack 'dev': tandem:aws.region: is not a known key (the region is aws:region)",
+        ),
+        (
+            "dev",
+            base(lambda_={"memory_mb": 512}),
+            "stack 'dev': tandem:lambda_: is not a known key",
+        ),
+        ("dev", base(mlflow=True), "stack 'dev': tandem:mlflow: is not a known key"),
+        (
+            "dev",
+            base(aws={"github_oidc_provider_arn": "arn:aws:iam::123456789012:oidc-provider/x"}),
+            "stack 'dev': tandem:aws.github_oidc_provider_arn: must be the ARN of the account's",
+        ),
         (
             "dev",
             base(github_oidc={"repository": "just-a-name", "branch": "main"}),
@@ -194,34 +248,42 @@ def test_other_namespaces_are_ignored():
             base(github_oidc={"repository": "o/r", "branch": "*"}),
             "stack 'dev': tandem:github_oidc.branch: must be a literal name",
         ),
-        ("dev", base(mlflow="yes"), "stack 'dev': tandem:mlflow: must be true or false"),
         (
             "dev",
-            base(training_image_uri="docker.io/me/img:1"),
-            "stack 'dev': tandem:training_image_uri: must be an ECR image URI",
+            base(aws={"mlflow": "yes"}),
+            "stack 'dev': tandem:aws.mlflow: must be true or false",
         ),
         (
             "dev",
-            base(training_image_tag="-rc1"),
-            "stack 'dev': tandem:training_image_tag: must be an image tag",
+            base(aws={"training_image_uri": "docker.io/me/img:1"}),
+            "stack 'dev': tandem:aws.training_image_uri: must be an ECR image URI",
         ),
         (
             "dev",
-            base(training_image_tag="v1 final"),
-            "stack 'dev': tandem:training_image_tag: must be an image tag",
+            base(aws={"training_image_tag": "-rc1"}),
+            "stack 'dev': tandem:aws.training_image_tag: must be an image tag",
         ),
         (
             "dev",
-            base(training_image_tag="x" * 129),
-            "stack 'dev': tandem:training_image_tag: must be an image tag",
+            base(aws={"training_image_tag": "v1 final"}),
+            "stack 'dev': tandem:aws.training_image_tag: must be an image tag",
         ),
         (
             "dev",
-            base(training_image_tag="latest"),
-            "stack 'dev': tandem:training_image_tag: must name one build",
+            base(aws={"training_image_tag": "x" * 129}),
+            "stack 'dev': tandem:aws.training_image_tag: must be an image tag",
         ),
-        ("dev", base(training_image_tag=1), "stack 'dev': tandem:training_image_tag: must be a"),
-        ("dev", {**base(), "aws:region": "mars"}, "stack 'dev': tandem:region: must be an AWS"),
+        (
+            "dev",
+            base(aws={"training_image_tag": "latest"}),
+            "stack 'dev': tandem:aws.training_image_tag: must name one build",
+        ),
+        (
+            "dev",
+            base(aws={"training_image_tag": 1}),
+            "stack 'dev': tandem:aws.training_image_tag: must be a",
+        ),
+        ("dev", {**base(), "aws:region": "mars"}, "stack 'dev': aws:region: must be an AWS"),
         ("dev", {"tandem:models": ["a"]}, "stack 'dev': aws:region: is required"),
         ("dev", {"aws:region": "us-east-1"}, "stack 'dev': tandem:models: is required"),
         ("dev", base(log_retention=30), "stack 'dev': tandem:log_retention: is not a known key"),
@@ -236,47 +298,54 @@ def test_bad_key_names_stack_key_and_expectation(stack, raw, expected):
 
 def test_every_error_is_reported_not_just_the_first():
     with pytest.raises(ConfigError) as info:
-        load("dev", base(name_prefix="X", noncurrent_version_expiration_days=0))
+        load("dev", base(name_prefix="X", aws={"s3": {"noncurrent_version_expiration_days": 0}}))
     message = str(info.value)
     assert "tandem:name_prefix" in message
-    assert "tandem:noncurrent_version_expiration_days" in message
+    assert "tandem:aws.s3.noncurrent_version_expiration_days" in message
 
 
 def test_config_is_frozen():
     cfg = load("dev", base())
     with pytest.raises(Exception, match="frozen"):
-        cfg.region = "eu-west-1"
+        cfg.aws.region = "eu-west-1"
+    with pytest.raises(Exception, match="frozen"):
+        cfg.name_prefix = "other"
 
 
 # -- name validation, property-based ---------------------------------------------------
-valid_prefixes = st.from_regex(config.NAME_PREFIX_RE, fullmatch=True).filter(
+valid_prefixes = st.from_regex(naming.NAME_PREFIX_RE, fullmatch=True).filter(
     lambda p: "--" not in p
 )
-valid_models = st.from_regex(config.MODEL_NAME_RE, fullmatch=True)
+valid_models = st.from_regex(naming.MODEL_NAME_RE, fullmatch=True)
 
 
 @settings(max_examples=200, deadline=None)
 @given(prefix=valid_prefixes, model=valid_models)
 def test_any_valid_prefix_and_model_give_names_aws_accepts(prefix, model):
     cfg = load("dev", base(name_prefix=prefix, models=[model]))
-    group = cfg.model_package_group_name(model)
-    assert len(group) <= config.MODEL_PACKAGE_GROUP_MAX, group
+    names = AwsNames.of(cfg)
+    group = names.model_package_group(model)
+    # https://docs.aws.amazon.com/sagemaker/latest/APIReference/API_CreateModelPackageGroup.html
+    assert re.fullmatch(r"[a-zA-Z0-9](-*[a-zA-Z0-9]){0,62}", group), group
     for kind in ("data", "models", "logs"):
-        bucket = cfg.bucket_name(kind, "123456789012")
+        bucket = names.bucket(kind, "123456789012")
         # S3 bucket naming rules (general purpose buckets)
         assert re.fullmatch(r"[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]", bucket), bucket
         assert ".." not in bucket and not bucket.startswith("xn--"), bucket
-    for role in (cfg.sagemaker_role_name, cfg.lambda_role_name, cfg.ci_role_name):
+    for role in (names.sagemaker_role, names.lambda_role, names.ci_role):
         assert len(role) <= 64, role
-    assert len(cfg.function_name) <= 64
+    assert len(names.function) <= 64
+    # Secrets Manager names: 1-512 of letters, digits and /_+=.@-
+    assert re.fullmatch(r"[A-Za-z0-9/_+=.@-]{1,512}", names.pseudonym_secret)
     # the components accept what the config accepts
-    _checks.check_name_prefix("Config", prefix)
+    checks.check_name_prefix("Config", prefix)
+    checks.check_models("Config", [model])
 
 
 @settings(max_examples=200, deadline=None)
 @given(prefix=st.text(min_size=0, max_size=40))
 def test_any_prefix_outside_the_rule_is_rejected_with_its_key(prefix):
-    if config.NAME_PREFIX_RE.fullmatch(prefix) and "--" not in prefix:
+    if naming.NAME_PREFIX_RE.fullmatch(prefix) and "--" not in prefix:
         assert load("dev", base(name_prefix=prefix)).name_prefix == prefix
     else:
         with pytest.raises(ConfigError, match=r"^stack 'dev': tandem:name_prefix: "):
@@ -286,7 +355,7 @@ def test_any_prefix_outside_the_rule_is_rejected_with_its_key(prefix):
 @settings(max_examples=100, deadline=None)
 @given(model=st.text(min_size=0, max_size=40))
 def test_any_model_name_outside_the_rule_is_rejected(model):
-    if config.MODEL_NAME_RE.fullmatch(model):
+    if naming.MODEL_NAME_RE.fullmatch(model):
         assert load("dev", base(models=[model])).models == (model,)
     else:
         with pytest.raises(ConfigError, match=r"^stack 'dev': tandem:models: "):
@@ -305,9 +374,8 @@ def test_from_pulumi_reads_the_tandem_namespace():
             "aws:region": "eu-west-1",
             "tandem:models": '["churn","fraud"]',
             "tandem:log_retention_days": "400",
-            "tandem:lambda": '{"memory_mb": 512}',
+            "tandem:aws": '{"lambda": {"memory_mb": 512}, "mlflow": true}',
             "tandem:name_prefix": "tandem-dev",
-            "tandem:mlflow": "true",
         }
     )
     try:
@@ -315,23 +383,27 @@ def test_from_pulumi_reads_the_tandem_namespace():
     finally:
         _set_pulumi_config({})
     assert cfg.stack == "dev"  # the mocks run as stack "dev"
-    assert cfg.region == "eu-west-1"
+    assert cfg.aws.region == "eu-west-1"
     assert cfg.models == ("churn", "fraud")
     assert cfg.log_retention_days == 400
-    assert cfg.lambda_.memory_mb == 512
-    assert cfg.mlflow is True
+    assert cfg.aws.lambda_.memory_mb == 512
+    assert cfg.aws.mlflow is True
 
 
 def test_from_pulumi_keeps_a_numeric_image_tag_a_string():
     # "7" is valid JSON (a number); the tag must stay the string Docker was given.
     _set_pulumi_config(
-        {"aws:region": "us-east-1", "tandem:models": '["churn"]', "tandem:training_image_tag": "7"}
+        {
+            "aws:region": "us-east-1",
+            "tandem:models": '["churn"]',
+            "tandem:aws": '{"training_image_tag": "7"}',
+        }
     )
     try:
         cfg = config.from_pulumi()
     finally:
         _set_pulumi_config({})
-    assert cfg.training_image_tag == "7"
+    assert cfg.aws.training_image_tag == "7"
 
 
 def test_from_pulumi_rejects_a_misspelt_key():

@@ -22,6 +22,7 @@ from tests.infra.policy_checks import (
 DATA = "arn:aws:s3:::tandem-dev-data-123456789012"
 MODELS = "arn:aws:s3:::tandem-dev-models-123456789012"
 KEY = f"arn:aws:kms:{REGION}:{ACCOUNT}:key/1234abcd-12ab-34cd-56ef-1234567890ab"
+SECRET = f"arn:aws:secretsmanager:{REGION}:{ACCOUNT}:secret:tandem-dev/pseudonym-key-AbCdEf"
 GROUPS = ["tandem-dev-churn", "tandem-dev-fraud"]
 GROUP_ARNS = [f"arn:aws:sagemaker:{REGION}:{ACCOUNT}:model-package-group/{g}" for g in GROUPS]
 SUBJECT = "repo:example-org/tandem:environment:production"
@@ -40,6 +41,7 @@ def make(**overrides) -> Identity:
         "function_log_group_name": "/aws/lambda/tandem-dev-serve",
         "sagemaker_role_name": "tandem-dev-sagemaker-execution",
         "lambda_role_name": "tandem-dev-lambda-serve",
+        "pseudonym_secret_arn": SECRET,
         "ci_role_name": "tandem-dev-ci-deploy",
         "tags": {"tandem:stack": "dev"},
     }
@@ -197,6 +199,64 @@ def test_lambda_role_reads_artifacts_writes_captures_and_nothing_else():
         role.id,
         pol.policy,
     ).apply(check)
+
+
+def secret_grants(doc: dict) -> dict[str, set[str]]:
+    """Every Secrets Manager action the document grants, by resource."""
+    grants: dict[str, set[str]] = {}
+    for st in statements(doc):
+        for action in as_list(st["Action"]):
+            if action.startswith("secretsmanager:"):
+                for resource in as_list(st["Resource"]):
+                    grants.setdefault(resource, set()).add(action)
+    return grants
+
+
+def secret_key_use(doc: dict) -> list[dict]:
+    """The statements that use the stack key through Secrets Manager."""
+    return [
+        st for st in statements(doc) if "secretsmanager." in json.dumps(st.get("Condition", {}))
+    ]
+
+
+@pulumi.runtime.test
+def test_lambda_role_only_reads_the_pseudonym_key():
+    identity = make()
+
+    def check(values):
+        urn, policy = values
+        doc = json.loads(policy)
+        assert secret_grants(doc) == {SECRET: {"secretsmanager:GetSecretValue"}}, (
+            f"{urn}: Secrets Manager grants {secret_grants(doc)!r}"
+        )
+        (kms,) = secret_key_use(doc)
+        assert (kms["Action"], kms["Resource"]) == (["kms:Decrypt"], KEY), f"{urn}: {kms!r}"
+        assert kms["Condition"] == {
+            "StringEquals": {"kms:ViaService": [f"secretsmanager.{REGION}.amazonaws.com"]}
+        }, f"{urn}: {kms['Condition']!r}"
+
+    return pulumi.Output.all(identity.lambda_policy.urn, identity.lambda_policy.policy).apply(check)
+
+
+@pulumi.runtime.test
+def test_ci_role_describes_initialises_and_reads_the_pseudonym_key_only():
+    identity = with_ci()
+
+    def check(values):
+        urn, policy = values
+        doc = json.loads(policy)
+        assert secret_grants(doc) == {
+            SECRET: {
+                "secretsmanager:DescribeSecret",
+                "secretsmanager:GetSecretValue",
+                "secretsmanager:PutSecretValue",
+            }
+        }, f"{urn}: Secrets Manager grants {secret_grants(doc)!r}"
+        (kms,) = secret_key_use(doc)
+        assert set(kms["Action"]) == {"kms:Decrypt", "kms:GenerateDataKey"}, f"{urn}: {kms!r}"
+        assert kms["Resource"] == KEY, urn
+
+    return pulumi.Output.all(identity.ci_policy.urn, identity.ci_policy.policy).apply(check)
 
 
 @pulumi.runtime.test

@@ -5,15 +5,17 @@ from __future__ import annotations
 
 import fnmatch
 import json
-import runpy
 from pathlib import Path
 
 import pulumi
 import pytest
 import yaml
 
+from contract.outputs import AWS
 from infra import config
-from infra.aws import OPTIONAL_OUTPUT_KEYS, OUTPUT_KEYS, audit, build_aws_platform
+from infra.aws import audit, build_aws_platform
+from infra.aws.config import ECR_IMAGE_RE
+from infra.aws.names import AwsNames
 from tests.infra.conftest import ACCOUNT, REGION, TandemMocks
 from tests.infra.policy_checks import (
     as_list,
@@ -56,10 +58,9 @@ def test_outputs_have_exactly_the_contract_keys(stack, tmp_path):
     cfg = stack_config(stack)
     platform = build_aws_platform(cfg, stack, build_dir=str(tmp_path))
     outputs = platform.outputs()
-    expected = set(OUTPUT_KEYS)
-    if cfg.github_oidc is not None:
-        expected.add("ci_role_arn")
-    if cfg.mlflow:
+    names = AwsNames.of(cfg)
+    expected = {*AWS.required, *AWS.informational}
+    if cfg.aws.mlflow:
         expected.add("mlflow_tracking_server_arn")
     assert set(outputs) == expected, (
         f"{stack}: output keys differ: missing {sorted(expected - set(outputs))}, "
@@ -71,26 +72,24 @@ def test_outputs_have_exactly_the_contract_keys(stack, tmp_path):
         where = f"{urn} ({stack})"
         assert out["cloud"] == "aws", f"{where}: cloud {out['cloud']!r}"
         assert out["stack"] == stack, f"{where}: stack {out['stack']!r}"
-        assert out["region"] == cfg.region, f"{where}: region {out['region']!r}"
+        assert out["region"] == cfg.aws.region, f"{where}: region {out['region']!r}"
         assert out["name_prefix"] == cfg.name_prefix, where
         assert out["metric_namespace"] == "Tandem", where
         assert out["function_alias"] == "live", f"{where}: alias {out['function_alias']!r}"
-        assert out["function_name"] == cfg.function_name, where
+        assert out["function_name"] == names.function, where
         assert out["function_url"].startswith("https://"), f"{where}: {out['function_url']!r}"
         for kind in ("data", "models", "logs"):
-            assert out[f"{kind}_bucket"] == cfg.bucket_name(kind, ACCOUNT), (
+            assert out[f"{kind}_bucket"] == names.bucket(kind, ACCOUNT), (
                 f"{where}: {kind}_bucket {out[f'{kind}_bucket']!r}"
             )
         assert out["model_package_groups"] == {
-            m: cfg.model_package_group_name(m) for m in cfg.models
+            m: names.model_package_group(m) for m in cfg.models
         }, f"{where}: model_package_groups {out['model_package_groups']!r}"
         assert out["kms_key_arn"].startswith("arn:aws:kms:"), where
         assert out["sagemaker_role_arn"] == (
-            f"arn:aws:iam::{ACCOUNT}:role/{cfg.sagemaker_role_name}"
+            f"arn:aws:iam::{ACCOUNT}:role/{names.sagemaker_role}"
         ), f"{where}: sagemaker_role_arn {out['sagemaker_role_arn']!r}"
-        assert out["lambda_role_arn"] == f"arn:aws:iam::{ACCOUNT}:role/{cfg.lambda_role_name}", (
-            where
-        )
+        assert out["lambda_role_arn"] == f"arn:aws:iam::{ACCOUNT}:role/{names.lambda_role}", where
         assert out["alarm_topic_arn"].startswith("arn:aws:sns:"), where
         assert out["alarm_names"] and all(
             isinstance(n, str) and n.startswith(f"{cfg.name_prefix}-") for n in out["alarm_names"]
@@ -99,15 +98,20 @@ def test_outputs_have_exactly_the_contract_keys(stack, tmp_path):
         # network isolation on (it turns isolation off only for SageMaker's sklearn image).
         repo_url = out["training_image_repository_url"]
         assert repo_url == (
-            f"{ACCOUNT}.dkr.ecr.{REGION}.amazonaws.com/{cfg.training_repository_name}"
+            f"{ACCOUNT}.dkr.ecr.{REGION}.amazonaws.com/{names.training_repository}"
         ), f"{where}: training_image_repository_url {repo_url!r}"
-        assert out["training_image_uri"] == f"{repo_url}:{cfg.training_image_tag}", (
+        assert out["training_image_uri"] == f"{repo_url}:{cfg.aws.training_image_tag}", (
             f"{where}: training_image_uri {out['training_image_uri']!r}"
         )
-        assert config.ECR_IMAGE_RE.fullmatch(out["training_image_uri"]), where
+        assert ECR_IMAGE_RE.fullmatch(out["training_image_uri"]), where
         assert "/sagemaker-scikit-learn:" not in out["training_image_uri"], where
-        if "ci_role_arn" in out:
-            assert out["ci_role_arn"] == f"arn:aws:iam::{ACCOUNT}:role/{cfg.ci_role_name}", where
+        if cfg.github_oidc is not None:
+            assert out["ci_role_arn"] == f"arn:aws:iam::{ACCOUNT}:role/{names.ci_role}", where
+        else:
+            assert out["ci_role_arn"] == "", f"{where}: no CI role, yet {out['ci_role_arn']!r}"
+        assert out["pseudonym_secret_arn"].startswith(
+            f"arn:aws:secretsmanager:{REGION}:{ACCOUNT}:"
+        ), f"{where}: pseudonym_secret_arn {out['pseudonym_secret_arn']!r}"
         # JSON-serialisable, as `pulumi stack output --json` hands it to the adapter.
         json.dumps(out)
 
@@ -141,7 +145,42 @@ def test_outputs_are_the_components_own_values(tmp_path):
             mlflow_tracking_server_arn=p.registry.mlflow_server.arn,
             training_image_uri=p.training.image_uri,
             training_image_repository_url=p.training.repository.repository_url,
+            pseudonym_secret_arn=p.secrets.secret.arn,
         ),
+    ).apply(check)
+
+
+@pulumi.runtime.test
+def test_pseudonym_key_is_encrypted_with_the_stack_key_and_usable_by_its_readers(tmp_path):
+    """CKV_AWS_149, and the key policy lets the Lambda and CI roles use the key through
+    Secrets Manager (their own policies allow only that secret); the deployer, who
+    initialises it on a stack without CI, too, through Secrets Manager only."""
+    cfg = stack_config("prod")
+    p = build_aws_platform(cfg, "prod", build_dir=str(tmp_path))
+
+    def check(values):
+        urn, secret_key, key_arn, policy, lambda_role, ci_role = values
+        assert secret_key == key_arn, f"{urn}: secret encrypted with {secret_key!r}"
+        use = by_sid(policy, "KeyUseByStackRoles")
+        users = use["Condition"]["ArnEquals"]["aws:PrincipalArn"]
+        assert {lambda_role, ci_role} <= set(users), f"{urn}: key users {users!r}"
+        assert {"kms:Decrypt", "kms:GenerateDataKey*"} <= set(use["Action"]), urn
+        assert "kms:ViaService" not in json.dumps(use.get("Condition", {})), (
+            f"{urn}: the stack roles' use of the key is limited by their own policies"
+        )
+        deployer = by_sid(policy, "DeployerCreatesEncryptedResources")
+        services = deployer["Condition"]["StringEquals"]["kms:ViaService"]
+        assert f"secretsmanager.{cfg.aws.region}.amazonaws.com" in services, (
+            f"{urn}: deployer services {services!r}"
+        )
+
+    return pulumi.Output.all(
+        p.secrets.secret.urn,
+        p.secrets.secret.kms_key_id,
+        p.storage.key.arn,
+        p.storage.key.policy,
+        p.identity.lambda_role.arn,
+        p.identity.ci_role.arn,
     ).apply(check)
 
 
@@ -153,7 +192,7 @@ def test_sagemaker_pulls_from_and_ci_pushes_to_the_stack_repository_only(tmp_pat
     def check(values):
         urn, repo_arn, sagemaker_policy, ci_policy = values
         assert repo_arn == (
-            f"arn:aws:ecr:{REGION}:{ACCOUNT}:repository/{cfg.training_repository_name}"
+            f"arn:aws:ecr:{REGION}:{ACCOUNT}:repository/{AwsNames.of(cfg).training_repository}"
         ), f"{urn}: repository {repo_arn!r}"
         pull = by_sid(sagemaker_policy, "PullTrainingImage")
         assert pull["Resource"] == [repo_arn], f"{urn}: SageMaker pulls from {pull['Resource']}"
@@ -195,7 +234,9 @@ def test_sagemaker_pulls_from_and_ci_pushes_to_the_stack_repository_only(tmp_pat
 def test_training_image_override_is_exported_and_pulled_but_the_repository_stays(tmp_path):
     raw = yaml.safe_load((ROOT / "Pulumi.staging.yaml").read_text())["config"]
     shared = "210987654321.dkr.ecr.us-east-1.amazonaws.com/shared/tandem-training:2.0.1"
-    cfg = config.load("staging", {**raw, "tandem:training_image_uri": shared})
+    cfg = config.load(
+        "staging", {**raw, "tandem:aws": {**raw["tandem:aws"], "training_image_uri": shared}}
+    )
     p = build_aws_platform(cfg, "staging", build_dir=str(tmp_path))
     outputs = p.outputs()
 
@@ -227,7 +268,7 @@ def test_key_policy_lets_the_deployer_encrypt_the_repository_through_ecr_only(tm
         urn, policy, kms_key, repo_key = values
         deployer = by_sid(policy, "DeployerCreatesEncryptedResources")
         services = deployer["Condition"]["StringEquals"]["kms:ViaService"]
-        assert f"ecr.{cfg.region}.amazonaws.com" in services, (
+        assert f"ecr.{cfg.aws.region}.amazonaws.com" in services, (
             f"{urn}: ECR cannot create its grants for the deployer: {services}"
         )
         assert {"kms:CreateGrant", "kms:RetireGrant"} <= set(deployer["Action"]), urn
@@ -279,7 +320,7 @@ def test_logs_bucket_policy_lets_the_trail_deliver(tmp_path):
     return pulumi.Output.all(
         p.storage.policies["logs"].urn,
         p.storage.policies["logs"].policy,
-        audit.trail_arn(cfg.name_prefix, ACCOUNT, cfg.region),
+        audit.trail_arn(cfg.name_prefix, ACCOUNT, cfg.aws.region),
         p.audit.trail.s3_key_prefix,
     ).apply(check)
 
@@ -361,30 +402,3 @@ def test_every_iam_policy_in_the_platform_is_least_privilege(recording, tmp_path
         p.audit.logs_role_policy.policy,
         *(pol.policy for pol in p.storage.policies.values()),
     ).apply(check)
-
-
-@pulumi.runtime.test
-def test_main_program_exports_the_contract(monkeypatch, tmp_path):
-    """`infra/__main__.py` as Pulumi runs it: config in, every output key exported."""
-    from infra.aws import serving
-
-    monkeypatch.setattr(serving, "default_build_dir", lambda: tmp_path)
-    raw = yaml.safe_load((ROOT / "Pulumi.dev.yaml").read_text())["config"]
-    pulumi.runtime.set_all_config(
-        {k: v if isinstance(v, str) else json.dumps(v) for k, v in raw.items()}
-    )
-    exported: dict[str, pulumi.Output] = {}
-    monkeypatch.setattr(pulumi, "export", lambda key, value: exported.__setitem__(key, value))
-    try:
-        runpy.run_path(str(ROOT / "infra" / "__main__.py"), run_name="__main__")
-    finally:
-        pulumi.runtime.set_all_config({})
-
-    def check(values):
-        assert set(values) == set(OUTPUT_KEYS), (
-            f"exported keys differ: missing {sorted(set(OUTPUT_KEYS) - set(values))}, "
-            f"extra {sorted(set(values) - set(OUTPUT_KEYS) - set(OPTIONAL_OUTPUT_KEYS))}"
-        )
-        assert values["stack"] == "dev" and values["cloud"] == "aws", values
-
-    return pulumi.Output.all(**exported).apply(check)

@@ -5,7 +5,8 @@ from __future__ import annotations
 import pulumi
 import pytest
 
-from infra.aws.registry import Registry, RegistryArgs, group_name
+from infra.aws.names import AwsNames
+from infra.aws.registry import Registry, RegistryArgs
 
 TAGS = {"project": "tandem", "stack": "dev"}
 ROLE = "arn:aws:iam::123456789012:role/tandem-dev-sagemaker"
@@ -68,7 +69,7 @@ def test_mlflow_tracking_server_uses_artifact_bucket_and_role():
 
 
 def test_group_name_is_prefix_dash_model():
-    assert group_name("tandem-prod", "churn") == "tandem-prod-churn"
+    assert AwsNames("tandem-prod").model_package_group("churn") == "tandem-prod-churn"
 
 
 @pytest.mark.parametrize(
@@ -79,7 +80,8 @@ def test_group_name_is_prefix_dash_model():
         ({"models": ["Churn_Model"]}, "lowercase"),
         ({"models": ["churn\n"]}, "lowercase"),
         ({"name_prefix": "tandem-dev\n"}, "name_prefix"),
-        ({"models": ["m" * 60]}, "63 characters"),
+        ({"models": ["m" * 60]}, "must be 1-32 lowercase"),
+        ({"models": ["9lives"]}, "starting with a letter"),
         ({"name_prefix": "Tandem_Dev"}, "name_prefix"),
         ({"mlflow": True}, "sagemaker_role_arn and artifact_bucket_name"),
         (

@@ -144,15 +144,21 @@ def create_stack(
     """Create one stack's resources the way infra/aws builds them; return its outputs.
 
     The training image is Tandem's own, `<prefix>-training:<tag>` in the stack's ECR
-    repository, unless `training_image_uri` overrides it (as `tandem:training_image_uri`
-    does)."""
-    prefix = f"tandem-{stack}"
+    repository, unless `training_image_uri` overrides it (as `tandem:aws.training_image_uri`
+    does). Names come from the program's own `AwsNames`; the keys are exactly the ones
+    `contract.outputs.AWS` says a stack without CI role or MLflow exports."""
+    from contract import metrics, serving
+    from contract.outputs import AWS
+    from infra.aws.names import BUCKET_KINDS, AwsNames
+
+    names = AwsNames(f"tandem-{stack}")
+    prefix = names.prefix
     kms = client("kms", endpoint_url)
     key_arn = kms.create_key(Description=f"{prefix} data key")["KeyMetadata"]["Arn"]
-    kms.create_alias(AliasName=f"alias/{prefix}", TargetKeyId=key_arn)
+    kms.create_alias(AliasName=names.key_alias, TargetKeyId=key_arn)
 
     s3 = client("s3", endpoint_url)
-    buckets = {kind: f"{prefix}-{kind}-{ACCOUNT}" for kind in ("data", "models", "logs")}
+    buckets = {kind: names.bucket(kind, ACCOUNT) for kind in BUCKET_KINDS}
     for name in buckets.values():
         s3.create_bucket(Bucket=name)
         s3.put_bucket_versioning(Bucket=name, VersioningConfiguration={"Status": "Enabled"})
@@ -182,7 +188,7 @@ def create_stack(
 
     ecr = client("ecr", endpoint_url)
     repository = ecr.create_repository(
-        repositoryName=f"{prefix}-training",
+        repositoryName=names.training_repository,
         imageTagMutability="IMMUTABLE",
         imageScanningConfiguration={"scanOnPush": True},
         encryptionConfiguration={"encryptionType": "KMS", "kmsKey": key_arn},
@@ -192,23 +198,27 @@ def create_stack(
 
     iam = client("iam", endpoint_url)
     roles = {
-        kind: iam.create_role(
-            RoleName=f"{prefix}-{kind}", AssumeRolePolicyDocument=_trust(service)
-        )["Role"]["Arn"]
-        for kind, service in (("sagemaker", "sagemaker"), ("lambda", "lambda"))
+        kind: iam.create_role(RoleName=name, AssumeRolePolicyDocument=_trust(kind))["Role"]["Arn"]
+        for kind, name in (("sagemaker", names.sagemaker_role), ("lambda", names.lambda_role))
     }
+
+    # The pseudonym key's secret, encrypted with the stack key, with no value: the ML side
+    # initialises it (infra/aws/secrets.py).
+    secret_arn = client("secretsmanager", endpoint_url).create_secret(
+        Name=names.pseudonym_secret, KmsKeyId=key_arn, Description=f"{prefix}: pseudonym key"
+    )["ARN"]
 
     sagemaker = client("sagemaker", endpoint_url)
     groups = {}
     for model in models:
-        groups[model] = f"{prefix}-{model}"
+        groups[model] = names.model_package_group(model)
         sagemaker.create_model_package_group(
             ModelPackageGroupName=groups[model],
             ModelPackageGroupDescription=f"Versions of {model}",
         )
 
     lam = client("lambda", endpoint_url)
-    function = f"{prefix}-serve"
+    function = names.function
     created = lam.create_function(
         FunctionName=function,
         Description="Tandem inference endpoint",
@@ -224,26 +234,28 @@ def create_stack(
         TracingConfig={"Mode": "Active"},
         Publish=True,
     )
-    lam.create_alias(FunctionName=function, Name="live", FunctionVersion=created["Version"])
+    lam.create_alias(
+        FunctionName=function, Name=serving.LIVE_ALIAS, FunctionVersion=created["Version"]
+    )
     url = lam.create_function_url_config(
-        FunctionName=function, Qualifier="live", AuthType="AWS_IAM"
+        FunctionName=function, Qualifier=serving.LIVE_ALIAS, AuthType="AWS_IAM"
     )["FunctionUrl"]
 
     sns = client("sns", endpoint_url)
-    topic = sns.create_topic(Name=f"{prefix}-alarms", Attributes={"KmsMasterKeyId": key_arn})
+    topic = sns.create_topic(Name=names.alarm_topic, Attributes={"KmsMasterKeyId": key_arn})
     cloudwatch = client("cloudwatch", endpoint_url)
     alarms = []
     for model in models:
         for kind, metric, statistic, operator, threshold in (
-            ("drift", "drift_score", "Maximum", "GreaterThanThreshold", 0.2),
-            ("quality", "model_quality", "Minimum", "LessThanThreshold", 0.7),
+            ("drift", metrics.DRIFT_SCORE, "Maximum", "GreaterThanThreshold", 0.2),
+            ("quality", metrics.MODEL_QUALITY, "Minimum", "LessThanThreshold", 0.7),
         ):
-            name = f"{prefix}-{model}-{kind}"
+            name = names.alarm(f"{model}-{kind}")
             cloudwatch.put_metric_alarm(
                 AlarmName=name,
-                Namespace="Tandem",
+                Namespace=metrics.NAMESPACE,
                 MetricName=metric,
-                Dimensions=[{"Name": "Model", "Value": model}],
+                Dimensions=[{"Name": k, "Value": v} for k, v in metrics.dimensions(model).items()],
                 Statistic=statistic,
                 Period=3600,
                 EvaluationPeriods=1,
@@ -255,7 +267,7 @@ def create_stack(
             alarms.append(name)
 
     outputs: dict[str, Any] = {
-        "cloud": "aws",
+        "cloud": AWS.cloud,
         "stack": stack,
         "region": REGION,
         "name_prefix": prefix,
@@ -267,13 +279,15 @@ def create_stack(
         "lambda_role_arn": roles["lambda"],
         "model_package_groups": groups,
         "function_name": function,
-        "function_alias": "live",
+        "function_alias": serving.LIVE_ALIAS,
         "function_url": url,
         "alarm_topic_arn": topic["TopicArn"],
         "alarm_names": alarms,
-        "metric_namespace": "Tandem",
+        "metric_namespace": metrics.NAMESPACE,
         "training_image_uri": training_image_uri,
         "training_image_repository_url": repository["repositoryUri"],
+        "pseudonym_secret_arn": secret_arn,
+        "ci_role_arn": "",  # no CI role, as on a stack without tandem:github_oidc
     }
     if endpoint_url:
         outputs["endpoint_url"] = endpoint_url

@@ -221,6 +221,31 @@ class Translator:
     def _cloudwatch_PutMetricData(self, p):
         return [("cloudwatch:PutMetricData", "*", {"cloudwatch:namespace": p["Namespace"]})]
 
+    # secretsmanager (the pseudonym key, encrypted with the stack key: reading a value
+    # decrypts it, writing one generates a data key, both through Secrets Manager)
+    # https://docs.aws.amazon.com/secretsmanager/latest/userguide/security-encryption.html
+    def _secret(self, p: dict[str, Any]) -> str:
+        secret = p["SecretId"]
+        if not secret.startswith("arn:"):
+            assert secret == f"{self.outputs['name_prefix']}/pseudonym-key", p
+            secret = self.outputs["pseudonym_secret_arn"]
+        return secret
+
+    def _secretsmanager_DescribeSecret(self, p):
+        return [("secretsmanager:DescribeSecret", self._secret(p), {})]
+
+    def _secretsmanager_GetSecretValue(self, p):
+        return [
+            ("secretsmanager:GetSecretValue", self._secret(p), {}),
+            ("kms:Decrypt", self.key, via("secretsmanager")),
+        ]
+
+    def _secretsmanager_PutSecretValue(self, p):
+        return [
+            ("secretsmanager:PutSecretValue", self._secret(p), {}),
+            ("kms:GenerateDataKey", self.key, via("secretsmanager")),
+        ]
+
 
 def ci_steps_outside_the_adapter(outputs: dict[str, Any]) -> list[Request]:
     """What the pipeline does besides the lifecycle: push the training image it built, and
@@ -236,6 +261,21 @@ def ci_steps_outside_the_adapter(outputs: dict[str, Any]) -> list[Request]:
     ]
 
 
+def pseudonym_key_initialisation(outputs: dict[str, Any]) -> list[tuple[str, str, dict]]:
+    """The calls that set up the pseudonym key once (by secret ARN, as the outputs give
+    it): look, write the value under a fixed ClientRequestToken, read it back."""
+    secret = outputs["pseudonym_secret_arn"]
+    return [
+        ("secretsmanager", "DescribeSecret", {"SecretId": secret}),
+        (
+            "secretsmanager",
+            "PutSecretValue",
+            {"SecretId": secret, "ClientRequestToken": "0" * 32, "SecretBinary": "<32 bytes>"},
+        ),
+        ("secretsmanager", "GetSecretValue", {"SecretId": secret}),
+    ]
+
+
 def ci_policy(outputs: dict[str, Any], group_arns: list[str]) -> dict:
     """The CI role's document, as infra/aws/identity.py fills it for this stack."""
     return policies.ci_deploy_policy(
@@ -248,6 +288,7 @@ def ci_policy(outputs: dict[str, Any], group_arns: list[str]) -> dict:
         model_package_group_arns=group_arns,
         function_name=outputs["function_name"],
         name_prefix=outputs["name_prefix"],
+        pseudonym_secret_arn=outputs["pseudonym_secret_arn"],
         training_repository_arn=policies.ecr_repository_arn(
             REGION, ACCOUNT, f"{outputs['name_prefix']}-training"
         ),
@@ -311,9 +352,14 @@ def deploy_trace(tmp_path_factory) -> Iterator[dict[str, Any]]:
 
 
 def requests_of(trace: dict[str, Any]) -> list[tuple[str, str, Request]]:
+    """The trace's requests, and the pseudonym key's set-up (until the adapter's own calls
+    for it are in the trace, its calls as the ML side makes them)."""
     translate = Translator(trace["outputs"], trace["outputs"]["kms_key_arn"])
+    calls = list(trace["calls"])
+    if not any(service == "secretsmanager" for service, _op, _p in calls):
+        calls += pseudonym_key_initialisation(trace["outputs"])
     found = []
-    for service, operation, params in trace["calls"]:
+    for service, operation, params in calls:
         for request in translate(service, operation, params):
             found.append((f"{service}:{operation}", json.dumps(params, default=str)[:200], request))
     return found
@@ -363,6 +409,8 @@ def test_the_trace_covers_every_write_and_service_of_a_deploy(deploy_trace):
         "kms:CreateGrant",
         "kms:GenerateDataKey",
         "cloudwatch:PutMetricData",
+        "secretsmanager:PutSecretValue",
+        "secretsmanager:GetSecretValue",
     } <= actions, f"missing from the trace: {sorted(actions)}"
 
 
@@ -410,6 +458,7 @@ def test_the_same_requests_on_another_stack_are_denied(deploy_trace):
         (f"training-job/{dev['name_prefix']}-", f"training-job/{other['name_prefix']}-"),
         (f"repository/{dev['name_prefix']}-", f"repository/{other['name_prefix']}-"),
         (dev["sagemaker_role_arn"], other["sagemaker_role_arn"]),
+        (dev["pseudonym_secret_arn"], other["pseudonym_secret_arn"]),
     ]
     requests = [r for _c, _p, r in requests_of(deploy_trace)]
     requests += ci_steps_outside_the_adapter(dev)
@@ -444,6 +493,11 @@ def test_the_same_requests_on_another_stack_are_denied(deploy_trace):
          {"iam:PassedToService": "lambda.amazonaws.com"}),
         ("delete a model package group", "sagemaker:DeleteModelPackageGroup", "group", {}),
         ("delete an image", "ecr:BatchDeleteImage", "repository", {}),
+        ("delete the pseudonym key", "secretsmanager:DeleteSecret", "secret", {}),
+        ("rotate the pseudonym key", "secretsmanager:RotateSecret", "secret", {}),
+        ("open the pseudonym key to others", "secretsmanager:PutResourcePolicy", "secret", {}),
+        ("use the key via Secrets Manager directly", "kms:Encrypt", "key",
+         via("secretsmanager")),
     ],
 )  # fmt: skip
 def test_what_a_deploy_never_needs_is_denied(deploy_trace, what, action, resource, context):
@@ -458,6 +512,7 @@ def test_what_a_deploy_never_needs_is_denied(deploy_trace, what, action, resourc
         "repository": policies.ecr_repository_arn(
             REGION, ACCOUNT, f"{dev['name_prefix']}-training"
         ),
+        "secret": dev["pseudonym_secret_arn"],
     }
     head, _, rest = resource.partition(":")
     arn = arns[head] + (f"/{rest}" if head == "models" and rest else f":{rest}" if rest else "")

@@ -1,7 +1,8 @@
 """Least privilege, proven: the roles' policies from `infra/aws/policies.py` against moto.
 
 Setup (moto, IAM authentication off): the stack's buckets, its KMS key, two model
-package groups, and the SageMaker, Lambda and CI roles, each with the inline policy
+package groups, the stack's pseudonym key secret and another stack's, and the SageMaker,
+Lambda and CI roles, each with the inline policy
 built by the SAME function the Pulumi program uses (`policies.*_policy`), filled with
 the concrete names the program would give them. Each role is assumed with STS, and every
 call below is then made with the role's own temporary credentials, with moto's IAM
@@ -18,7 +19,8 @@ checked by the tests below):
   not grant at all is denied (iam:CreateUser, iam:AttachRolePolicy,
   sagemaker:CreateModelPackageGroup, cloudwatch:PutMetricAlarm), but an action granted on
   a specific ARN can never be allowed by moto (sagemaker:CreateModelPackage on the stack's
-  group, kms:Decrypt on the key): those successes are shown by the evaluator instead.
+  group, kms:Decrypt on the key, secretsmanager:GetSecretValue on the stack's secret):
+  those successes are shown by the evaluator instead.
 - CloudWatch: moto names CloudWatch actions after the SigV4 signing name,
   ``monitoring:PutMetricData``, where IAM says ``cloudwatch:PutMetricData``. Each role
   therefore also carries ``moto_signing_name_alias(policy)``: the role's own CloudWatch
@@ -51,6 +53,7 @@ from moto import mock_aws
 from moto.core import enable_iam_authentication
 
 from infra.aws import policies
+from infra.aws.names import AwsNames
 from infra.config import load
 from ml import artifact
 from ml.clouds.aws import LambdaEndpoint, S3ArtifactStore, SageMakerModelRegistry
@@ -68,17 +71,19 @@ CFG = load(
         "tandem:github_oidc": {"repository": "example-org/tandem", "environment": "production"},
     },
 )
-DATA = CFG.bucket_name("data", ACCOUNT)
-MODELS = CFG.bucket_name("models", ACCOUNT)
+NAMES = AwsNames.of(CFG)
+DATA = NAMES.bucket("data", ACCOUNT)
+MODELS = NAMES.bucket("models", ACCOUNT)
 OTHER_BUCKET = f"elsewhere-models-{ACCOUNT}"
-GROUP = CFG.model_package_group_name("churn")
+GROUP = NAMES.model_package_group("churn")
 TRAINING_IMAGE = (
-    f"{ACCOUNT}.dkr.ecr.{REGION}.amazonaws.com/{CFG.training_repository_name}:"
-    f"{CFG.training_image_tag}"
+    f"{ACCOUNT}.dkr.ecr.{REGION}.amazonaws.com/{NAMES.training_repository}:"
+    f"{CFG.aws.training_image_tag}"
 )
-TRAINING_REPOSITORY = policies.ecr_repository_arn(REGION, ACCOUNT, CFG.training_repository_name)
+TRAINING_REPOSITORY = policies.ecr_repository_arn(REGION, ACCOUNT, NAMES.training_repository)
 OTHER_REPOSITORY = policies.ecr_repository_arn(REGION, ACCOUNT, "someone-else-training")
 OTHER_GROUP = "someone-else-churn"
+OTHER_SECRET = "someone-else/pseudonym-key"
 
 # Objects that exist, so that an allowed read succeeds and a denied one is denied by IAM
 # (moto checks authorization before it looks the key up).
@@ -119,6 +124,8 @@ class Env:
     key_arn: str
     group_arn: str
     other_group_arn: str
+    secret_arn: str
+    other_secret_arn: str
     role_arns: dict[str, str]
     documents: dict[str, dict]
     credentials: dict[str, dict[str, str]]
@@ -127,9 +134,11 @@ class Env:
         return boto3.client(service, region_name=REGION, **self.credentials[role])
 
 
-def build_documents(key_arn: str, group_arn: str, role_arns: dict[str, str]) -> dict[str, dict]:
+def build_documents(
+    key_arn: str, group_arn: str, secret_arn: str, role_arns: dict[str, str]
+) -> dict[str, dict]:
     """The three role policies, exactly as infra/aws/identity.py builds them."""
-    lambda_log_group = policies.log_group_arn(REGION, ACCOUNT, CFG.function_log_group_name)
+    lambda_log_group = policies.log_group_arn(REGION, ACCOUNT, NAMES.function_log_group)
     return {
         "sagemaker": policies.sagemaker_execution_policy(
             region=REGION,
@@ -146,6 +155,7 @@ def build_documents(key_arn: str, group_arn: str, role_arns: dict[str, str]) -> 
             models_bucket=arn_s3(MODELS),
             kms_key_arn=key_arn,
             log_group=lambda_log_group,
+            pseudonym_secret_arn=secret_arn,
         ),
         "ci": policies.ci_deploy_policy(
             region=REGION,
@@ -155,8 +165,9 @@ def build_documents(key_arn: str, group_arn: str, role_arns: dict[str, str]) -> 
             kms_key_arn=key_arn,
             sagemaker_role_arn=role_arns["sagemaker"],
             model_package_group_arns=[group_arn],
-            function_name=CFG.function_name,
+            function_name=NAMES.function,
             name_prefix=CFG.name_prefix,
+            pseudonym_secret_arn=secret_arn,
             training_repository_arn=TRAINING_REPOSITORY,
         ),
     }
@@ -203,6 +214,16 @@ def env():
         other_group_arn = sagemaker.create_model_package_group(ModelPackageGroupName=OTHER_GROUP)[
             "ModelPackageGroupArn"
         ]
+        secrets = boto3.client("secretsmanager", region_name=REGION)
+        # The stack's pseudonym key, as infra/aws/secrets.py creates it (no value), and
+        # initialised as the ML side does; another stack's beside it.
+        secret_arn = secrets.create_secret(Name=NAMES.pseudonym_secret, KmsKeyId=key_arn)["ARN"]
+        other_secret_arn = secrets.create_secret(
+            Name=OTHER_SECRET, KmsKeyId=key_arn, SecretString="theirs"
+        )["ARN"]
+        secrets.put_secret_value(
+            SecretId=secret_arn, SecretString="k" * 64, ClientRequestToken="0" * 32
+        )
         provider_arn = iam.create_open_id_connect_provider(
             Url=policies.GITHUB_OIDC_URL,
             ClientIDList=[policies.STS_AUDIENCE],
@@ -210,9 +231,9 @@ def env():
         )["OpenIDConnectProviderArn"]
 
         names = {
-            "sagemaker": CFG.sagemaker_role_name,
-            "lambda": CFG.lambda_role_name,
-            "ci": CFG.ci_role_name,
+            "sagemaker": NAMES.sagemaker_role,
+            "lambda": NAMES.lambda_role,
+            "ci": NAMES.ci_role,
         }
         trusts = {
             "sagemaker": policies.sagemaker_trust_policy(),
@@ -225,8 +246,8 @@ def env():
             ]["Arn"]
             for role, name in names.items()
         }
-        assert role_arns["sagemaker"] == policies.role_arn(ACCOUNT, CFG.sagemaker_role_name)
-        documents = build_documents(key_arn, group_arn, role_arns)
+        assert role_arns["sagemaker"] == policies.role_arn(ACCOUNT, NAMES.sagemaker_role)
+        documents = build_documents(key_arn, group_arn, secret_arn, role_arns)
         credentials = {}
         for role, name in names.items():
             iam.put_role_policy(
@@ -258,7 +279,16 @@ def env():
             "aws_secret_access_key": creds["SecretAccessKey"],
             "aws_session_token": creds["SessionToken"],
         }
-        yield Env(key_arn, group_arn, other_group_arn, role_arns, documents, credentials)
+        yield Env(
+            key_arn,
+            group_arn,
+            other_group_arn,
+            secret_arn,
+            other_secret_arn,
+            role_arns,
+            documents,
+            credentials,
+        )
 
 
 def attempt(call: Callable[[], Any]) -> str:
@@ -332,6 +362,22 @@ def attach_admin(e, r):
     return e.client(r, "iam").attach_role_policy(
         RoleName=e.role_arns[r].rsplit("/", 1)[1],
         PolicyArn="arn:aws:iam::aws:policy/AdministratorAccess",
+    )
+
+
+def secret_get(arn):
+    return lambda e, r: e.client(r, "secretsmanager").get_secret_value(SecretId=arn(e))
+
+
+def secret_put(arn):
+    return lambda e, r: e.client(r, "secretsmanager").put_secret_value(
+        SecretId=arn(e), SecretString="forged", ClientRequestToken="f" * 32
+    )
+
+
+def secret_delete(arn):
+    return lambda e, r: e.client(r, "secretsmanager").delete_secret(
+        SecretId=arn(e), ForceDeleteWithoutRecovery=True
     )
 
 
@@ -434,6 +480,21 @@ MOTO_CASES = [
             MODELS, ART),
     api_case("ci", "iam:CreateUser", create_user, "denied", "iam:CreateUser",
              lambda e: f"arn:aws:iam::{ACCOUNT}:user/escalate-ci"),
+    # The pseudonym key: nobody may change it but CI (PutSecretValue), nobody may delete it.
+    api_case("lambda", "put a pseudonym key value", secret_put(lambda e: e.secret_arn),
+             "denied", "secretsmanager:PutSecretValue", lambda e: e.secret_arn),
+    api_case("lambda", "delete the pseudonym key", secret_delete(lambda e: e.secret_arn),
+             "denied", "secretsmanager:DeleteSecret", lambda e: e.secret_arn),
+    api_case("lambda", "read another stack's secret", secret_get(lambda e: e.other_secret_arn),
+             "denied", "secretsmanager:GetSecretValue", lambda e: e.other_secret_arn),
+    api_case("ci", "delete the pseudonym key", secret_delete(lambda e: e.secret_arn), "denied",
+             "secretsmanager:DeleteSecret", lambda e: e.secret_arn),
+    api_case("ci", "read another stack's secret", secret_get(lambda e: e.other_secret_arn),
+             "denied", "secretsmanager:GetSecretValue", lambda e: e.other_secret_arn),
+    api_case("ci", "overwrite another stack's secret", secret_put(lambda e: e.other_secret_arn),
+             "denied", "secretsmanager:PutSecretValue", lambda e: e.other_secret_arn),
+    api_case("sagemaker", "read the pseudonym key", secret_get(lambda e: e.secret_arn), "denied",
+             "secretsmanager:GetSecretValue", lambda e: e.secret_arn),
     # Positive control: a role without policies may do nothing, so enforcement is on.
     s3_case("nothing", "get artifacts/", s3_get(MODELS, ART), "denied", None, MODELS, ART),
     api_case("nothing", "put_metric_data Tandem", put_metric("Tandem"), "denied", None),
@@ -501,7 +562,7 @@ def test_adapter_writes_artifacts_and_records_as_the_ci_role(env, tmp_path):
     store = ci_store(env)
     registry = SageMakerModelRegistry(None, store, {"churn": GROUP}, image_uri=TRAINING_IMAGE)
     endpoint = LambdaEndpoint(
-        None, store, function_name=CFG.function_name, alias="live", url="https://example"
+        None, store, function_name=NAMES.function, alias="live", url="https://example"
     )
     local = sealed(tmp_path / "artifact")
     with enable_iam_authentication():
@@ -559,7 +620,7 @@ EVAL_CASES = [
      lambda e: e.key_arn.rsplit("/", 1)[0] + "/other", via("s3"), False),
     ("lambda", "re-encrypt", "kms:ReEncryptFrom", lambda e: e.key_arn, via("s3"), False),
     ("lambda", "write own logs", "logs:PutLogEvents",
-     lambda e: policies.log_group_arn(REGION, ACCOUNT, CFG.function_log_group_name)
+     lambda e: policies.log_group_arn(REGION, ACCOUNT, NAMES.function_log_group)
      + ":log-stream:2026/01/01/[$LATEST]abc", {}, True),
     ("lambda", "write another function's logs", "logs:PutLogEvents",
      lambda e: policies.log_group_arn(REGION, ACCOUNT, "/aws/lambda/other")
@@ -617,16 +678,16 @@ EVAL_CASES = [
     ("ci", "approve a version of another group", "sagemaker:UpdateModelPackage",
      lambda e: model_package(e.other_group_arn), {}, False),
     ("ci", "move the live alias", "lambda:UpdateAlias",
-     lambda e: f"arn:aws:lambda:{REGION}:{ACCOUNT}:function:{CFG.function_name}:live", {}, True),
+     lambda e: f"arn:aws:lambda:{REGION}:{ACCOUNT}:function:{NAMES.function}:live", {}, True),
     ("ci", "move another function's alias", "lambda:UpdateAlias",
      lambda e: f"arn:aws:lambda:{REGION}:{ACCOUNT}:function:other:live", {}, False),
     ("ci", "replace the function code", "lambda:UpdateFunctionCode",
-     lambda e: f"arn:aws:lambda:{REGION}:{ACCOUNT}:function:{CFG.function_name}", {}, False),
+     lambda e: f"arn:aws:lambda:{REGION}:{ACCOUNT}:function:{NAMES.function}", {}, False),
     ("ci", "call the IAM function URL", "lambda:InvokeFunctionUrl",
-     lambda e: f"arn:aws:lambda:{REGION}:{ACCOUNT}:function:{CFG.function_name}:live",
+     lambda e: f"arn:aws:lambda:{REGION}:{ACCOUNT}:function:{NAMES.function}:live",
      {"lambda:FunctionUrlAuthType": "AWS_IAM"}, True),
     ("ci", "call a public function URL", "lambda:InvokeFunctionUrl",
-     lambda e: f"arn:aws:lambda:{REGION}:{ACCOUNT}:function:{CFG.function_name}:live",
+     lambda e: f"arn:aws:lambda:{REGION}:{ACCOUNT}:function:{NAMES.function}:live",
      {"lambda:FunctionUrlAuthType": "NONE"}, False),
     ("ci", "read stack alarms", "cloudwatch:DescribeAlarms",
      lambda e: f"arn:aws:cloudwatch:{REGION}:{ACCOUNT}:alarm:tandem-dev-churn-drift", {}, True),
@@ -664,6 +725,41 @@ EVAL_CASES = [
     ("sagemaker", "registry login", "ecr:GetAuthorizationToken", lambda e: "*", {}, True),
     ("lambda", "pull the training image", "ecr:BatchGetImage", lambda e: TRAINING_REPOSITORY,
      {}, False),
+    # the pseudonym key: CI describes, initialises and reads it; the function reads it
+    ("ci", "describe the pseudonym key", "secretsmanager:DescribeSecret",
+     lambda e: e.secret_arn, {}, True),
+    ("ci", "initialise the pseudonym key", "secretsmanager:PutSecretValue",
+     lambda e: e.secret_arn, {}, True),
+    ("ci", "read the pseudonym key", "secretsmanager:GetSecretValue", lambda e: e.secret_arn,
+     {}, True),
+    ("ci", "read another secret", "secretsmanager:GetSecretValue",
+     lambda e: e.other_secret_arn, {}, False),
+    ("ci", "initialise another secret", "secretsmanager:PutSecretValue",
+     lambda e: e.other_secret_arn, {}, False),
+    ("ci", "rotate the pseudonym key", "secretsmanager:RotateSecret", lambda e: e.secret_arn,
+     {}, False),
+    ("ci", "change the key's policy", "secretsmanager:PutResourcePolicy",
+     lambda e: e.secret_arn, {}, False),
+    ("ci", "encrypt the key via Secrets Manager", "kms:GenerateDataKey", lambda e: e.key_arn,
+     via("secretsmanager"), True),
+    ("ci", "decrypt the key via Secrets Manager", "kms:Decrypt", lambda e: e.key_arn,
+     via("secretsmanager"), True),
+    ("lambda", "read the pseudonym key", "secretsmanager:GetSecretValue",
+     lambda e: e.secret_arn, {}, True),
+    ("lambda", "read another secret", "secretsmanager:GetSecretValue",
+     lambda e: e.other_secret_arn, {}, False),
+    ("lambda", "describe the pseudonym key", "secretsmanager:DescribeSecret",
+     lambda e: e.secret_arn, {}, False),
+    ("lambda", "initialise the pseudonym key", "secretsmanager:PutSecretValue",
+     lambda e: e.secret_arn, {}, False),
+    ("lambda", "decrypt the key via Secrets Manager", "kms:Decrypt", lambda e: e.key_arn,
+     via("secretsmanager"), True),
+    ("lambda", "encrypt via Secrets Manager", "kms:GenerateDataKey", lambda e: e.key_arn,
+     via("secretsmanager"), False),
+    ("sagemaker", "read the pseudonym key", "secretsmanager:GetSecretValue",
+     lambda e: e.secret_arn, {}, False),
+    ("sagemaker", "decrypt via Secrets Manager", "kms:Decrypt", lambda e: e.key_arn,
+     via("secretsmanager"), False),
 ]  # fmt: skip
 
 
@@ -699,7 +795,24 @@ def test_moto_cannot_allow_arn_scoped_non_s3_actions(env):
         )
     )  # fmt: skip
     assert outcome == "denied", f"moto now {outcome} CreateModelPackage for the SageMaker role"
-    assert evaluate([env.documents["sagemaker"]], "sagemaker:CreateModelPackage", env.group_arn)
+    assert (
+        evaluate([env.documents["sagemaker"]], "sagemaker:CreateModelPackage", env.group_arn)
+        == ALLOW
+    )
+
+
+def test_moto_cannot_allow_the_arn_scoped_secret_actions(env):
+    """Why the pseudonym key's allowed reads are in EVAL_CASES: moto authorizes
+    GetSecretValue against resource '*', which a policy scoped to the secret never
+    matches. If moto ever passes the real ARN, this fails and the cases can move."""
+    outcome = attempt(lambda: env.client("ci", "secretsmanager").get_secret_value(
+        SecretId=env.secret_arn))  # fmt: skip
+    assert outcome == "denied", f"moto now {outcome} GetSecretValue for the CI role"
+    assert evaluate([env.documents["ci"]], "secretsmanager:GetSecretValue", env.secret_arn) == ALLOW
+    assert (
+        evaluate([env.documents["lambda"]], "secretsmanager:GetSecretValue", env.secret_arn)
+        == ALLOW
+    )
 
 
 # -- the evaluator itself ----------------------------------------------------------------

@@ -1,0 +1,241 @@
+"""The CI deploy role's policy: what the pipeline needs to run the model lifecycle (not to
+run `pulumi up`), built from one small statement builder per concern."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from contract import layout, metrics, serving
+from infra.aws.policies.arns import alarms_arn, function_arn, log_group_arn, training_jobs_arn
+from infra.aws.policies.execution import SAGEMAKER_TRAINING_LOG_GROUP, register_versions
+from infra.aws.policies.statements import (
+    ECR_PUSH_ACTIONS,
+    Document,
+    Statement,
+    allow,
+    document,
+    ecr_login,
+    kms_via,
+    list_prefixes,
+    objects,
+    put_metrics,
+    secret_use,
+    via_services,
+)
+
+# What CI reads and writes in the models bucket (captures/ are the function's: read only).
+CI_MODEL_PREFIXES = (
+    layout.ARTIFACTS,
+    layout.RUNS,
+    layout.REPORTS,
+    layout.REGISTRY,
+    layout.DEPLOYMENTS,
+)
+
+
+def _storage(data_bucket: str, models_bucket: str) -> list[Statement]:
+    model_prefixes = list(CI_MODEL_PREFIXES)
+    return [
+        list_prefixes("ListDatasets", data_bucket, [layout.DATASETS]),
+        allow(
+            "ReadWriteDatasets",
+            ["s3:GetObject", "s3:PutObject"],
+            objects(data_bucket, [layout.DATASETS]),
+        ),
+        list_prefixes("ListModelOutputs", models_bucket, [*model_prefixes, layout.CAPTURES]),
+        allow(
+            "ReadWriteModelOutputs",
+            ["s3:GetObject", "s3:PutObject"],
+            objects(models_bucket, model_prefixes),
+        ),
+        # boto3's transfer manager aborts a multipart upload that failed; artifacts are
+        # the only objects large enough to be sent in parts.
+        allow(
+            "AbortArtifactUploads",
+            "s3:AbortMultipartUpload",
+            objects(models_bucket, [layout.ARTIFACTS]),
+        ),
+        allow("ReadCapturesForDrift", "s3:GetObject", objects(models_bucket, [layout.CAPTURES])),
+    ]
+
+
+def _stack_key(kms_key_arn: str, region: str) -> list[Statement]:
+    return [
+        kms_via(
+            "UseStackKeyThroughS3",
+            kms_key_arn,
+            ["kms:Decrypt", "kms:GenerateDataKey"],
+            region,
+            ["s3"],
+        ),
+        # The function's environment is encrypted with the stack key: Lambda encrypts a new
+        # environment and creates its grant with the caller's permissions, and returns the
+        # current one in clear only to a caller that may decrypt it.
+        # https://docs.aws.amazon.com/lambda/latest/dg/configuration-envvars-encryption.html
+        kms_via(
+            "UseStackKeyThroughLambda",
+            kms_key_arn,
+            ["kms:Decrypt", "kms:Encrypt"],
+            region,
+            ["lambda"],
+        ),
+        allow(
+            "LambdaGrantsOnStackKey",
+            "kms:CreateGrant",
+            kms_key_arn,
+            StringEquals={"kms:ViaService": via_services(region, ["lambda"])},
+            Bool={"kms:GrantIsForAWSResource": "true"},
+        ),
+    ]
+
+
+def _training_and_registry(
+    training_jobs: str, sagemaker_role_arn: str, group_arns: Sequence[str]
+) -> list[Statement]:
+    return [
+        allow(
+            "RunTrainingJobs",
+            [
+                "sagemaker:AddTags",
+                "sagemaker:CreateTrainingJob",
+                "sagemaker:DescribeTrainingJob",
+                "sagemaker:StopTrainingJob",
+            ],
+            training_jobs,
+        ),
+        allow(
+            "PassOnlyTheSageMakerRoleToSageMaker",
+            "iam:PassRole",
+            sagemaker_role_arn,
+            StringEquals={"iam:PassedToService": "sagemaker.amazonaws.com"},
+        ),
+        register_versions(
+            "ManageModelVersions",
+            [
+                "sagemaker:CreateModelPackage",
+                "sagemaker:DescribeModelPackage",
+                "sagemaker:DescribeModelPackageGroup",
+                "sagemaker:UpdateModelPackage",
+            ],
+            group_arns,
+        ),
+        # sagemaker:ListModelPackages supports no resource-level permissions.
+        allow("ListModelVersions", "sagemaker:ListModelPackages", "*"),
+    ]
+
+
+def _function(function: str) -> list[Statement]:
+    live = f"{function}:{serving.LIVE_ALIAS}"
+    return [
+        allow(
+            "DeployToTheFunctionAlias",
+            [
+                "lambda:GetAlias",
+                "lambda:GetFunctionConfiguration",
+                "lambda:ListVersionsByFunction",
+                "lambda:PublishVersion",
+                "lambda:UpdateAlias",
+                "lambda:UpdateFunctionConfiguration",
+            ],
+            [function, f"{function}:*"],
+        ),
+        allow(
+            "SmokeTestThroughTheIamFunctionUrl",
+            "lambda:InvokeFunctionUrl",
+            live,
+            StringEquals={"lambda:FunctionUrlAuthType": "AWS_IAM"},
+        ),
+        # Function URLs created since October 2025 also need InvokeFunction:
+        # https://docs.aws.amazon.com/lambda/latest/dg/urls-auth.html
+        allow("InvokeTheLiveAlias", "lambda:InvokeFunction", live),
+    ]
+
+
+def _monitoring(alarms: str, training_logs: str, training_streams: str) -> list[Statement]:
+    return [
+        allow("ReadStackAlarms", "cloudwatch:DescribeAlarms", alarms),
+        # Metric reads support no resource-level permissions.
+        allow("ReadMetrics", ["cloudwatch:GetMetricData", "cloudwatch:GetMetricStatistics"], "*"),
+        put_metrics("PublishMetrics", [metrics.NAMESPACE]),
+        allow(
+            "ReadOwnTrainingJobLogs",
+            ["logs:DescribeLogStreams", "logs:GetLogEvents"],
+            [training_logs, training_streams],
+        ),
+    ]
+
+
+def ci_deploy_policy(
+    *,
+    region: str,
+    account_id: str,
+    data_bucket: str,
+    models_bucket: str,
+    kms_key_arn: str,
+    sagemaker_role_arn: str,
+    model_package_group_arns: Sequence[str],
+    function_name: str,
+    name_prefix: str,
+    pseudonym_secret_arn: str,
+    training_repository_arn: str | None = None,
+    partition: str = "aws",
+) -> Document:
+    """What the CI pipeline needs to run the model lifecycle (not to run `pulumi up`).
+
+    Every call `ml/clouds/aws/` makes for train -> register -> approve -> deploy ->
+    rollback, on this stack's resources only (tests/integration/test_aws_ci_role.py records
+    the calls and checks each one against this document):
+
+    - S3: datasets in, artifacts (and a job's code) in and out, run records, reports,
+      version records (``registry/``) and deployment records (``deployments/``) read and
+      written; captures read for drift. Listing is allowed on the same prefixes: S3
+      answers a read of a missing key with 404 only to a caller that may list it (with
+      ``s3:prefix`` set to the key), and the adapter treats 404 as "not there yet" (a new
+      artifact's manifest, a staged dataset, a version without a record).
+    - SageMaker: training jobs named ``<prefix>-*`` with the SageMaker role; versions of
+      the stack's model package groups.
+    - Lambda: a new configuration (``MODEL_URI``), a published version, the ``live`` alias
+      moved, of the stack's function; the smoke test through its IAM Function URL.
+    - KMS, only through S3 (objects), Lambda (the function's environment, encrypted with
+      the stack key) and Secrets Manager (the pseudonym key).
+    - Secrets Manager: the pseudonym key secret only: described, initialised once
+      (PutSecretValue with a fixed ClientRequestToken, so Pulumi never holds the value),
+      read.
+    - ECR: push the training image to the stack's repository (``training_repository_arn``).
+    - CloudWatch: metrics in the Tandem namespace, the stack's alarms, its jobs' logs.
+    """
+    function = function_arn(region, account_id, function_name, partition)
+    training_logs = log_group_arn(region, account_id, SAGEMAKER_TRAINING_LOG_GROUP, partition)
+    statements: list[Statement] = [
+        *_storage(data_bucket, models_bucket),
+        *_stack_key(kms_key_arn, region),
+        *_training_and_registry(
+            training_jobs_arn(region, account_id, name_prefix, partition),
+            sagemaker_role_arn,
+            model_package_group_arns,
+        ),
+        *_function(function),
+        *_monitoring(
+            alarms_arn(region, account_id, f"{name_prefix}-*", partition),
+            training_logs,
+            f"{training_logs}:log-stream:{name_prefix}-*",
+        ),
+        *secret_use(
+            "ManagePseudonymKey",
+            [
+                "secretsmanager:DescribeSecret",
+                "secretsmanager:GetSecretValue",
+                "secretsmanager:PutSecretValue",
+            ],
+            pseudonym_secret_arn,
+            kms_key_arn,
+            region,
+            ["kms:Decrypt", "kms:GenerateDataKey"],
+        ),
+    ]
+    if training_repository_arn:
+        statements += [
+            allow("PushTrainingImage", ECR_PUSH_ACTIONS, training_repository_arn),
+            ecr_login(),
+        ]
+    return document(*statements)

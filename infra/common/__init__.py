@@ -1,0 +1,1 @@
+"""Building blocks every cloud's program uses (argument checks, ...); no cloud SDK here."""

@@ -31,6 +31,7 @@ from infra.aws import policies
 from ml import lifecycle
 from ml.clouds import connect
 from ml.clouds.base import MetricPoint, Stack
+from ml.spec import load_spec
 from tests.conftest import write_spec
 from tests.integration.aws_fixtures import (
     ACCOUNT,
@@ -130,6 +131,9 @@ class Translator:
 
     def _s3_AbortMultipartUpload(self, p):
         return [("s3:AbortMultipartUpload", self._object(p), {})]
+
+    def _s3_DeleteObject(self, p):  # only a deploy's own lease (ml/clouds/aws/locks.py)
+        return [("s3:DeleteObject", self._object(p), {})]
 
     def _s3_GetObject(self, p):
         return self._read(p, decrypt=True)
@@ -324,8 +328,8 @@ def deploy_trace(tmp_path_factory) -> Iterator[dict[str, Any]]:
                 recorder.attach(aws_client)
 
             spec = write_spec(tmp, estimator=SMALL_MODEL)
-            first = lifecycle.pipeline(stack, spec)
-            second = lifecycle.pipeline(stack, spec)  # scored against the champion
+            first = lifecycle.pipeline(stack, load_spec(spec))
+            second = lifecycle.pipeline(stack, load_spec(spec))  # scored against the champion
             lifecycle.rollback(stack, "credit", "smoke test failed")
             # what the CLI adds around the lifecycle: the report and the run's metrics
             stack.store.put_bytes(f"reports/credit/{second.outcome.run_id}.html", b"<html/>")
@@ -532,5 +536,5 @@ def test_training_ran_the_stack_image_isolated(deploy_trace):
 
 
 def test_translator_refuses_a_call_it_does_not_know(deploy_trace):
-    with pytest.raises(LookupError, match="s3:DeleteObject is not translated"):
-        Translator(deploy_trace["outputs"], "key")("s3", "DeleteObject", {})
+    with pytest.raises(LookupError, match="s3:DeleteObjects is not translated"):
+        Translator(deploy_trace["outputs"], "key")("s3", "DeleteObjects", {})

@@ -57,7 +57,9 @@ from infra.aws.names import AwsNames
 from infra.config import load
 from ml import artifact
 from ml.clouds.aws import LambdaEndpoint, S3ArtifactStore, SageMakerModelRegistry
+from ml.clouds.aws import S3Locks as endpoint_locks
 from ml.clouds.base import Deployment, ModelVersion
+from ml.errors import TandemError
 from tests.integration.iam_eval import ALLOW, IMPLICIT_DENY, evaluate
 
 REGION = "us-east-1"
@@ -292,14 +294,15 @@ def env():
 
 
 def attempt(call: Callable[[], Any]) -> str:
-    """Run one call with IAM enforced: "allowed", or "denied" for an authorization error.
-    Any other error is raised: a broken call must not pass for a denial."""
+    """Run one call with IAM enforced: "allowed", or "denied" for an authorization error
+    (botocore's, or the adapter's translation of it). Any other error is raised: a broken
+    call must not pass for a denial."""
     with enable_iam_authentication():
         try:
             call()
-        except ClientError as err:
+        except (ClientError, TandemError) as err:
             text = str(err)
-            if "AccessDenied" in text or "not authorized" in text:
+            if "AccessDenied" in text or "access denied" in text or "not authorized" in text:
                 return "denied"
             raise
     return "allowed"
@@ -573,10 +576,12 @@ def test_adapter_writes_artifacts_and_records_as_the_ci_role(env, tmp_path):
         store.put_bytes("runs/churn/run-ci.json", b"{}")
         store.put_bytes("reports/churn/run-ci.html", b"<html></html>")
         version = ModelVersion("churn", 7, "approved", uri, "2026-11-27T00:00:00+00:00")
-        registry._write_record(version)
-        assert registry._record("churn", 7)["artifact_uri"] == uri
-        assert registry._record("churn", 8) is None  # missing record: a 404 the adapter expects
-        endpoint._record(Deployment("churn", 7, uri, "https://example", "2026-11-27T00:00:00Z"))
+        registry.records.write(version)
+        assert registry.records.read("churn", 7)["artifact_uri"] == uri
+        assert registry.records.read("churn", 8) is None  # missing: a 404 the adapter expects
+        endpoint.log.append(Deployment("churn", 7, uri, "https://example", "2026-11-27T00:00:00Z"))
+        with endpoint_locks(store).hold("model:churn"):  # a deploy's lease: put, read, delete
+            pass
         current = endpoint.current("churn")
     assert current is not None and (current.version, current.artifact_uri) == (7, uri)
 

@@ -42,7 +42,10 @@ def _storage(data_bucket: str, models_bucket: str) -> list[Statement]:
             ["s3:GetObject", "s3:PutObject"],
             objects(data_bucket, [layout.DATASETS]),
         ),
-        list_prefixes("ListModelOutputs", models_bucket, [*model_prefixes, layout.CAPTURES]),
+        # listing locks/ too: without s3:ListBucket, S3 answers 403 (not 404) for a free lock
+        list_prefixes(
+            "ListModelOutputs", models_bucket, [*model_prefixes, layout.CAPTURES, layout.LOCKS]
+        ),
         allow(
             "ReadWriteModelOutputs",
             ["s3:GetObject", "s3:PutObject"],
@@ -54,6 +57,12 @@ def _storage(data_bucket: str, models_bucket: str) -> list[Statement]:
             "AbortArtifactUploads",
             "s3:AbortMultipartUpload",
             objects(models_bucket, [layout.ARTIFACTS]),
+        ),
+        # per-model leases (ml/clouds/aws/locks.py): taken, read back, released
+        allow(
+            "HoldModelLocks",
+            ["s3:GetObject", "s3:PutObject", "s3:DeleteObject"],
+            objects(models_bucket, [layout.LOCKS]),
         ),
         allow("ReadCapturesForDrift", "s3:GetObject", objects(models_bucket, [layout.CAPTURES])),
     ]

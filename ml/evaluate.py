@@ -65,17 +65,17 @@ class Evaluation:
         return cls(**raw)
 
     def flat_metrics(self) -> dict[str, float]:
-        """Metrics, the fairness gap and latency in one flat mapping (registry, sinks).
+        """Metrics, the fairness gap and latency in one flat mapping (registry, sinks, runs).
 
-        A fairness gap that could not be judged (too little data) is left out, not 0.
+        A value that could not be computed (a NaN ROC AUC, a fairness gap with too little
+        data to judge) is left out rather than stored as NaN or 0: readers see it is absent.
         """
         flat = dict(self.metrics)
-        gap = (self.fairness or {}).get("equal_opportunity_difference")
-        if gap is not None and math.isfinite(gap):
-            flat["equal_opportunity_difference"] = gap
+        if self.fairness:
+            flat["equal_opportunity_difference"] = self.fairness["equal_opportunity_difference"]
         for key, value in self.latency_ms.items():
             flat[f"latency_{key}_ms"] = value
-        return flat
+        return {k: v for k, v in flat.items() if v is not None and math.isfinite(v)}
 
 
 def score(

@@ -69,6 +69,9 @@ def test_single_class_holdout_gives_nan_auc() -> None:
     result = score([1, 1, 1], [0.9, 0.2, 0.7])
     assert math.isnan(result.metrics["roc_auc"])
     assert result.roc == {"fpr": [], "tpr": []}
+    # the flat mapping (registry, run records) leaves out what could not be computed
+    assert "roc_auc" not in result.flat_metrics()
+    assert result.flat_metrics()["accuracy"] == result.metrics["accuracy"]
 
 
 def test_fairness_gap_on_known_tprs() -> None:

@@ -11,11 +11,14 @@ import gzip
 import hashlib
 import io
 import json
+import math
 import tarfile
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+import numpy as np
 
 from deploy.inference import MANIFEST, IntegrityError, Model, sha256_file, verify_manifest
 from ml.errors import ArtifactIntegrityError
@@ -39,7 +42,22 @@ def to_onnx(pipeline: Any, spec: Any) -> bytes:
 
 
 def write_json(path: Path, payload: Any) -> None:
-    path.write_text(json.dumps(payload, indent=2, sort_keys=True, default=str) + "\n")
+    """Strict JSON (RFC 8259): a NaN or infinity is written as null, never as `NaN`."""
+    text = json.dumps(finite(payload), indent=2, sort_keys=True, default=str, allow_nan=False)
+    path.write_text(text + "\n")
+
+
+def finite(value: Any) -> Any:
+    """`value` with every non-finite float (numpy's too) replaced by None, recursively."""
+    if isinstance(value, dict):
+        return {k: finite(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [finite(v) for v in value]
+    if isinstance(value, np.generic):
+        value = value.item()
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value
 
 
 def seal(directory: Path) -> Path:

@@ -1,4 +1,10 @@
-"""Load, validate and split a dataset against its spec; record its schema and content hash."""
+"""Load, validate and split a dataset against its spec; record its schema and content hash.
+
+Personal-data columns (spec.personal_data) are never features, the target or the sensitive
+attribute (the spec refuses that), so they never reach the schema, the baseline or the card;
+`validate` drops them with every other column the spec does not use. No error message here
+prints a value of a personal column.
+"""
 
 from __future__ import annotations
 
@@ -66,13 +72,27 @@ def validate(frame: pd.DataFrame, spec: ModelSpec, origin: str = "dataset") -> p
             coerced = pd.to_numeric(column, errors="coerce")
             bad = column[coerced.isna() & column.notna()]
             if len(bad):
+                shown = "a value" if name in spec.personal_data else repr(bad.iloc[0])
                 raise DataError(
                     f"{origin}: column {name!r} is numeric in the spec but holds "
-                    f"{bad.iloc[0]!r} (row {bad.index[0]}) and {len(bad) - 1} more "
+                    f"{shown} (row {bad.index[0]}) and {len(bad) - 1} more "
                     "non-numeric values"
                 )
             column = coerced
         out[name] = column.astype("float64")
+        infinite = np.isinf(out[name])
+        if infinite.any():
+            raise DataError(
+                f"{origin}: column {name!r} holds {int(infinite.sum())} infinite value(s) "
+                f"(first at row {out.index[infinite.argmax()]}); use a finite number or leave "
+                "the cell empty"
+            )
+    for name in spec.feature_names:
+        if out[name].isna().all():
+            raise DataError(
+                f"{origin}: feature {name!r} has no values (every row is missing): a model "
+                "cannot learn from it; fill it in or drop it from the spec's features"
+            )
     for name in spec.categorical:
         # Missing categories become their own level, here and at the endpoint alike.
         out[name] = out[name].map(lambda v: MISSING if pd.isna(v) else str(v)).astype("object")
@@ -112,11 +132,6 @@ def split(frame: pd.DataFrame, spec: ModelSpec) -> tuple[pd.DataFrame, pd.DataFr
     return train, test
 
 
-def pseudonym(value: str) -> str:
-    """A stable pseudonym for personal data: the raw value never leaves the trainer."""
-    return "sha256:" + hashlib.sha256(value.encode()).hexdigest()[:16]
-
-
 def input_schema(frame: pd.DataFrame, spec: ModelSpec) -> dict[str, Any]:
     """Names, dtypes, ranges and categories of the features, in input order."""
     columns = []
@@ -129,9 +144,6 @@ def input_schema(frame: pd.DataFrame, spec: ModelSpec) -> dict[str, Any]:
             )
         else:
             values = sorted(str(v) for v in column.dropna().unique())
-            if feature.name in spec.personal_data:
-                values = sorted(pseudonym(v) for v in values)
-                entry["pseudonymised"] = True
             entry.update(dtype="string", categories=values[:200])
         entry["nullable"] = bool(column.isna().any())
         columns.append(entry)

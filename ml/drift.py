@@ -1,7 +1,9 @@
 """Reference statistics of the training data, and the drift tests that compare against them.
 
 `baseline.json` holds, per feature: quantile bin edges and counts (numeric), category
-frequencies (categorical), and the missing rate. Personal-data columns are pseudonymised.
+frequencies (categorical), and the missing rate. Only features are described, and a
+personal-data column is never a feature (the spec refuses it), so no personal value or
+statistic of one is ever stored here.
 """
 
 from __future__ import annotations
@@ -11,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pandas as pd
 
-from ml.data import MISSING, pseudonym
+from ml.data import MISSING
 
 if TYPE_CHECKING:
     from ml.spec import ModelSpec
@@ -43,11 +45,9 @@ def _bin_counts(values: np.ndarray, edges: np.ndarray) -> list[int]:
     return np.bincount(index, minlength=len(edges) - 1).tolist()
 
 
-def _categorical_baseline(column: pd.Series, personal: bool) -> dict[str, Any]:
+def _categorical_baseline(column: pd.Series) -> dict[str, Any]:
     missing = column.isna() | (column == MISSING)
     present = column[~missing].astype(str)
-    if personal:
-        present = present.map(pseudonym)
     freq = present.value_counts(normalize=True)
     top = freq.head(TOP_CATEGORIES)
     return {
@@ -55,7 +55,6 @@ def _categorical_baseline(column: pd.Series, personal: bool) -> dict[str, Any]:
         "frequencies": {str(k): float(v) for k, v in top.items()},
         "other_rate": float(freq.iloc[TOP_CATEGORIES:].sum()),
         "missing_rate": float(missing.mean()),
-        "pseudonymised": personal,
     }
 
 
@@ -67,9 +66,7 @@ def baseline(frame: pd.DataFrame, spec: ModelSpec) -> dict[str, Any]:
         if feature.type == "numeric":
             features[feature.name] = _numeric_baseline(column)
         else:
-            features[feature.name] = _categorical_baseline(
-                column, feature.name in spec.personal_data
-            )
+            features[feature.name] = _categorical_baseline(column)
     return {"rows": len(frame), "bins": BINS, "features": features}
 
 
@@ -91,8 +88,6 @@ def feature_psi(reference: dict[str, Any], column: pd.Series) -> float:
             return 0.0
         return psi(np.asarray(reference["counts"]), np.asarray(_bin_counts(values, edges)))
     present = column[column.notna() & (column != MISSING)].astype(str)
-    if reference.get("pseudonymised"):
-        present = present.map(pseudonym)
     categories = list(reference["frequencies"])
     shares = present.value_counts(normalize=True)
     expected = [*reference["frequencies"].values(), reference["other_rate"]]

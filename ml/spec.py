@@ -7,16 +7,16 @@ A bad spec is a SpecError naming the file, the key and what was expected, e.g.
 from __future__ import annotations
 
 import json
-import re
+import math
 import tomllib
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from contract.naming import MODEL_NAME_RULE, check_model_name
 from ml.errors import SpecError
 
-NAME = r"^[a-z][a-z0-9-]{0,38}[a-z0-9]$"
 METRICS = ("accuracy", "precision", "recall", "f1", "roc_auc")
 
 # scikit-learn estimators that skl2onnx converts faithfully (see reference/pitfalls.md:
@@ -29,7 +29,8 @@ ESTIMATORS = {
 
 
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    # NaN and infinity are refused: a gate against NaN never decides, and neither fits in JSON
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
 
 class Feature(_Strict):
@@ -45,6 +46,15 @@ class DatasetSpec(_Strict):
 class EstimatorSpec(_Strict):
     kind: Literal["logistic_regression", "gradient_boosting", "random_forest"]
     params: dict[str, Any] = Field(default_factory=dict)
+
+    @field_validator("params")
+    @classmethod
+    def _finite(cls, value: dict[str, Any]) -> dict[str, Any]:
+        # TOML allows nan and inf; the model card (strict JSON) could not record them
+        odd = sorted(k for k, v in value.items() if isinstance(v, float) and not math.isfinite(v))
+        if odd:
+            raise ValueError(f"{odd} must be finite numbers (TOML nan/inf are not accepted)")
+        return value
 
 
 class SplitSpec(_Strict):
@@ -73,7 +83,7 @@ class Gates(_Strict):
 
 
 class ModelSpec(_Strict):
-    name: Annotated[str, Field(pattern=NAME, description="lowercase, digits and '-'")]
+    name: Annotated[str, Field(description=MODEL_NAME_RULE)]
     description: str = ""
     dataset: DatasetSpec
     target: Annotated[str, Field(min_length=1)]
@@ -81,11 +91,17 @@ class ModelSpec(_Strict):
     features: Annotated[list[Feature], Field(min_length=1)]
     sensitive_attribute: str | None = None
     personal_data: list[str] = Field(
-        default_factory=list, description="columns never stored in the clear in captures/reports"
+        default_factory=list,
+        description="columns the model must never see nor the artifact hold (IDs, names, ...)",
     )
     estimator: EstimatorSpec
     split: SplitSpec = SplitSpec()
     gates: Gates = Gates()
+
+    @field_validator("name")
+    @classmethod
+    def _name(cls, value: str) -> str:
+        return check_model_name(value)
 
     @model_validator(mode="after")
     def _consistent(self) -> ModelSpec:
@@ -99,7 +115,35 @@ class ModelSpec(_Strict):
             raise ValueError("sensitive_attribute cannot be the target")
         if self.gates.max_fairness_gap is not None and not self.sensitive_attribute:
             raise ValueError("gates.max_fairness_gap needs a sensitive_attribute")
+        self._no_personal_data_in_the_artifact(names)
         return self
+
+    def _no_personal_data_in_the_artifact(self, features: list[str]) -> None:
+        """A personal column is only ever read, never learned from nor described.
+
+        A feature's values end up inside model.onnx (categories of the one-hot encoder,
+        tree thresholds), the input schema (categories, min/max) and baseline.json
+        (quantile edges, frequencies); the target's labels and the sensitive attribute's
+        groups are written into model_card.json. None of them may be personal.
+        """
+        for column in self.personal_data:
+            if column in features:
+                raise ValueError(
+                    f"personal_data: column {column!r} is also a feature: a model trained on "
+                    "it would carry its raw values inside model.onnx (and its statistics in "
+                    "the schema and baseline); drop it from features"
+                )
+            if column == self.target:
+                raise ValueError(
+                    f"personal_data: column {column!r} is the target: its labels are written "
+                    "into model_card.json; a personal column cannot be the target"
+                )
+            if column == self.sensitive_attribute:
+                raise ValueError(
+                    f"personal_data: column {column!r} is the sensitive_attribute: fairness "
+                    "results name each group by its value in model_card.json; list it only "
+                    "as sensitive_attribute"
+                )
 
     @property
     def feature_names(self) -> list[str]:
@@ -146,17 +190,27 @@ def load_spec(path: str | Path) -> ModelSpec:
     """Read and validate a spec file. Errors name the file and the key."""
     path = Path(path)
     try:
-        text = path.read_text(encoding="utf-8")
-        # JSON: the spec as a job receives it (ml/clouds/packaging.py), already validated once
+        content = path.read_bytes()
+    except FileNotFoundError:
+        raise SpecError(f"{path}: no such spec file") from None
+    except IsADirectoryError:
+        raise SpecError(f"{path}: is a directory, not a spec file") from None
+    except PermissionError:
+        raise SpecError(f"{path}: cannot read the spec file: permission denied") from None
+    except OSError as exc:
+        raise SpecError(f"{path}: cannot read the spec file: {exc.strerror or exc}") from None
+    try:
+        text = content.decode("utf-8-sig")  # tolerate the BOM some editors write
+    except UnicodeDecodeError as exc:
+        raise SpecError(
+            f"{path}: not UTF-8 text (byte 0x{content[exc.start]:02x} at offset {exc.start}); "
+            "TOML files must be saved as UTF-8"
+        ) from None
+    try:
+        # JSON: the spec as a job receives it (ml/clouds/packaging.py), validated once already
         raw = json.loads(text) if path.suffix == ".json" else tomllib.loads(text)
     except json.JSONDecodeError as exc:
         raise SpecError(f"{path}: not valid JSON: {exc}") from None
-    except FileNotFoundError:
-        raise SpecError(f"{path}: no such spec file") from None
     except tomllib.TOMLDecodeError as exc:
         raise SpecError(f"{path}: not valid TOML: {exc}") from None
     return parse_spec(raw, origin=str(path), base_dir=path.parent)
-
-
-def is_valid_name(name: str) -> bool:
-    return re.fullmatch(NAME, name) is not None

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import subprocess
 import sys
@@ -139,7 +140,9 @@ def fit(
     sklearn_proba = pipeline.predict_proba(test[features])[:, 1]
     parity = float(np.max(np.abs(onnx_proba - sklearn_proba)))
     records = test[features].replace({np.nan: None}).to_dict("records")
-    evaluation.latency_ms = evaluate.latency(lambda i: model.predict([records[i]]), len(records))
+    measured = evaluate.latency(lambda i: model.predict([records[i]]), len(records))
+    evaluation.latency_ms = measured.percentiles()
+    evaluation.latency_method = measured.method
 
     importance = permutation_importance(
         pipeline,
@@ -159,7 +162,9 @@ def fit(
         key=lambda item: -item["mean"],
     )
     estimator_params = {
-        k: v for k, v in pipeline.named_steps["estimator"].get_params().items() if _jsonable(v)
+        k: _param(v)
+        for k, v in pipeline.named_steps["estimator"].get_params().items()
+        if _jsonable(v)
     }
     card = {
         "run_id": run_id,
@@ -191,6 +196,14 @@ def fit(
 
 def _jsonable(value: Any) -> bool:
     return value is None or isinstance(value, bool | int | float | str)
+
+
+def _param(value: Any) -> Any:
+    # an estimator parameter of inf (e.g. from --param C=Infinity) is recorded as the string
+    # "inf": strict JSON has no infinity, and null would read as "the default"
+    if isinstance(value, float) and not math.isfinite(value):
+        return str(value)
+    return value
 
 
 def _data_file(directory: Path) -> str:

@@ -14,7 +14,7 @@ import pytest
 
 from deploy.inference import IntegrityError, Model, columns_from_schema
 from ml import artifact, data, datasets, train
-from ml.errors import ArtifactIntegrityError
+from ml.errors import ArtifactIntegrityError, DataError
 from ml.spec import load_spec, parse_spec
 from tests.conftest import EXAMPLES, spec_dict
 
@@ -214,6 +214,69 @@ def test_model_card_has_no_personal_data(trained_artifact: Path) -> None:
         (trained_artifact / name).read_text() for name in (artifact.CARD, artifact.BASELINE)
     )
     assert "C003000" not in text  # synthetic customer ids start with C<seed>
+    assert b"C003000" not in (trained_artifact / artifact.ONNX).read_bytes()
+    card = json.loads((trained_artifact / artifact.CARD).read_text())
+    assert card["spec"]["personal_data"] == ["customer_id"]  # the name, as declared
+    described = [f["name"] for f in card["input_schema"]["features"]]
+    baseline = json.loads((trained_artifact / artifact.BASELINE).read_text())
+    assert "customer_id" not in described and "customer_id" not in baseline["features"]
+
+
+def _strict(text: str) -> object:
+    def refuse(constant: str) -> None:
+        raise ValueError(f"not strict JSON: {constant}")
+
+    return json.loads(text, parse_constant=refuse)
+
+
+@pytest.mark.parametrize("name", [artifact.CARD, artifact.BASELINE, "MANIFEST.json"])
+def test_artifact_json_is_strict(trained_artifact: Path, name: str) -> None:
+    _strict((trained_artifact / name).read_text())
+
+
+def test_write_json_writes_non_finite_numbers_as_null(tmp_path: Path) -> None:
+    payload = {
+        "nan": float("nan"),
+        "inf": [float("inf"), -float("inf")],
+        "numpy": {"nan": np.float32("nan"), "ok": np.float64(1.5), "n": np.int64(3)},
+        "nested": ({"x": float("nan")},),
+        "path": tmp_path,
+    }
+    artifact.write_json(tmp_path / "out.json", payload)
+    loaded = _strict((tmp_path / "out.json").read_text())
+    assert loaded == {
+        "nan": None,
+        "inf": [None, None],
+        "numpy": {"nan": None, "ok": 1.5, "n": 3},
+        "nested": [{"x": None}],
+        "path": str(tmp_path),
+    }
+
+
+def test_model_card_records_how_latency_was_measured(trained_artifact: Path) -> None:
+    evaluation = json.loads((trained_artifact / artifact.CARD).read_text())["evaluation"]
+    method = evaluation["latency_method"]
+    assert "cpu time" in method["clock"]
+    assert method["rounds"] >= 3 and method["samples_per_round"] > 0
+    assert len(method["round_p99_ms"]) == method["rounds"]
+    assert evaluation["latency_ms"]["p99"] == pytest.approx(min(method["round_p99_ms"]), abs=1e-5)
+
+
+def test_a_feature_with_no_values_is_refused_before_training(tmp_path: Path) -> None:
+    spec = parse_spec(spec_dict())
+    frame = datasets.credit(rows=200, seed=3).assign(income=np.nan)
+    with pytest.raises(DataError, match="feature 'income' has no values"):
+        train.fit(spec, frame, tmp_path / "out", run_id="r", data_uri="loans.csv")
+    assert not (tmp_path / "out" / artifact.CARD).exists()
+
+
+def test_non_finite_estimator_params_are_recorded_as_text(tmp_path: Path) -> None:
+    spec = load_spec(EXAMPLES / "breast_cancer.toml")
+    frame = data.load_frame(spec.dataset.source)
+    result = train.fit(spec, frame, tmp_path / "out", run_id="r", overrides={"C": float("inf")})
+    card = _strict((tmp_path / "out" / artifact.CARD).read_text())
+    assert card["params"]["C"] == "inf"
+    assert result.card["params"]["C"] == "inf"
 
 
 def test_baseline_has_reference_statistics(trained_artifact: Path) -> None:

@@ -1,4 +1,4 @@
-"""Datasets: validation errors that say where, content hashes, splits, schema, pseudonyms."""
+"""Datasets: validation errors that say where, content hashes, splits, schema, personal data."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ import pytest
 from ml import data, datasets
 from ml.errors import DataError
 from ml.spec import ModelSpec, parse_spec
-from tests.conftest import BASE_SPEC, spec_dict
+from tests.conftest import spec_dict
 
 
 @pytest.fixture(scope="module")
@@ -168,24 +168,63 @@ def test_input_schema_ranges_and_categories(raw: pd.DataFrame, spec: ModelSpec) 
     assert schema["target"] == "default"
 
 
-def test_personal_data_is_pseudonymised_in_the_schema(raw: pd.DataFrame) -> None:
-    features = [*BASE_SPEC["features"], {"name": "customer_id", "type": "categorical"}]
-    spec = parse_spec(spec_dict(features=features))
-    frame = data.validate(raw.head(50), spec)
-    schema = data.input_schema(frame, spec)
-    rendered = json.dumps(schema)
+def test_validate_drops_personal_columns(raw: pd.DataFrame, spec: ModelSpec) -> None:
+    # customer_id is personal data: read with the file, never carried on
+    assert "customer_id" in raw.columns
+    out = data.validate(raw, spec)
+    assert "customer_id" not in out.columns
+    schema = json.dumps(data.input_schema(out, spec))
+    assert "customer_id" not in schema
     for raw_id in raw["customer_id"].head(50):
-        assert raw_id not in rendered
-    entry = next(c for c in schema["features"] if c["name"] == "customer_id")
-    assert entry["pseudonymised"] is True
-    assert data.pseudonym(raw["customer_id"].iloc[0]) in entry["categories"]
-    assert len(entry["categories"]) == 50
+        assert raw_id not in schema
 
 
-def test_pseudonym_is_stable_and_distinct() -> None:
-    assert data.pseudonym("C0030000001") == data.pseudonym("C0030000001")
-    assert data.pseudonym("C0030000001") != data.pseudonym("C0030000002")
-    assert "C0030000001" not in data.pseudonym("C0030000001")
+def test_no_unkeyed_pseudonym_is_left() -> None:
+    # an unsalted sha256 of an ID is reversible by enumerating IDs; contract.privacy is keyed
+    assert not hasattr(data, "pseudonym")
+
+
+def test_non_numeric_value_of_a_personal_column_is_not_echoed(
+    raw: pd.DataFrame, spec: ModelSpec
+) -> None:
+    # The spec refuses a personal feature; should one get through anyway (a spec built
+    # without validation), the error still names the column and row but not the value.
+    unchecked = spec.model_copy(update={"personal_data": ["customer_id", "income"]})
+    frame = raw.astype({"income": object})
+    frame.loc[7, "income"] = "IBAN DE02 1203 0000 0000 2020 51"
+    with pytest.raises(DataError) as info:
+        data.validate(frame, unchecked, origin="loans.csv")
+    message = str(info.value)
+    assert "'income'" in message and "row 7" in message
+    assert "IBAN" not in message
+
+
+@pytest.mark.parametrize("feature", ["income", "employment"])
+def test_entirely_missing_feature_is_refused(
+    raw: pd.DataFrame, spec: ModelSpec, feature: str
+) -> None:
+    frame = raw.assign(**{feature: np.nan})
+    with pytest.raises(DataError) as info:
+        data.validate(frame, spec, origin="loans.csv")
+    message = str(info.value)
+    assert message.startswith(f"loans.csv: feature {feature!r} has no values")
+    assert "every row is missing" in message
+
+
+def test_entirely_missing_numeric_strings_are_refused(raw: pd.DataFrame, spec: ModelSpec) -> None:
+    frame = raw.assign(age="")  # a CSV column of empty strings coerces to all-NaN
+    frame["age"] = frame["age"].replace("", None)
+    with pytest.raises(DataError, match="feature 'age' has no values"):
+        data.validate(frame, spec)
+
+
+def test_infinite_numeric_value_is_refused(raw: pd.DataFrame, spec: ModelSpec) -> None:
+    frame = raw.copy()
+    frame.loc[[4, 9], "debt_ratio"] = np.inf
+    with pytest.raises(
+        DataError, match=r"column 'debt_ratio' holds 2 infinite value\(s\) \(first at row 4\)"
+    ):
+        data.validate(frame, spec)
 
 
 def test_synthetic_shift_moves_income_down_and_defaults_up() -> None:

@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from contract.naming import MODEL_NAME_RE, is_model_name
 from ml.errors import SpecError
-from ml.spec import NAME, ModelSpec, is_valid_name, load_spec, parse_spec
+from ml.spec import ModelSpec, load_spec, parse_spec
 from tests.conftest import BASE_SPEC, EXAMPLES, spec_dict, write_spec
 
 
@@ -139,32 +141,126 @@ def test_missing_file(tmp_path: Path) -> None:
         load_spec(path)
 
 
-@pytest.mark.parametrize("bad", ["Credit", "1credit", "credit-", "c", "credit_model", "a" * 41, ""])
+@pytest.mark.parametrize(
+    "bad", ["Credit", "1credit", "credit-", "-credit", "credit_model", "a" * 33, "a" * 41, ""]
+)
 def test_bad_names_rejected(bad: str) -> None:
-    assert not is_valid_name(bad)
+    assert not is_model_name(bad)
     with pytest.raises(SpecError, match="name"):
         parse_spec(spec_dict(name=bad), origin="inline.toml")
 
 
+def test_bad_name_error_names_the_file_the_key_and_the_rule() -> None:
+    with pytest.raises(SpecError) as info:
+        parse_spec(spec_dict(name="Credit"), origin="inline.toml")
+    message = str(info.value)
+    assert "inline.toml: name:" in message
+    assert "1-32 lowercase letters" in message
+
+
+@pytest.mark.parametrize("good", ["c", "credit", "breast-cancer", "m2", "a" * 32])
+def test_names_of_the_shared_rule_are_accepted(good: str) -> None:
+    # one rule for every entry (contract.naming): 1-32 characters, starting with a letter
+    assert parse_spec(spec_dict(name=good)).name == good
+
+
 @settings(max_examples=60, deadline=None)
-@given(st.from_regex(NAME, fullmatch=True))
+@given(st.from_regex(MODEL_NAME_RE.pattern, fullmatch=True))
 def test_names_matching_the_pattern_are_accepted(name: str) -> None:
-    assert is_valid_name(name)
+    assert is_model_name(name)
     assert parse_spec(spec_dict(name=name)).name == name
 
 
 @settings(max_examples=60, deadline=None)
 @given(st.text(alphabet="abcXYZ019-_ .\n", min_size=0, max_size=45))
 def test_name_validation_agrees_with_the_pattern(name: str) -> None:
-    import re
-
-    valid = re.fullmatch(NAME, name) is not None
-    assert is_valid_name(name) == valid
+    valid = MODEL_NAME_RE.fullmatch(name) is not None
+    assert is_model_name(name) == valid
     if valid:
         assert parse_spec(spec_dict(name=name)).name == name
     else:
         with pytest.raises(SpecError):
             parse_spec(spec_dict(name=name))
+
+
+def test_non_utf8_spec_names_the_file(tmp_path: Path) -> None:
+    path = tmp_path / "latin1.toml"
+    path.write_bytes(
+        'name = "credit"\ndescription = "Kreditmodell f\u00fcr Privatkunden"\n'.encode("latin-1")
+    )
+    with pytest.raises(SpecError) as info:
+        load_spec(path)
+    message = str(info.value)
+    assert message.startswith(f"{path}: not UTF-8 text")
+    assert "0xfc" in message  # the offending byte
+
+
+def test_utf8_bom_is_tolerated(tmp_path: Path) -> None:
+    path = write_spec(tmp_path)
+    path.write_bytes(b"\xef\xbb\xbf" + path.read_bytes())
+    assert load_spec(path) == parse_spec(BASE_SPEC)
+
+
+def test_directory_as_spec_names_it(tmp_path: Path) -> None:
+    with pytest.raises(SpecError) as info:
+        load_spec(tmp_path)
+    assert str(info.value) == f"{tmp_path}: is a directory, not a spec file"
+
+
+def test_unreadable_spec_path_names_the_file_and_the_reason(tmp_path: Path) -> None:
+    # a symlink to itself: the path exists, but reading it fails (ELOOP) even as root
+    path = tmp_path / "loop.toml"
+    path.symlink_to(path)
+    with pytest.raises(SpecError) as info:
+        load_spec(path)
+    message = str(info.value)
+    assert message.startswith(f"{path}: cannot read the spec file:")
+    assert "symbolic links" in message
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root reads a file whatever its mode")
+def test_spec_without_read_permission(tmp_path: Path) -> None:
+    path = write_spec(tmp_path)
+    path.chmod(0)
+    with pytest.raises(SpecError, match="cannot read the spec file: permission denied"):
+        load_spec(path)
+
+
+def test_personal_column_as_a_feature_is_refused(tmp_path: Path) -> None:
+    features = [*BASE_SPEC["features"], {"name": "customer_id", "type": "categorical"}]
+    message = _error(tmp_path, features=features)
+    assert "personal_data" in message
+    assert "'customer_id'" in message
+    assert "also a feature" in message
+    assert "model.onnx" in message  # why: the raw values would be inside the model
+
+
+def test_numeric_personal_column_as_a_feature_is_refused(tmp_path: Path) -> None:
+    message = _error(tmp_path, personal_data=["income"])
+    assert "personal_data: column 'income' is also a feature" in message
+
+
+def test_personal_column_as_the_target_is_refused(tmp_path: Path) -> None:
+    message = _error(tmp_path, personal_data=["customer_id", "default"])
+    assert "personal_data: column 'default' is the target" in message
+
+
+def test_personal_column_as_the_sensitive_attribute_is_refused(tmp_path: Path) -> None:
+    message = _error(tmp_path, personal_data=["gender"])
+    assert "personal_data: column 'gender' is the sensitive_attribute" in message
+
+
+def test_personal_column_that_is_only_read_is_fine() -> None:
+    assert parse_spec(spec_dict()).personal_data == ["customer_id"]
+
+
+@pytest.mark.parametrize("value", [float("nan"), float("inf")])
+def test_non_finite_numbers_are_refused(tmp_path: Path, value: float) -> None:
+    # TOML has nan and inf; a gate against NaN never decides and JSON cannot hold either
+    gates = {**BASE_SPEC["gates"], "min_improvement": value}
+    assert "gates.min_improvement: Input should be a finite number" in _error(tmp_path, gates=gates)
+    estimator = {"kind": "logistic_regression", "params": {"C": value}}
+    assert "estimator.params" in _error(tmp_path, estimator=estimator)
 
 
 def test_spec_is_frozen() -> None:

@@ -74,6 +74,24 @@ def write_atomic(path: Path, data: bytes) -> None:
         raise
 
 
+def write_new(path: Path, data: bytes) -> bool:
+    """Create `path` holding `data` only if it does not exist, atomically and whole: written
+    under a hidden name (mode 0600), then linked. False when the name existed already."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(data)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.link(tmp, path)  # fails if the name exists
+        return True
+    except FileExistsError:
+        return False
+    finally:
+        Path(tmp).unlink(missing_ok=True)
+
+
 class DirectoryStore:
     """ArtifactStore over a directory; URIs are file:// URIs."""
 
@@ -147,20 +165,7 @@ class DirectoryStore:
             )
 
     def put_new(self, key: str, data: bytes) -> bool:
-        target = self._path(key)
-        target.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.")
-        try:
-            with os.fdopen(fd, "wb") as handle:
-                handle.write(data)
-                handle.flush()
-                os.fsync(handle.fileno())
-            os.link(tmp, target)  # atomic, complete, and fails if the name exists
-            return True
-        except FileExistsError:
-            return False
-        finally:
-            Path(tmp).unlink(missing_ok=True)
+        return write_new(self._path(key), data)
 
     def read(self, key: str) -> bytes | None:
         path = self._path(key)
@@ -440,15 +445,11 @@ class LocalEndpoint:
 
 def _pseudonym_key(path: Path) -> Callable[[], bytes]:
     def read() -> bytes:
-        with contextlib.suppress(FileExistsError):
-            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-            with os.fdopen(fd, "wb") as handle:
-                handle.write(secrets.token_bytes(privacy.KEY_BYTES))
+        if not path.is_file():
+            write_new(path, secrets.token_bytes(privacy.KEY_BYTES))  # the first reader's wins
         key = path.read_bytes()
-        if len(key) != privacy.KEY_BYTES:  # a creator died mid-write: nothing was keyed with it
-            raise ConfigError(
-                f"{path}: a damaged pseudonymisation key; remove it to make a new one"
-            )
+        if len(key) != privacy.KEY_BYTES:
+            raise ConfigError(f"{path}: not a pseudonymisation key of {privacy.KEY_BYTES} bytes")
         return key
 
     return read

@@ -18,7 +18,8 @@ from typing import Any
 import pytest
 
 from ml import datasets
-from ml.clouds.aws import source_files, sourcedir_tarball
+from ml.clouds.packaging import source_files, sourcedir_tarball, spec_path_in_job
+from ml.spec import load_spec
 from tests.conftest import REPO, write_spec
 
 ENTRYPOINT = REPO / "deploy" / "training" / "entrypoint.py"
@@ -190,13 +191,13 @@ def test_environment_the_platform_set_is_kept(container):
 def test_a_failing_spec_writes_the_failure_file_and_exits_non_zero(container, tmp_path):
     """The real training script (`ml/train.py`, packaged as ml/clouds/aws/ packages it)
     on data that lacks a column the spec names."""
-    spec = write_spec(tmp_path, estimator=SMALL_MODEL)
+    spec = load_spec(write_spec(tmp_path, estimator=SMALL_MODEL))
     frame = datasets.credit(rows=200, seed=3).drop(columns=["income"])
     container.channel("train", {"credit.csv": frame.to_csv(index=False).encode()})
     container.channel("code", {"sourcedir.tar.gz": sourcedir_tarball(source_files(spec))})
     container.hyperparameters(
         {
-            "spec": f"specs/{spec.name}",
+            "spec": spec_path_in_job(spec),
             "data_uri": "s3://bucket/datasets/credit/abc.csv",
             "sagemaker_program": "ml/train.py",
             # the path the adapter sends, read under SAGEMAKER_BASE_DIR

@@ -1,15 +1,21 @@
 """`tandem`: the model lifecycle from a terminal or a CI stage.
 
 Every verb takes `--stack` and `--cloud` (local is the default) and `--json` for CI.
-Cloud stacks are connected from their Pulumi outputs: `--outputs FILE`, or
-`pulumi stack output --json --show-secrets --stack NAME` when the Pulumi CLI is present.
+Where a stack's outputs come from is `ml.clouds.outputs.read_outputs`; what a verb does lives
+in `ml.lifecycle`. This module parses, prints and chooses exit codes:
+
+- 0 success; 1 a failed gate or a TandemError (one line, `{"error", "type"}` with --json);
+  2 a usage error (an unknown cloud, a model name that breaks the naming rule);
+  130 / 143 stopped by SIGINT / SIGTERM (the console script only, see TandemApp).
+- Every message printed through rich is escaped: a `[aws]` or `'^{0,38}$'` in an error
+  reaches the terminal as written.
 """
 
 from __future__ import annotations
 
 import json
-import shutil
-import subprocess
+import signal
+import sys
 from contextlib import contextmanager
 from dataclasses import asdict, is_dataclass
 from pathlib import Path
@@ -17,17 +23,60 @@ from typing import Annotated, Any
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from contract import layout
+from contract.naming import check_model_name
 from ml import lifecycle
 from ml.clouds import CLOUDS, connect
 from ml.clouds.base import Stack
-from ml.errors import ConfigError, GateFailedError, TandemError
-from ml.spec import load_spec
+from ml.clouds.outputs import read_outputs
+from ml.errors import GateFailedError, NotFoundError, TandemError
+from ml.spec import ModelSpec, load_spec
 
-app = typer.Typer(
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+
+class Interrupted(BaseException):
+    """SIGINT or SIGTERM arrived. A BaseException, like KeyboardInterrupt, so no `except
+    Exception` swallows it and every `finally` on the way out runs (a job runner stops its
+    training child, temporary directories go)."""
+
+    def __init__(self, signum: int) -> None:
+        self.signum = signum
+        super().__init__(signal.Signals(signum).name)
+
+
+def _raise_interrupted(signum: int, frame: Any) -> None:
+    for number in STOP_SIGNALS:  # a second signal during the clean-up stops at once
+        signal.signal(number, signal.SIG_DFL)
+    raise Interrupted(signum)
+
+
+class TandemApp(typer.Typer):
+    """The console-script entry (`tandem = ml.cli:app`): a clean stop on SIGINT / SIGTERM.
+
+    Handlers are installed here only, never by the lifecycle or by `CliRunner` (which calls
+    the click command directly), so a library caller keeps its own signal handling.
+    """
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        previous = {number: signal.getsignal(number) for number in STOP_SIGNALS}
+        for number in STOP_SIGNALS:
+            signal.signal(number, _raise_interrupted)
+        try:
+            return super().__call__(*args, **kwargs)
+        except Interrupted as stop:
+            name = signal.Signals(stop.signum).name
+            report_error(f"interrupted by {name}: stopped before the command finished", name)
+            sys.exit(128 + stop.signum)
+        finally:
+            for number, handler in previous.items():
+                signal.signal(number, handler)
+
+
+app = TandemApp(
     no_args_is_help=True,
     add_completion=False,
     help="Tandem: train, gate, register, deploy and roll back models on local or cloud stacks.",
@@ -72,38 +121,31 @@ def main(
     )
 
 
-def stack_outputs(cloud: str, name: str, outputs_file: Path | None) -> dict[str, Any]:
-    if outputs_file is not None:
-        try:
-            return json.loads(outputs_file.read_text())
-        except (OSError, ValueError) as exc:
-            raise ConfigError(f"{outputs_file}: cannot read stack outputs: {exc}") from None
-    if cloud == "local":
-        from ml.clouds.local import stack_outputs as local_outputs
-
-        return local_outputs(name)
-    if shutil.which("pulumi") is None:
-        raise ConfigError(
-            f"--cloud {cloud}: pass --outputs FILE (from `pulumi stack output --json`) "
-            "or install the Pulumi CLI"
-        )
-    done = subprocess.run(
-        ["pulumi", "stack", "output", "--json", "--show-secrets", "--stack", name],
-        capture_output=True,
-        text=True,
-    )
-    if done.returncode != 0:
-        raise ConfigError(f"pulumi stack output --stack {name} failed: {done.stderr.strip()}")
-    return json.loads(done.stdout)
+def model_name(value: str | None) -> str | None:
+    """Typer callback: a MODEL argument must follow the one naming rule, checked before any
+    stack is opened (a name is a path segment in every store and registry)."""
+    if value is None:
+        return None
+    try:
+        return check_model_name(value)
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc)) from None
 
 
-def open_stack(name: str | None = None) -> Stack:
-    name = name or state.stack_name
-    return connect(state.cloud, stack_outputs(state.cloud, name, state.outputs_file))
+Model = Annotated[str, typer.Argument(help="model name", callback=model_name)]
+
+
+def open_stack(name: str | None = None, outputs_file: Path | None = None) -> Stack:
+    if name is None:
+        name, outputs_file = state.stack_name, state.outputs_file
+    return connect(state.cloud, read_outputs(state.cloud, name, outputs_file))
 
 
 def emit(payload: Any, human: Any = None) -> None:
-    """Print JSON in --json mode, else the rich renderable (or the payload)."""
+    """Print JSON in --json mode, else the rich renderable (or the payload).
+
+    A human string is rich markup: escape whatever it interpolates (`rich.markup.escape`).
+    """
     if state.as_json:
         print(json.dumps(_plain(payload), indent=2, default=str))
     else:
@@ -134,15 +176,28 @@ def progress_line(title: str):
         transient=True,
     ) as bar:
         task = bar.add_task(title, total=None)
-        yield lambda line: bar.update(task, description=f"{title}: {line}")
+        yield lambda line: bar.update(task, description=escape(f"{title}: {line}"))
 
 
-def fail(exc: TandemError, code: int = 1) -> typer.Exit:
+def report_error(message: str, kind: str) -> None:
+    """One error: a JSON object on stdout with --json, else one line on stderr."""
     if state.as_json:
-        print(json.dumps({"error": str(exc), "type": type(exc).__name__}))
+        print(json.dumps({"error": message, "type": kind}))
     else:
-        errors.print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
+        errors.print(f"[bold red]error:[/] {escape(message)}", highlight=False, soft_wrap=True)
+
+
+def fail(exc: BaseException, code: int = 1) -> typer.Exit:
+    report_error(str(exc), type(exc).__name__)
     return typer.Exit(code)
+
+
+def spec_from(path: Path) -> ModelSpec:
+    """Load the spec once, at the edge; the lifecycle takes the ModelSpec from here on."""
+    try:
+        return load_spec(path)
+    except TandemError as exc:
+        raise fail(exc) from None
 
 
 def verdict_table(report: lifecycle.EvaluationReport) -> Table:
@@ -154,29 +209,11 @@ def verdict_table(report: lifecycle.EvaluationReport) -> Table:
     table.add_column("detail")
     for check in report.verdict.checks:
         table.add_row(
-            check.name, "[green]pass[/]" if check.passed else "[red]FAIL[/]", check.detail
+            escape(check.name),
+            "[green]pass[/]" if check.passed else "[red]FAIL[/]",
+            escape(check.detail),
         )
     return table
-
-
-def write_report(stack: Stack, result: lifecycle.PipelineResult, out_dir: Path) -> Path:
-    """Render the run's HTML report locally and keep a copy in the stack's store."""
-    from ml import report
-
-    page = report.render(
-        model=result.spec.name,
-        run_id=result.outcome.run_id,
-        stack=f"{stack.cloud}:{stack.name}",
-        candidate=result.report.candidate,
-        verdict=result.report.verdict,
-        champion=result.report.champion,
-        champion_version=result.report.champion_version,
-        version=result.version.version,
-        card=result.outcome.card,
-    )
-    path = report.write(out_dir / result.spec.name / f"{result.outcome.run_id}.html", page)
-    stack.store.put_bytes(layout.report_key(result.spec.name, result.outcome.run_id), page.encode())
-    return path
 
 
 def summary(result: lifecycle.PipelineResult, report_path: Path | None) -> dict[str, Any]:
@@ -198,10 +235,11 @@ def train(
     data: Annotated[str | None, typer.Option(help="dataset path/URI (default: the spec's)")] = None,
 ) -> None:
     """Run a training job on the stack and record the run."""
+    model_spec = spec_from(spec)
     try:
         stack = open_stack()
         with progress_line("training") as say:
-            outcome = lifecycle.train(stack, load_spec(spec), data_uri=data, progress=say)
+            outcome = lifecycle.train(stack, model_spec, data_uri=data, progress=say)
     except TandemError as exc:
         raise fail(exc) from None
     emit(
@@ -210,41 +248,58 @@ def train(
             "artifact_uri": outcome.artifact_uri,
             "metrics": outcome.card["metrics"],
         },
-        f"[green]trained[/] run [bold]{outcome.run_id}[/] → {outcome.artifact_uri}",
+        f"[green]trained[/] run [bold]{escape(outcome.run_id)}[/] → {escape(outcome.artifact_uri)}",
     )
 
 
 @app.command()
 def runs(
-    model: Annotated[str | None, typer.Argument(help="only this model's runs")] = None,
-    compare: Annotated[
-        list[str] | None, typer.Option("--compare", help="run ids to compare")
+    names: Annotated[
+        list[str] | None,
+        typer.Argument(
+            metavar="[MODEL] [RUN...]",
+            help="a model to list; with --compare, the run ids to compare (a model first is "
+            "allowed: `runs credit --compare A B`)",
+        ),
     ] = None,
+    compare: Annotated[
+        bool, typer.Option("--compare", help="compare the runs given as arguments")
+    ] = False,
 ) -> None:
     """List recorded runs (params, metrics, data hash, code version), or compare some."""
+    names = list(names or [])
+    if not compare and len(names) > 1:
+        raise typer.BadParameter(
+            f"expected at most one MODEL, got {len(names)} arguments: to compare runs, "
+            "use `tandem runs [MODEL] --compare RUN RUN ...`",
+            param_hint="MODEL",
+        )
+    if compare and not names:
+        raise typer.BadParameter("--compare needs the run ids to compare", param_hint="RUN")
+    model = model_name(names[0]) if names and not compare else None
     try:
         records = lifecycle.list_runs(open_stack(), model)
+        if compare:
+            records = _chosen_runs(records, names)
     except TandemError as exc:
         raise fail(exc) from None
-    if compare:
-        records = [r for r in records if r["run_id"] in compare]
-    table = Table(title=f"runs on {state.cloud}:{state.stack_name}")
+    table = Table(title=f"runs on {escape(state.cloud)}:{escape(state.stack_name)}")
     for column in ("run", "model", *KEY_METRICS[:3], "data hash", "code"):
         table.add_column(column)
     for r in records:
         table.add_row(
-            r["run_id"],
-            r["model"],
+            escape(r["run_id"]),
+            escape(r["model"]),
             *(f"{r['metrics'].get(k, float('nan')):.4f}" for k in KEY_METRICS[:3]),
-            r["data_hash"][7:19],
-            r["code_version"],
+            escape(r["data_hash"][7:19]),
+            escape(str(r["code_version"])),
         )
     if compare and len(records) > 1:
         params = sorted({k for r in records for k in r["params"]})
         differing = [
             k for k in params if len({json.dumps(r["params"].get(k)) for r in records}) > 1
         ]
-        table.caption = "params that differ: " + (
+        table.caption = "params that differ: " + escape(
             ", ".join(
                 f"{k}=" + "/".join(str(r["params"].get(k)) for r in records) for k in differing
             )
@@ -253,14 +308,36 @@ def runs(
     emit(records, table)
 
 
+def _chosen_runs(records: list[dict[str, Any]], names: list[str]) -> list[dict[str, Any]]:
+    """The runs named for --compare, in the order given. A first name that is no run id but
+    a model with runs restricts them to that model; an unknown run id is NotFoundError."""
+    by_id = {r["run_id"]: r for r in records}
+    model = None
+    if names[0] not in by_id and names[0] in {r["model"] for r in records}:
+        model, names = names[0], names[1:]
+        if not names:
+            raise NotFoundError(f"--compare: no run ids given for model {model!r}")
+    unknown = [n for n in names if n not in by_id]
+    if unknown:
+        raise NotFoundError(
+            f"no run {', '.join(map(repr, unknown))} on stack {state.stack_name!r} "
+            "(see `tandem runs`)"
+        )
+    other = [n for n in names if model and by_id[n]["model"] != model]
+    if other:
+        raise NotFoundError(f"run {', '.join(map(repr, other))} is not a run of {model!r}")
+    return [by_id[n] for n in dict.fromkeys(names)]
+
+
 @app.command()
 def evaluate(
     spec: Annotated[Path, typer.Argument(help="model spec TOML")],
     run_id: Annotated[str, typer.Argument(help="a run from `tandem runs`")],
 ) -> None:
     """Gate a trained run against the spec and the current champion (exit 1 if it fails)."""
+    model_spec = spec_from(spec)
     try:
-        stack, model_spec = open_stack(), load_spec(spec)
+        stack = open_stack()
         outcome = lifecycle.load_run(stack, model_spec.name, run_id)
         with progress_line("evaluating") as say:
             report = lifecycle.evaluate(stack, model_spec, outcome, progress=say)
@@ -277,8 +354,9 @@ def register(
     run_id: Annotated[str, typer.Argument(help="a run from `tandem runs`")],
 ) -> None:
     """Evaluate a run and register it: pending if it passed its gates, rejected if not."""
+    model_spec = spec_from(spec)
     try:
-        stack, model_spec = open_stack(), load_spec(spec)
+        stack = open_stack()
         outcome = lifecycle.load_run(stack, model_spec.name, run_id)
         version, report = lifecycle.submit(stack, model_spec, outcome)
     except TandemError as exc:
@@ -293,12 +371,12 @@ def _status_change(action, model: str, version: int, reason: str) -> None:
         mv = action(open_stack(), model, version, reason)
     except TandemError as exc:
         raise fail(exc) from None
-    emit(mv, f"{model} v{version}: [bold]{mv.status}[/]")
+    emit(mv, f"{escape(model)} v{version}: [bold]{escape(mv.status)}[/]")
 
 
 @app.command()
 def approve(
-    model: str, version: int, reason: Annotated[str, typer.Option(help="why")] = "approved"
+    model: Model, version: int, reason: Annotated[str, typer.Option(help="why")] = "approved"
 ) -> None:
     """Approve a pending version."""
     _status_change(lifecycle.approve, model, version, reason)
@@ -306,15 +384,23 @@ def approve(
 
 @app.command()
 def reject(
-    model: str, version: int, reason: Annotated[str, typer.Option(help="why")] = "rejected"
+    model: Model, version: int, reason: Annotated[str, typer.Option(help="why")] = "rejected"
 ) -> None:
     """Reject a pending version."""
     _status_change(lifecycle.reject, model, version, reason)
 
 
 @app.command()
-def models(model: Annotated[str | None, typer.Argument()] = None) -> None:
-    """A table of versions with their status, key metrics and what is live."""
+def models(
+    model: Annotated[
+        str | None, typer.Argument(help="only this model", callback=model_name)
+    ] = None,
+) -> None:
+    """A table of versions with their status, key metrics and what is live.
+
+    With --json: one object per version, with `live` (true for the version the endpoint
+    serves) and `canary_weight` (the live version's traffic share when it is a canary).
+    """
     try:
         stack = open_stack()
         names = [model] if model else stack.registry.list_models()
@@ -322,29 +408,42 @@ def models(model: Annotated[str | None, typer.Argument()] = None) -> None:
         live = {name: stack.endpoint.current(name) for name in names}
     except TandemError as exc:
         raise fail(exc) from None
-    table = Table(title=f"models on {state.cloud}:{state.stack_name}")
+
+    def is_live(v) -> bool:
+        current = live.get(v.model)
+        return current is not None and current.version == v.version
+
+    listed = [
+        {
+            **_plain(v),
+            "live": is_live(v),
+            "canary_weight": live[v.model].canary_weight if is_live(v) else None,
+        }
+        for v in versions
+    ]
+    table = Table(title=f"models on {escape(state.cloud)}:{escape(state.stack_name)}")
     widths = {"model": max([5, *map(len, names)]), "v": 2, "status": 8, "auc": 5, "acc": 5,
               "f1": 5, "eo gap": 6, "live": 4}  # fmt: skip
     for column, width in widths.items():
         table.add_column(column, no_wrap=True, min_width=width)
     table.add_column("reason", overflow="fold")
     colour = {"approved": "green", "rejected": "red", "archived": "dim", "pending": "yellow"}
-    for v in versions:
-        current = live.get(v.model)
+    for v, row in zip(versions, listed, strict=True):
+        canary = row["canary_weight"]
         table.add_row(
-            v.model,
+            escape(v.model),
             str(v.version),
-            f"[{colour[v.status]}]{v.status}[/]",
+            f"[{colour.get(v.status, 'default')}]{escape(v.status)}[/]",
             *(f"{v.metrics[k]:.3f}" if k in v.metrics else "-" for k in KEY_METRICS[:4]),
-            "●" if current and current.version == v.version else "",
-            v.status_reason,
+            ("●" if canary is None else f"● {canary:.0%}") if row["live"] else "",
+            escape(v.status_reason),
         )
-    emit(versions, table)
+    emit(listed, table)
 
 
 @app.command()
 def deploy(
-    model: str,
+    model: Model,
     version: Annotated[int | None, typer.Argument(help="default: newest approved")] = None,
     canary: Annotated[
         float | None, typer.Option(help="share of traffic for the new version")
@@ -355,22 +454,27 @@ def deploy(
         deployment = lifecycle.deploy(open_stack(), model, version, canary_weight=canary)
     except TandemError as exc:
         raise fail(exc) from None
-    emit(deployment, f"[green]live[/] {model} v{deployment.version} at {deployment.endpoint}")
+    emit(
+        deployment,
+        f"[green]live[/] {escape(model)} v{deployment.version} at {escape(deployment.endpoint)}",
+    )
 
 
 @app.command()
-def rollback(model: str, reason: Annotated[str, typer.Option(help="why")] = "rolled back") -> None:
+def rollback(
+    model: Model, reason: Annotated[str, typer.Option(help="why")] = "rolled back"
+) -> None:
     """Archive the live version and re-deploy the previous approved one."""
     try:
         deployment = lifecycle.rollback(open_stack(), model, reason)
     except TandemError as exc:
         raise fail(exc) from None
-    emit(deployment, f"[yellow]rolled back[/] {model} to v{deployment.version}")
+    emit(deployment, f"[yellow]rolled back[/] {escape(model)} to v{deployment.version}")
 
 
 @app.command()
 def promote(
-    model: str,
+    model: Model,
     to: Annotated[str, typer.Option("--to", help="target stack, e.g. staging")],
     version: Annotated[int | None, typer.Option(help="default: newest approved")] = None,
     to_outputs: Annotated[Path | None, typer.Option(help="target stack outputs JSON")] = None,
@@ -381,13 +485,17 @@ def promote(
     """Copy an approved version to another stack (e.g. dev → staging), keeping lineage."""
     try:
         source = open_stack()
-        target = connect(state.cloud, stack_outputs(state.cloud, to, to_outputs))
+        target = open_stack(to, to_outputs)
         promoted = lifecycle.promote(
             source, target, model, version, approve_in_target=approve_target
         )
     except TandemError as exc:
         raise fail(exc) from None
-    emit(promoted, f"promoted {model} → {to} as v{promoted.version} ({promoted.status})")
+    emit(
+        promoted,
+        f"promoted {escape(model)} → {escape(to)} as v{promoted.version} "
+        f"({escape(promoted.status)})",
+    )
 
 
 @app.command()
@@ -402,37 +510,52 @@ def pipeline(
     ] = True,
     reports: Annotated[Path, typer.Option(help="where HTML reports go")] = Path("reports"),
 ) -> None:
-    """The CI stages: train → evaluate → register → approve → deploy. Exit 1 at a failed gate."""
+    """The CI stages: train → evaluate → register → approve → deploy. Exit 1 at a failed gate.
+
+    With --json, one document either way: the run's summary, and at a failed gate the same
+    summary with `error` and `type` added (the keys every --json error carries).
+    """
+    from ml import report
+
+    model_spec = spec_from(spec)
+    gate_failure: GateFailedError | None = None
     try:
         stack = open_stack()
-        with progress_line("pipeline") as say:
-            result = lifecycle.pipeline(
-                stack, load_spec(spec), auto_approve=approve_passed,
-                deploy_approved=deploy_approved, data_uri=data, progress=say,
-            )  # fmt: skip
-    except GateFailedError as exc:
-        path = write_report(stack, exc.result, reports)
-        emit(summary(exc.result, path), verdict_table(exc.result.report))
-        raise fail(exc) from None
+        try:
+            with progress_line("pipeline") as say:
+                result = lifecycle.pipeline(
+                    stack, model_spec, auto_approve=approve_passed,
+                    deploy_approved=deploy_approved, data_uri=data, progress=say,
+                )  # fmt: skip
+        except GateFailedError as exc:  # the rejected version's report is published too
+            result, gate_failure = exc.result, exc
+        outcome = summary(result, report.publish(stack, result, reports))
     except TandemError as exc:
         raise fail(exc) from None
-    path = write_report(stack, result, reports)
-    emit(summary(result, path), _summary_table(summary(result, path)))
+    if gate_failure is None:
+        emit(outcome, _summary_table(outcome))
+        return
+    if state.as_json:
+        emit({**outcome, "error": str(gate_failure), "type": type(gate_failure).__name__})
+    else:
+        emit(outcome, verdict_table(result.report))
+        report_error(str(gate_failure), type(gate_failure).__name__)
+    raise typer.Exit(1)
 
 
 def _summary_table(s: dict[str, Any]) -> Table:
-    table = Table(show_header=False, title=f"{s['model']} v{s['version']}")
-    table.add_row("status", s["status"])
+    table = Table(show_header=False, title=f"{escape(s['model'])} v{s['version']}")
+    table.add_row("status", escape(s["status"]))
     table.add_row(
         "gate",
         "[green]passed[/]"
         if s["gate"]["passed"]
-        else "[red]failed[/]: " + "; ".join(s["gate"]["reasons"]),
+        else "[red]failed[/]: " + escape("; ".join(s["gate"]["reasons"])),
     )
     for k, v in s["metrics"].items():
         table.add_row(k, "-" if v is None else f"{v:.4f}")
     table.add_row("deployed", str(s["deployed"]))
-    table.add_row("report", str(s["report"]))
+    table.add_row("report", escape(str(s["report"])))
     return table
 
 
@@ -454,21 +577,35 @@ def generate_data(
     frame.to_parquet(out, index=False) if out.suffix == ".parquet" else frame.to_csv(
         out, index=False
     )
-    emit({"path": str(out), "rows": len(frame)}, f"wrote {len(frame)} rows to {out}")
+    emit({"path": str(out), "rows": len(frame)}, f"wrote {len(frame)} rows to {escape(str(out))}")
 
 
 @app.command()
 def demo(
     reports: Annotated[Path, typer.Option(help="where HTML reports go")] = Path("reports"),
+    examples: Annotated[
+        Path | None,
+        typer.Option(
+            help="a directory with credit.toml, credit_retrain.toml and credit_weak.toml "
+            "(default: the bundled examples)"
+        ),
+    ] = None,
 ) -> None:
-    """The whole lifecycle on the local stack, start to finish, in well under a minute."""
-    from ml.demo import run_demo
+    """The whole lifecycle on the local stack, start to finish, in well under a minute.
+
+    Never ends in a traceback: a step that does not behave as the story says, or anything
+    else that goes wrong, is one line on stderr and exit 1.
+    """
+    from ml.demo import EXAMPLES, run_demo
 
     state.cloud = "local"
     try:
-        run_demo(console, reports, quiet=state.as_json, emit=emit)
+        run_demo(console, reports, quiet=state.as_json, emit=emit, examples=examples or EXAMPLES)
     except TandemError as exc:
         raise fail(exc) from None
+    except Exception as exc:  # `make demo` is a newcomer's first run: one line, not a trace
+        report_error(f"the demo failed unexpectedly: {type(exc).__name__}: {exc}", "DemoError")
+        raise typer.Exit(1) from None
 
 
 if __name__ == "__main__":

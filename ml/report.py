@@ -2,6 +2,7 @@
 
 Plots are matplotlib PNGs embedded as data URIs, so the page can be attached to a CI run
 or stored in the artifact store as one file. Personal-data columns never appear in it.
+`publish` writes a run's page locally and keeps a copy in the stack's store.
 """
 
 from __future__ import annotations
@@ -12,8 +13,12 @@ import io
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from contract.layout import report_key
+
 if TYPE_CHECKING:
+    from ml.clouds.base import Stack
     from ml.evaluate import Evaluation, Verdict
+    from ml.lifecycle import PipelineResult
 
 STYLE = """
 body{font:15px/1.45 system-ui,sans-serif;margin:2rem auto;max-width:980px;color:#1d2733}
@@ -178,4 +183,28 @@ def write(path: Path, page: str) -> Path:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(page, encoding="utf-8")
+    return path
+
+
+def publish(stack: Stack, result: PipelineResult, out_dir: Path) -> Path:
+    """Render a pipeline run's report, write it under `out_dir/<model>/<run>.html` and keep a
+    copy in the stack's store (`contract.layout.report_key`); return the local path.
+
+    The CLI's `pipeline` verb and the demo both publish through here, so a report looks the
+    same and lands in the same place whoever ran the pipeline.
+    """
+    model, run_id = result.spec.name, result.outcome.run_id
+    page = render(
+        model=model,
+        run_id=run_id,
+        stack=f"{stack.cloud}:{stack.name}",
+        candidate=result.report.candidate,
+        verdict=result.report.verdict,
+        champion=result.report.champion,
+        champion_version=result.report.champion_version,
+        version=result.version.version,
+        card=result.outcome.card,
+    )
+    path = write(Path(out_dir) / model / f"{run_id}.html", page)
+    stack.store.put_bytes(report_key(model, run_id), page.encode("utf-8"))
     return path

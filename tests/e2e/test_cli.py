@@ -3,37 +3,10 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
-import pytest
-from typer.testing import CliRunner
-
-from ml.cli import app
-
-EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
-
-
-def small_spec(tmp_path: Path, source: str, name: str = "credit.toml", **replace: str) -> Path:
-    """The credit example on a small dataset, with optional text replacements."""
-    text = (EXAMPLES / "credit.toml").read_text()
-    text = text.replace("synthetic://credit?rows=4000&seed=7&shift=0.0", source)
-    for old, new in replace.items():
-        text = text.replace(old, new)
-    path = tmp_path / name
-    path.write_text(text)
-    return path
-
-
-@pytest.fixture
-def cli(tmp_path, monkeypatch):
-    monkeypatch.setenv("TANDEM_HOME", str(tmp_path / "home"))
-    monkeypatch.chdir(tmp_path)
-    runner = CliRunner()
-
-    def invoke(*args: str):
-        return runner.invoke(app, list(args), catch_exceptions=False)
-
-    return invoke
+from tests.e2e.conftest import EXAMPLES, small_spec
 
 
 def test_pipeline_json_then_models_runs_and_rollback(cli, tmp_path):
@@ -51,11 +24,14 @@ def test_pipeline_json_then_models_runs_and_rollback(cli, tmp_path):
 
     versions = json.loads(cli("--json", "models", "credit").output)
     assert [(v["version"], v["status"]) for v in versions] == [(1, "approved"), (2, "approved")]
+    assert [v["live"] for v in versions] == [False, True]
     runs = json.loads(cli("--json", "runs", "credit").output)
     assert {r["run_id"] for r in runs} == {summary["run_id"], second["run_id"]}
 
     back = cli("--json", "rollback", "credit")
     assert back.exit_code == 0 and json.loads(back.output)["version"] == 1
+    versions = json.loads(cli("--json", "models", "credit").output)
+    assert [(v["status"], v["live"]) for v in versions] == [("approved", True), ("archived", False)]
     table = cli("models")
     assert "archived" in table.output and "●" in table.output
 
@@ -73,11 +49,12 @@ def test_pipeline_exits_nonzero_at_a_failed_gate_and_keeps_the_champion(cli, tmp
     (tmp_path / "weak.toml").write_text(weak)
     blocked = cli("--json", "pipeline", str(tmp_path / "weak.toml"))
     assert blocked.exit_code == 1
-    lines = blocked.output.strip().splitlines()
-    summary = json.loads("\n".join(lines[:-1]))
+    # ONE document: the run's summary, with the error keys every --json error carries
+    summary = json.loads(blocked.stdout)
     assert summary["status"] == "rejected" and not summary["gate"]["passed"]
     assert any("vs champion" in reason for reason in summary["gate"]["reasons"])
-    assert json.loads(lines[-1])["type"] == "GateFailedError"
+    assert summary["type"] == "GateFailedError" and summary["error"].startswith("gate failed: ")
+    assert Path(summary["report"]).is_file()
     live = json.loads(cli("--json", "models", "credit").output)
     assert [v["status"] for v in live] == ["approved", "rejected"]
 
@@ -91,9 +68,19 @@ def test_train_evaluate_register_approve_deploy_step_by_step(cli, tmp_path):
     assert registered["version"]["status"] == "pending"
     refused = cli("--json", "deploy", "credit", "1")
     assert refused.exit_code == 1 and "only approved versions deploy" in refused.output
-    assert json.loads(cli("--json", "approve", "credit", "1").output)["status"] == "approved"
+    approved = cli("--json", "approve", "credit", "1", "--reason", "checked [aws] by hand")
+    assert json.loads(approved.output)["status"] == "approved"
     deployed = json.loads(cli("--json", "deploy", "credit").output)
     assert deployed["version"] == 1
+    # --json models says what is live, and the canary's share when the live one is a canary
+    (listed,) = json.loads(cli("--json", "models").output)
+    assert (listed["version"], listed["live"], listed["canary_weight"]) == (1, True, None)
+    assert cli("deploy", "credit", "1", "--canary", "0.25").exit_code == 0
+    (listed,) = json.loads(cli("--json", "models", "credit").output)
+    assert (listed["live"], listed["canary_weight"]) == (True, 0.25)
+    # a reason with brackets reaches the table as written, not eaten as markup (the table
+    # may fold the reason over lines: compare without the table's whitespace and rules)
+    assert "checked[aws]byhand" in re.sub(r"[\s│]", "", cli("models").output)
     invalid = cli("reject", "credit", "1")
     assert invalid.exit_code == 1 and "cannot go from approved to rejected" in invalid.output
 

@@ -129,7 +129,7 @@ def model_name(value: str | None) -> str | None:
     try:
         return check_model_name(value)
     except ValueError as exc:
-        raise typer.BadParameter(str(exc)) from None
+        raise usage_error(str(exc)) from None
 
 
 Model = Annotated[str, typer.Argument(help="model name", callback=model_name)]
@@ -190,6 +190,13 @@ def report_error(message: str, kind: str) -> None:
 def fail(exc: BaseException, code: int = 1) -> typer.Exit:
     report_error(str(exc), type(exc).__name__)
     return typer.Exit(code)
+
+
+def usage_error(message: str) -> typer.Exit:
+    """A bad argument: one line (or one JSON object), exit 2. Not click's boxed usage
+    error, which folds a long message over lines and prints no JSON for CI."""
+    report_error(message, "UsageError")
+    return typer.Exit(2)
 
 
 def spec_from(path: Path) -> ModelSpec:
@@ -269,13 +276,12 @@ def runs(
     """List recorded runs (params, metrics, data hash, code version), or compare some."""
     names = list(names or [])
     if not compare and len(names) > 1:
-        raise typer.BadParameter(
+        raise usage_error(
             f"expected at most one MODEL, got {len(names)} arguments: to compare runs, "
-            "use `tandem runs [MODEL] --compare RUN RUN ...`",
-            param_hint="MODEL",
+            "use `tandem runs [MODEL] --compare RUN RUN ...`"
         )
     if compare and not names:
-        raise typer.BadParameter("--compare needs the run ids to compare", param_hint="RUN")
+        raise usage_error("--compare needs the run ids to compare")
     model = model_name(names[0]) if names and not compare else None
     try:
         records = lifecycle.list_runs(open_stack(), model)

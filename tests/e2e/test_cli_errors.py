@@ -150,13 +150,14 @@ def demo_examples(tmp_path: Path, **gates: str) -> Path:
 
 def test_a_demo_step_that_misbehaves_is_one_line_and_exit_1(cli, tmp_path):
     examples = demo_examples(tmp_path, **{"roc_auc = 0.75": "roc_auc = 0.999"})
-    result = cli("demo", "--examples", str(examples))
+    result = cli("--json", "demo", "--examples", str(examples))
     assert result.exit_code == 1
     assert "Traceback" not in result.output
-    error = [line for line in result.output.splitlines() if line.startswith("error:")]
-    assert len(error) == 1
-    assert "demo step 'train the champion' (credit.toml) should pass" in error[0]
-    assert "roc_auc" in error[0] and "0.999" in error[0]  # the verdict's reason, in the line
+    error = json.loads(result.stdout)  # the error is the only document: the story stopped
+    assert error["type"] == "DemoStepError"  # the demo's own check, not an unexpected crash
+    assert "demo step 'train the champion' (credit.toml) should pass" in error["error"]
+    assert "roc_auc" in error["error"] and "0.999" in error["error"]  # the verdict's reason
+    assert "\n" not in error["error"]
 
 
 def test_a_demo_with_a_broken_spec_is_one_line_and_exit_1(cli, tmp_path):

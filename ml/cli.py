@@ -5,7 +5,8 @@ Where a stack's outputs come from is `ml.clouds.outputs.read_outputs`; what a ve
 in `ml.lifecycle`. This module parses, prints and chooses exit codes:
 
 - 0 success; 1 a failed gate or a TandemError (one line, `{"error", "type"}` with --json);
-  2 a usage error (an unknown cloud, a model name that breaks the naming rule);
+  2 a usage error (an unknown cloud, a model or stack name that breaks its naming rule),
+  reported like any other error: one line, or one JSON object;
   130 / 143 stopped by SIGINT / SIGTERM (the console script only, see TandemApp).
 - Every message printed through rich is escaped: a `[aws]` or `'^{0,38}$'` in an error
   reaches the terminal as written.
@@ -27,12 +28,12 @@ from rich.markup import escape
 from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from contract.naming import check_model_name
+from contract.naming import check_stack_name
 from ml import lifecycle
 from ml.clouds import CLOUDS, connect
-from ml.clouds.base import Stack
+from ml.clouds.base import Stack, checked_model
 from ml.clouds.outputs import read_outputs
-from ml.errors import GateFailedError, NotFoundError, TandemError
+from ml.errors import GateFailedError, InvalidNameError, NotFoundError, TandemError
 from ml.spec import ModelSpec, load_spec
 
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
@@ -100,7 +101,8 @@ state = State()
 @app.callback()
 def main(
     stack: Annotated[
-        str, typer.Option("--stack", "-s", help="environment: dev, staging, prod")
+        str,
+        typer.Option("--stack", "-s", help="environment: dev, staging, prod"),
     ] = "dev",
     cloud: Annotated[
         str, typer.Option("--cloud", "-c", help=f"one of {', '.join(CLOUDS)}")
@@ -119,6 +121,7 @@ def main(
         outputs,
         as_json,
     )
+    stack_name(stack)  # after --json is known, so the error comes in the asked form
 
 
 def model_name(value: str | None) -> str | None:
@@ -127,9 +130,17 @@ def model_name(value: str | None) -> str | None:
     if value is None:
         return None
     try:
-        return check_model_name(value)
+        return checked_model(value)
+    except InvalidNameError as exc:
+        raise usage_error(str(exc), type(exc).__name__) from None
+
+
+def stack_name(value: str) -> str:
+    """Typer callback: a stack name is a directory locally and a Pulumi stack elsewhere."""
+    try:
+        return check_stack_name(value)
     except ValueError as exc:
-        raise usage_error(str(exc)) from None
+        raise usage_error(str(exc), InvalidNameError.__name__) from None
 
 
 Model = Annotated[str, typer.Argument(help="model name", callback=model_name)]
@@ -192,10 +203,10 @@ def fail(exc: BaseException, code: int = 1) -> typer.Exit:
     return typer.Exit(code)
 
 
-def usage_error(message: str) -> typer.Exit:
+def usage_error(message: str, kind: str = "UsageError") -> typer.Exit:
     """A bad argument: one line (or one JSON object), exit 2. Not click's boxed usage
     error, which folds a long message over lines and prints no JSON for CI."""
-    report_error(message, "UsageError")
+    report_error(message, kind)
     return typer.Exit(2)
 
 
@@ -481,7 +492,9 @@ def rollback(
 @app.command()
 def promote(
     model: Model,
-    to: Annotated[str, typer.Option("--to", help="target stack, e.g. staging")],
+    to: Annotated[
+        str, typer.Option("--to", help="target stack, e.g. staging", callback=stack_name)
+    ],
     version: Annotated[int | None, typer.Option(help="default: newest approved")] = None,
     to_outputs: Annotated[Path | None, typer.Option(help="target stack outputs JSON")] = None,
     approve_target: Annotated[

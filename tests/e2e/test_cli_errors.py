@@ -46,6 +46,19 @@ def test_a_bad_model_name_is_refused_before_the_stack_is_touched(cli, tmp_path, 
     assert snapshot(tmp_path) == before
 
 
+@pytest.mark.parametrize(
+    "args", [("--stack", "../x", "models"), ("promote", "credit", "--to", "../../x")]
+)
+def test_a_bad_stack_name_is_refused_before_anything_is_created(cli, tmp_path, args):
+    (tmp_path / "home").mkdir()
+    before = snapshot(tmp_path)
+    result = cli("--json", *args)
+    assert result.exit_code == 2, result.output
+    error = json.loads(result.stdout)
+    assert error["type"] == "InvalidNameError" and "stack name '" in error["error"]
+    assert snapshot(tmp_path) == before
+
+
 def test_runs_compare_takes_every_argument_as_a_run_id(cli, tmp_path):
     spec = small_spec(tmp_path, "synthetic://credit?rows=600&seed=3")
     first = json.loads(cli("--json", "train", str(spec)).output)["run_id"]

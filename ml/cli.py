@@ -113,15 +113,16 @@ def main(
     ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="machine-readable output for CI")] = False,
 ) -> None:
-    if cloud not in CLOUDS:
-        raise typer.BadParameter(f"unknown cloud {cloud!r}: expected one of {', '.join(CLOUDS)}")
     state.stack_name, state.cloud, state.outputs_file, state.as_json = (
         stack,
         cloud,
         outputs,
         as_json,
     )
-    stack_name(stack)  # after --json is known, so the error comes in the asked form
+    # checked once --json is known, so the error comes in the form asked for
+    if cloud not in CLOUDS:
+        raise usage_error(f"unknown cloud {cloud!r}: expected one of {', '.join(CLOUDS)}")
+    stack_name(stack)
 
 
 def model_name(value: str | None) -> str | None:

@@ -10,6 +10,7 @@ import pytest
 from ml import artifact, datasets, lifecycle
 from ml.clouds.base import APPROVED, ARCHIVED, PENDING, REJECTED, Stack
 from ml.errors import ArtifactIntegrityError, GateFailedError, NotFoundError, TandemError
+from ml.spec import load_spec
 
 
 def installed_model_bytes(stack: Stack, model: str) -> bytes:
@@ -23,7 +24,7 @@ def installed_model_bytes(stack: Stack, model: str) -> bytes:
 def test_pipeline_deploy_rollback_promote(
     local_stack: Stack, make_stack: Callable[[str], Stack], spec_writer, tmp_path: Path
 ) -> None:
-    spec = spec_writer()
+    spec = load_spec(spec_writer())  # loaded once, at the edge, as the CLI does
     lines: list[str] = []
 
     first = lifecycle.pipeline(local_stack, spec, progress=lines.append)
@@ -74,8 +75,10 @@ def test_pipeline_deploy_rollback_promote(
     loaded = artifact.load(fetched)
     assert loaded.card["run_id"] == first.outcome.run_id
     assert (fetched / artifact.ONNX).read_bytes() == v1_onnx
+    # promotion is idempotent per source version: the same staging version, now approved
     again = lifecycle.promote(local_stack, staging, "credit", 1, approve_in_target=True)
-    assert (again.version, again.status) == (2, APPROVED)
+    assert (again.version, again.status) == (1, APPROVED)
+    assert [v.version for v in staging.registry.list_versions("credit")] == [1]
     with pytest.raises(TandemError, match="only an approved version can be promoted"):
         lifecycle.promote(local_stack, staging, "credit", 2)
 
@@ -94,15 +97,17 @@ def test_pipeline_deploy_rollback_promote(
 
 
 def test_gate_blocks_a_worse_challenger(local_stack: Stack, spec_writer) -> None:
-    champion = lifecycle.pipeline(local_stack, spec_writer())
+    champion = lifecycle.pipeline(local_stack, load_spec(spec_writer()))
     live_before = local_stack.endpoint.current("credit")
     assert live_before.version == 1
 
     # one feature with no signal: the only gate left is the champion check, and it must block
-    worse = spec_writer(
-        "worse.toml",
-        features=[{"name": "credit_lines", "type": "numeric"}],
-        gates={"primary_metric": "roc_auc", "min_improvement": 0.0},
+    worse = load_spec(
+        spec_writer(
+            "worse.toml",
+            features=[{"name": "credit_lines", "type": "numeric"}],
+            gates={"primary_metric": "roc_auc", "min_improvement": 0.0},
+        )
     )
     with pytest.raises(GateFailedError) as info:
         lifecycle.pipeline(local_stack, worse)
@@ -154,7 +159,7 @@ def test_a_failed_job_creates_no_version(local_stack: Stack, spec_writer, tmp_pa
     with pytest.raises(
         TandemError, match=r"training job credit-.* failed: .*missing column\(s\) \['income'\]"
     ):
-        lifecycle.pipeline(local_stack, spec_writer(), data_uri=str(bad))
+        lifecycle.pipeline(local_stack, load_spec(spec_writer()), data_uri=str(bad))
     assert local_stack.registry.list_versions("credit") == []
     assert lifecycle.list_runs(local_stack, "credit") == []
     assert local_stack.endpoint.current("credit") is None

@@ -82,6 +82,7 @@ def test_a_stopped_pipeline_stops_its_job_and_cleans_up(tmp_path: Path, how: int
     _, stderr = cli.communicate(timeout=60)
     assert cli.returncode == 128 + how, stderr.decode()[-2000:]
     assert b"Traceback" not in stderr, stderr.decode()[-2000:]
+    assert f"interrupted by {signal.Signals(how).name}".encode() in stderr  # says why it stopped
     assert _wait_for(lambda: not any(_running(p) for p in children), 30), "the job outlived it"
     assert not list(jobs.glob("job-*")), "a job directory was left behind"
 

@@ -70,7 +70,9 @@ class TandemApp(typer.Typer):
             return super().__call__(*args, **kwargs)
         except Interrupted as stop:
             name = signal.Signals(stop.signum).name
-            report_error(f"interrupted by {name}: stopped before the command finished", name)
+            report_error(
+                f"interrupted by {name}: stopped before the command finished", "Interrupted"
+            )
             sys.exit(128 + stop.signum)
         finally:
             for number, handler in previous.items():

@@ -49,11 +49,13 @@ def test_every_status_change_follows_the_one_state_machine(stack: Stack, uri: st
         if target == source:  # a no-op that keeps the reason it had
             before = registry.get_version(MODEL, version)
             assert registry.set_status(MODEL, version, target, "again") == before, case
+            assert registry.get_version(MODEL, version) == before, case
         elif target in TRANSITIONS[source]:
             moved = registry.set_status(MODEL, version, target, "why")
             assert (moved.status, moved.status_reason) == (target, "why"), case
         else:
-            with pytest.raises(InvalidTransitionError, match=f"from {source} to {target}"):
+            refused = f"{MODEL} v{version}: cannot go from {source} to {target}"
+            with pytest.raises(InvalidTransitionError, match=refused):
                 registry.set_status(MODEL, version, target, "why")
             assert registry.get_version(MODEL, version).status == source, case
         assert registry.get_version(MODEL, version).status == (

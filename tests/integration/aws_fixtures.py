@@ -31,8 +31,11 @@ from urllib.parse import urlparse
 
 import boto3
 import botocore.session
+import moto  # noqa: F401  (moto hooks into every botocore client built after this import)
 import pytest
 from botocore.config import Config
+
+from ml import artifact
 
 REPO = Path(__file__).resolve().parents[2]
 TRAINING_ENTRYPOINT = REPO / "deploy" / "training" / "entrypoint.py"
@@ -100,7 +103,17 @@ def _model_loader() -> Any:
 
 
 def client(service: str, endpoint_url: str | None = None) -> Any:
-    """A client of the test's own (not the adapter's) session, on the moto backend."""
+    """A client of the test's own (not the adapter's) session, on the moto backend.
+
+    Shared by every test with the same credentials and endpoint: building a client costs
+    about 0.1 s, and a stack takes eight. moto's hook is in every client, and it answers
+    for whichever mock is running."""
+    credentials = tuple(os.environ.get(key) for key in sorted(FAKE_CREDENTIALS))
+    return _client(service, endpoint_url, credentials)
+
+
+@functools.cache
+def _client(service: str, endpoint_url: str | None, credentials: tuple) -> Any:
     core = botocore.session.get_session()
     core.register_component("data_loader", _model_loader())
     session = boto3.session.Session(botocore_session=core, region_name=REGION)
@@ -123,6 +136,7 @@ def _trust(service: str) -> str:
     )
 
 
+@functools.cache
 def _function_zip() -> bytes:
     buffer = io.BytesIO()
     with zipfile.ZipFile(buffer, "w") as archive:
@@ -397,3 +411,35 @@ class FakeTrainingContainer:
                     "SSEKMSKeyId": job["OutputDataConfig"]["KmsKeyId"],
                 },
             )
+
+
+# -- small helpers for adapter tests ---------------------------------------------------------
+def calls(aws_client: Any, operation: str) -> list[dict[str, Any]]:
+    """Record the parameters of every `operation` call the adapter's client makes."""
+    seen: list[dict[str, Any]] = []
+    service = aws_client.meta.service_model.service_name
+    aws_client.meta.events.register(
+        f"before-parameter-build.{service}.{operation}",
+        lambda params, **_: seen.append(dict(params)),
+    )
+    return seen
+
+
+def sealed_artifact(directory: Path, size: int = 2048) -> Path:
+    """A sealed artifact whose model.onnx is `size` random bytes. The store, the registry
+    and the endpoint only move and verify files, so no model needs training here."""
+    directory.mkdir(parents=True)
+    (directory / artifact.ONNX).write_bytes(os.urandom(size))
+    (directory / artifact.CARD).write_text(json.dumps({"run_id": directory.name}) + "\n")
+    (directory / artifact.BASELINE).write_text('{"features": {}}\n')
+    artifact.seal(directory)
+    return directory
+
+
+def s3_key(uri: str) -> tuple[str, str]:
+    bucket, _, key = uri.removeprefix("s3://").partition("/")
+    return bucket, key
+
+
+# a test that must also run over real HTTP (ThreadedMotoServer) takes both backends
+both_backends = pytest.mark.parametrize("endpoint_url", ["in-process", "server"], indirect=True)

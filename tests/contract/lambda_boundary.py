@@ -1,0 +1,127 @@
+"""Lambda's side of `Invoke`, for moto: the stack's real handler, run in-process.
+
+moto cannot invoke a Lambda function without Docker. `answer_invoke` is a botocore
+`before-send` handler (the hook moto itself uses) that answers `Invoke` at the HTTP boundary
+as Lambda would: it resolves the qualifier (the `live` alias, its primary version for a
+canary) to a published version, runs `deploy/aws_lambda/handler.py`'s `handler(event,
+context)` with that version's environment, and returns the handler's result as the payload
+(`X-Amz-Function-Error: Unhandled` if it raised). Each published version gets its own copy
+of the handler module, as each Lambda version gets its own execution environment.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import io
+import json
+import os
+import threading
+import traceback
+import uuid
+from types import SimpleNamespace
+from typing import Any
+from urllib.parse import parse_qs, unquote, urlparse
+
+from botocore.awsrequest import AWSResponse
+
+from tests.integration.aws_fixtures import REGION, REPO, client
+
+HANDLER_FILE = REPO / "deploy" / "aws_lambda" / "handler.py"
+INVOKE_EVENT = "before-send.lambda.Invoke"
+
+
+def handler_is_placeholder() -> bool:
+    """True while the Lambda handler is the placeholder the serving work replaces: it answers
+    any deployed model with `{"status": "placeholder"}` instead of predictions."""
+    spec = importlib.util.spec_from_file_location("tandem_handler_probe", HANDLER_FILE)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    saved = os.environ.get("MODEL_URI")
+    os.environ["MODEL_URI"] = "s3://tandem-probe/artifacts/none"
+    try:
+        answer = module.handler({"body": "{}"}, None)
+        return json.loads(answer["body"]).get("status") == "placeholder"
+    except Exception:  # the real handler refuses a probe that points at nothing
+        return False
+    finally:
+        if saved is None:
+            os.environ.pop("MODEL_URI", None)
+        else:
+            os.environ["MODEL_URI"] = saved
+
+
+class _Body(io.BytesIO):
+    """A raw HTTP body as botocore reads it (`stream()` and `read()`)."""
+
+    def stream(self, **_: Any):
+        yield self.getvalue()
+
+
+class LambdaInvoke:
+    """Answers `Invoke` for every function in the moto account; `calls` records each one."""
+
+    def __init__(self) -> None:
+        self.calls: list[dict[str, Any]] = []
+        self._modules: dict[tuple[str, str], Any] = {}
+        self._env_lock = threading.Lock()  # os.environ is process-wide
+
+    def _published(self, function: str, qualifier: str) -> tuple[str, dict[str, str]]:
+        lam = client("lambda")
+        version = qualifier or "$LATEST"
+        if not version.isdigit() and version != "$LATEST":
+            version = lam.get_alias(FunctionName=function, Name=qualifier)["FunctionVersion"]
+        conf = lam.get_function_configuration(FunctionName=function, Qualifier=version)
+        return version, dict((conf.get("Environment") or {}).get("Variables") or {})
+
+    def _handler(self, function: str, version: str) -> Any:
+        key = (function, version)
+        if key not in self._modules:
+            name = f"tandem_handler_{uuid.uuid4().hex}"
+            spec = importlib.util.spec_from_file_location(name, HANDLER_FILE)
+            module = importlib.util.module_from_spec(spec)
+            spec.loader.exec_module(module)
+            self._modules[key] = module
+        return self._modules[key].handler
+
+    def __call__(self, request: Any, **_: Any) -> AWSResponse:
+        url = urlparse(request.url)
+        function = unquote(url.path.split("/functions/", 1)[1].split("/", 1)[0])
+        qualifier = parse_qs(url.query).get("Qualifier", [""])[0]
+        version, variables = self._published(function, qualifier)
+        body = request.body or b"{}"
+        event = json.loads(body.decode() if isinstance(body, bytes) else body)
+        context = SimpleNamespace(
+            function_name=function,
+            function_version=version,
+            invoked_function_arn=f"arn:aws:lambda:{REGION}:123456789012:function:{function}",
+            aws_request_id=str(uuid.uuid4()),
+            memory_limit_in_mb=1024,
+            get_remaining_time_in_millis=lambda: 30_000,
+        )
+        headers = {"X-Amz-Executed-Version": version, "Content-Type": "application/json"}
+        environment = {
+            **variables,
+            "AWS_REGION": REGION,
+            "AWS_LAMBDA_FUNCTION_NAME": function,
+            "AWS_LAMBDA_FUNCTION_VERSION": version,
+        }
+        with self._env_lock:
+            saved = {key: os.environ.get(key) for key in environment}
+            os.environ.update(environment)
+            try:
+                payload: Any = self._handler(function, version)(event, context)
+            except Exception as exc:  # Lambda reports a raising handler in the payload
+                headers["X-Amz-Function-Error"] = "Unhandled"
+                payload = {
+                    "errorMessage": str(exc),
+                    "errorType": type(exc).__name__,
+                    "stackTrace": traceback.format_exception(exc),
+                }
+            finally:
+                for key, value in saved.items():
+                    if value is None:
+                        os.environ.pop(key, None)
+                    else:
+                        os.environ[key] = value
+        self.calls.append({"function": function, "version": version, "event": event})
+        return AWSResponse(request.url, 200, headers, _Body(json.dumps(payload).encode()))

@@ -1,0 +1,55 @@
+"""EndpointTarget.invoke: a stack scores rows with what is live, never in the caller's process."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import pytest
+
+from ml import lifecycle
+from ml.clouds.base import ModelVersion, Stack
+from ml.errors import NotFoundError, TandemError
+from tests.contract.conftest import MODEL, Cloud, feature_rows
+
+
+def test_invoke_scores_rows_with_the_live_version(
+    cloud: Cloud, stack: Stack, approved: Callable[[], ModelVersion]
+) -> None:
+    approved()
+    v2 = approved()
+    lifecycle.deploy(stack, MODEL)
+    rows = feature_rows(3)
+    if not cloud.serves_predictions:
+        # The endpoint's handler is still a placeholder (deploy/aws_lambda/handler.py before
+        # the serving work): the adapter must say so, not return something else. This branch
+        # goes away by itself when the handler serves, and the assertions below apply.
+        with pytest.raises(TandemError, match="no predictions"):
+            stack.endpoint.invoke(MODEL, rows)
+        return
+    answer = stack.endpoint.invoke(MODEL, rows)
+    assert (answer["model"], answer["version"]) == (MODEL, v2.version)
+    predictions = answer["predictions"]
+    assert len(predictions) == len(rows)
+    for prediction in predictions:
+        assert prediction["label"] in (0, 1)
+        assert 0.0 <= prediction["probability"] <= 1.0
+    # the same rows again: the same answers (a deterministic model behind the endpoint)
+    assert stack.endpoint.invoke(MODEL, rows)["predictions"] == predictions
+
+
+def test_invoke_answers_from_the_version_a_rollback_left_live(
+    cloud: Cloud, stack: Stack, approved: Callable[[], ModelVersion]
+) -> None:
+    if not cloud.serves_predictions:
+        pytest.skip("the endpoint's handler is a placeholder until the serving work lands")
+    v1, v2 = approved(), approved()
+    lifecycle.deploy(stack, MODEL, v1.version)
+    lifecycle.deploy(stack, MODEL, v2.version)
+    assert stack.endpoint.invoke(MODEL, feature_rows(1))["version"] == v2.version
+    lifecycle.rollback(stack, MODEL)
+    assert stack.endpoint.invoke(MODEL, feature_rows(1))["version"] == v1.version
+
+
+def test_invoke_with_nothing_deployed_is_refused(stack: Stack) -> None:
+    with pytest.raises(NotFoundError):
+        stack.endpoint.invoke(MODEL, feature_rows(1))

@@ -13,6 +13,7 @@ import io
 import json
 import math
 import tarfile
+import zlib
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -92,19 +93,26 @@ def pack(directory: Path) -> Path:
 
 
 def verify_tarball(tarball: Path, files: Mapping[str, str]) -> None:
-    """model.tar.gz must hold exactly the manifest's content; names the member that differs."""
+    """model.tar.gz must hold exactly the manifest's content, and be whole: the gzip stream is
+    read to its end, so a damaged trailer (CRC, length) is refused too. Names what differs."""
     try:
-        with tarfile.open(tarball, "r:gz") as tar:
-            members = {m.name: m for m in tar.getmembers() if m.isfile()}
+        unpacked = gzip.decompress(Path(tarball).read_bytes())
+        with tarfile.open(fileobj=io.BytesIO(unpacked), mode="r:") as tar:
+            members = {m.name: m for m in tar.getmembers()}
+            extra = sorted(set(members) - {*files, MANIFEST})
+            if extra:
+                raise ArtifactIntegrityError(
+                    f"{TARBALL}: holds files the manifest does not list: {extra}"
+                )
             for name, expected in sorted(files.items()):
                 member = members.get(name)
-                handle = tar.extractfile(member) if member else None
+                handle = tar.extractfile(member) if member and member.isfile() else None
                 if handle is None:
                     raise ArtifactIntegrityError(f"{TARBALL}: {name} is missing from the tarball")
                 if hashlib.sha256(handle.read()).hexdigest() != expected:
                     raise ArtifactIntegrityError(f"{TARBALL}: {name} differs from the manifest")
-    except (tarfile.TarError, OSError, EOFError) as exc:
-        raise ArtifactIntegrityError(f"{TARBALL}: unreadable ({exc})") from None
+    except (tarfile.TarError, OSError, EOFError, zlib.error) as exc:
+        raise ArtifactIntegrityError(f"{TARBALL}: damaged ({exc})") from None
 
 
 def unpack(tarball: Path, dest: Path) -> Path:

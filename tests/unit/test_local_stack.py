@@ -25,7 +25,7 @@ from ml.clouds.base import (
     ModelRegistry,
     Stack,
 )
-from ml.clouds.local import FileRegistry, stack_outputs
+from ml.clouds.local import DirectoryStore, FileLocks, FileRegistry, stack_outputs
 from ml.errors import (
     ArtifactIntegrityError,
     ConfigError,
@@ -61,7 +61,7 @@ def test_stack_outputs_default_to_tandem_home(tandem_home: Path) -> None:
 def test_connect_errors() -> None:
     with pytest.raises(ConfigError, match="unknown cloud 'gcp'"):
         connect("gcp", {})
-    with pytest.raises(ConfigError, match="lack 'root'"):
+    with pytest.raises(ConfigError, match=r"lack \['cloud', 'root'\]"):
         connect("local", {"stack": "dev"})
 
 
@@ -148,19 +148,23 @@ def test_metrics_sink_appends(local_stack: Stack) -> None:
     assert all(p.timestamp for p in points)
 
 
+def local_registry(root: Path) -> FileRegistry:
+    return FileRegistry(DirectoryStore(root / "store"), FileLocks(root / "locks"))
+
+
 def test_concurrent_threads_get_distinct_consecutive_versions(tmp_path: Path) -> None:
     root = tmp_path / "registry"
     barrier = threading.Barrier(WORKERS)
 
     def register(_: int) -> int:
-        registry = FileRegistry(root)  # each thread its own client, as separate callers are
+        registry = local_registry(root)  # each thread its own client, as separate callers are
         barrier.wait(timeout=60)
         return registry.create_version("credit", "file:///artifact", {}, {}).version
 
     with ThreadPoolExecutor(WORKERS) as pool:
         versions = sorted(pool.map(register, range(WORKERS)))
     assert versions == list(range(1, WORKERS + 1))
-    assert len(FileRegistry(root).list_versions("credit")) == WORKERS
+    assert len(local_registry(root).list_versions("credit")) == WORKERS
 
 
 def test_concurrent_threads_sharing_one_client(local_stack: Stack) -> None:
@@ -231,7 +235,8 @@ def test_files_of_an_interrupted_upload_are_never_listed(
 def test_version_numbers_are_numbers_past_six_digits(local_stack: Stack) -> None:
     registry = local_stack.registry
     first = registry.create_version("credit", "file:///a/first", {}, {})
-    [record] = [p for p in (registry.root / "credit").iterdir() if p.suffix == ".json"]
+    records = local_stack.store.root / "registry" / "credit"
+    [record] = [p for p in records.iterdir() if p.suffix == ".json"]
     # the registry at v999999, as it would have written it (numbers are not re-counted)
     payload = json.loads(record.read_text()) | {"version": 999_999, "artifact_uri": "file:///a/x"}
     (record.parent / "v999999.json").write_text(json.dumps(payload))

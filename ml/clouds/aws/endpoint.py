@@ -280,7 +280,7 @@ class LambdaEndpoint:
         status = int(response.get("statusCode", 200))
         if status >= 400 or not isinstance(payload, dict) or "predictions" not in payload:
             raise TandemError(
-                f"{self.function_name} answered {status} without predictions: "
+                f"{self.function_name} answered {status} with no predictions: "
                 f"{json.dumps(payload)[:300]}"
             )
         return {

@@ -6,8 +6,8 @@ from typing import Any
 
 import pytest
 
+from contract.outputs import AWS
 from ml.clouds import connect
-from ml.clouds.aws import REQUIRED_OUTPUTS
 from ml.errors import ConfigError
 
 
@@ -25,14 +25,14 @@ def test_connect_builds_the_stack_from_outputs_alone(outputs: dict[str, Any]) ->
 
 @pytest.mark.parametrize("missing", ["kms_key_arn", "model_package_groups", "function_alias"])
 def test_missing_output_is_a_config_error_naming_it(missing: str) -> None:
-    outputs = {key: f"value-of-{key}" for key in REQUIRED_OUTPUTS}
-    outputs |= {"cloud": "aws", "model_package_groups": {"credit": "g"}, "alarm_names": []}
+    outputs = {key: f"value-of-{key}" for key in AWS.required}
+    outputs |= {"cloud": "aws", "model_package_groups": {"credit": "g"}}
     del outputs[missing]
     with pytest.raises(ConfigError, match=repr(missing)):
         connect("aws", outputs)
 
 
 def test_outputs_of_another_cloud_are_refused() -> None:
-    outputs = {key: "x" for key in REQUIRED_OUTPUTS} | {"cloud": "azure"}
+    outputs = {key: "x" for key in AWS.required} | {"cloud": "azure"}
     with pytest.raises(ConfigError, match="not 'aws'"):
         connect("aws", outputs)

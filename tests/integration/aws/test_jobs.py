@@ -15,9 +15,10 @@ import pytest
 from botocore.stub import Stubber
 
 from ml import artifact
-from ml.clouds import connect
+from ml.clouds import connect, packaging
 from ml.clouds.base import Stack
 from ml.errors import TandemError
+from ml.spec import load_spec
 from tests.conftest import write_spec
 from tests.integration.aws_fixtures import (
     SKLEARN_IMAGE,
@@ -49,7 +50,7 @@ def test_training_job_runs_in_the_container_and_is_collected(
     stack.jobs.sleep = lambda seconds: None
     lines: list[str] = []
     requests = calls(stack.jobs.sagemaker, "CreateTrainingJob")
-    spec = write_spec(tmp_path, estimator=SMALL_MODEL)
+    spec = load_spec(write_spec(tmp_path, estimator=SMALL_MODEL))
     result = stack.jobs.run_training(
         spec, "synthetic://credit?rows=600&seed=3", "artifacts/credit/run-7", progress=lines.append
     )
@@ -71,7 +72,7 @@ def test_training_job_runs_in_the_container_and_is_collected(
     data_uri = channels["train"]
     assert data_uri.startswith(f"s3://{outputs['data_bucket']}/datasets/credit/")
     assert data_uri.endswith(".parquet")
-    assert hyper["spec"] == "specs/spec.toml"
+    assert hyper["spec"] == "specs/credit.json"
     assert hyper["data_uri"] == data_uri
     assert hyper["sagemaker_program"] == "ml/train.py"
     assert job["EnableNetworkIsolation"] is True  # a purpose-built image needs no pip
@@ -86,7 +87,7 @@ def test_training_job_runs_in_the_container_and_is_collected(
     assert job["ResourceConfig"]["InstanceType"] == "ml.m5.large"
     assert job["ResourceConfig"]["VolumeKmsKeyId"] == outputs["kms_key_arn"]
     assert job["StoppingCondition"]["MaxRuntimeInSeconds"] > 0
-    assert {"ml/train.py", "deploy/inference.py", "specs/spec.toml"} <= set(
+    assert {"ml/train.py", "deploy/inference.py", "contract/naming.py", "specs/credit.json"} <= set(
         container.jobs[0]["files"]
     )
     assert "requirements.txt" not in container.jobs[0]["files"]
@@ -105,7 +106,7 @@ def test_stock_sklearn_image_gets_its_code_from_s3_with_requirements(
 ) -> None:
     outputs = create_stack("dev", endpoint_url=endpoint_url, training_image_uri=SKLEARN_IMAGE)
     stack = connect("aws", outputs)
-    spec = write_spec(tmp_path, estimator=SMALL_MODEL)
+    spec = load_spec(write_spec(tmp_path, estimator=SMALL_MODEL))
     data = stack.store.put_bytes("datasets/credit/given.csv", b"a,b\n1,2\n")
     name = stack.jobs.submit(spec, data, "artifacts/credit/run-8")
     job = client("sagemaker").describe_training_job(TrainingJobName=name)
@@ -117,17 +118,17 @@ def test_stock_sklearn_image_gets_its_code_from_s3_with_requirements(
     requirements = code["requirements.txt"].decode().split()
     assert any(r.startswith("scikit-learn") for r in requirements)
     assert not any("boto3" in r or "pytest" in r for r in requirements)  # runtime only
-    assert code["specs/spec.toml"] == spec.read_bytes()
+    assert code["specs/credit.json"] == packaging.spec_bytes(spec)
     assert "ml/clouds/aws/__init__.py" in code and not any("__pycache__" in n for n in code)
 
 
 def test_dataset_is_staged_once_by_content(stack: Stack, tmp_path: Path) -> None:
-    spec = write_spec(tmp_path, estimator=SMALL_MODEL)
-    first = stack.jobs.stage_dataset("synthetic://credit?rows=600&seed=3", spec)
+    spec = load_spec(write_spec(tmp_path, estimator=SMALL_MODEL))
+    first = packaging.stage_dataset(stack.store, spec, "synthetic://credit?rows=600&seed=3")
     puts = calls(stack.store.s3, "PutObject")
-    assert stack.jobs.stage_dataset("synthetic://credit?rows=600&seed=3", spec) == first
+    assert packaging.stage_dataset(stack.store, spec, "synthetic://credit?rows=600&seed=3") == first
     assert puts == []
-    assert stack.jobs.stage_dataset("synthetic://credit?rows=601&seed=3", spec) != first
+    assert packaging.stage_dataset(stack.store, spec, "synthetic://credit?rows=601&seed=3") != first
 
 
 def test_a_failed_job_raises_with_its_reason(stack: Stack) -> None:

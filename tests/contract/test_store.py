@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import io
 import json
 import re
 import shutil
+import tarfile
 from pathlib import Path
 
 import pytest
@@ -14,6 +16,24 @@ from ml.clouds.base import Stack
 from ml.errors import ArtifactIntegrityError, ConflictError, NotFoundError
 
 KEY = "artifacts/credit/run-1"
+
+
+def altered_copy(artifact_dir: Path, name: str, tmp_path: Path) -> bytes:
+    """`name` with one byte changed; for model.tar.gz, a well-formed tarball of the same
+    files in which model.onnx differs (what SageMaker would deploy)."""
+    if name != artifact.TARBALL:
+        original = (artifact_dir / name).read_bytes()
+        return original[:-1] + bytes([original[-1] ^ 0xFF])
+    packed = tmp_path / "altered.tar.gz"
+    with tarfile.open(packed, "w:gz") as tar:
+        for member in (*artifact.CONTENT, artifact.MANIFEST):
+            data = (artifact_dir / member).read_bytes()
+            if member == artifact.ONNX:
+                data = data[:-1] + bytes([data[-1] ^ 0xFF])
+            info = tarfile.TarInfo(member)
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+    return packed.read_bytes()
 
 
 def test_bytes_round_trip_by_key_and_by_uri_last_write_wins(stack: Stack) -> None:
@@ -99,8 +119,7 @@ def test_a_stored_file_altered_after_storing_is_refused_and_named(
     stack: Stack, artifact_dir: Path, tmp_path: Path, altered: str
 ) -> None:
     uri = stack.store.put_artifact(artifact_dir, KEY)
-    original = (artifact_dir / altered).read_bytes()
-    stack.store.put_bytes(f"{KEY}/{altered}", original[:-1] + bytes([original[-1] ^ 0xFF]))
+    stack.store.put_bytes(f"{KEY}/{altered}", altered_copy(artifact_dir, altered, tmp_path))
     with pytest.raises(ArtifactIntegrityError, match=re.escape(altered)):
         stack.store.get_artifact(uri, tmp_path / "fetched")
 

@@ -26,7 +26,7 @@ import signal
 import subprocess
 import sys
 import tempfile
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
@@ -58,9 +58,10 @@ DEFAULT_HOME = ".tandem"
 KEY_FILE = "pseudonym.key"
 
 
-def write_atomic(path: Path, data: bytes) -> None:
-    """Write to a hidden temporary file beside `path`, then rename: readers never see half a
-    file."""
+@contextlib.contextmanager
+def _hidden_copy(path: Path, data: bytes) -> Iterator[str]:
+    """`data` written whole and synced under a hidden name beside `path` (mode 0600), removed
+    on exit unless it was renamed into place. Hidden names are never listed by the store."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
     try:
@@ -68,28 +69,26 @@ def write_atomic(path: Path, data: bytes) -> None:
             handle.write(data)
             handle.flush()
             os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
+        yield tmp
+    finally:
         Path(tmp).unlink(missing_ok=True)
-        raise
+
+
+def write_atomic(path: Path, data: bytes) -> None:
+    """Replace `path` whole: readers never see half a file (last write wins)."""
+    with _hidden_copy(path, data) as tmp:
+        os.replace(tmp, path)
 
 
 def write_new(path: Path, data: bytes) -> bool:
-    """Create `path` holding `data` only if it does not exist, atomically and whole: written
-    under a hidden name (mode 0600), then linked. False when the name existed already."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.link(tmp, path)  # fails if the name exists
-        return True
-    except FileExistsError:
-        return False
-    finally:
-        Path(tmp).unlink(missing_ok=True)
+    """Create `path` holding `data` only if it does not exist, atomically and whole; False
+    when the name existed already (of two writers, the first link wins)."""
+    with _hidden_copy(path, data) as tmp:
+        try:
+            os.link(tmp, path)
+        except FileExistsError:
+            return False
+    return True
 
 
 class DirectoryStore:

@@ -6,11 +6,15 @@ callers and rounds; no timing is asserted, only the state each round leaves.
 
 from __future__ import annotations
 
+import dataclasses
+import threading
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from ml import lifecycle
-from ml.clouds.base import APPROVED, ModelVersion, Stack
+from ml.clouds import connect
+from ml.clouds.base import APPROVED, Deployment, ModelVersion, Stack
 from ml.errors import TandemError
 from tests.contract.conftest import MODEL, Cloud, store_artifact
 from tests.contract.races import race
@@ -72,8 +76,9 @@ def test_deploys_racing_rollbacks_never_leave_an_archived_version_live(
     approved(), approved()
     lifecycle.deploy(stack, MODEL)
     first = 3  # the pending versions each round approves: 3, 4 in round 0, 5, 6 in round 1...
-    for n in range(first, first + 2 * ROUNDS):
-        lifecycle.register(stack, MODEL, store_artifact(stack, artifact_dir, f"run-{n}"), {}, {})
+    uri = store_artifact(stack, artifact_dir, "run-pending")  # one artifact serves them all
+    for _ in range(first, first + 2 * ROUNDS):
+        stack.registry.create_version(MODEL, uri, {}, {})
 
     def live_is_approved(round_: int, outcomes: list[str]) -> None:
         live = stack.endpoint.current(MODEL)
@@ -95,3 +100,64 @@ def test_deploys_racing_rollbacks_never_leave_an_archived_version_live(
     # the race did happen: both kinds of change went through, more than once
     assert sum(o.startswith("deployed") for o in outcomes) > ROUNDS
     assert sum(o.startswith("rolled back") for o in outcomes) > 1
+
+
+class HeldDeploy:
+    """An EndpointTarget that holds its first `deploy` until released: a deploy caught between
+    choosing its version and pointing the endpoint at it. Everything else is the stack's own."""
+
+    def __init__(self, endpoint: Any) -> None:
+        self.endpoint = endpoint
+        self.entered, self.release = threading.Event(), threading.Event()
+
+    def deploy(self, version: ModelVersion, **kwargs: Any) -> Deployment:
+        self.entered.set()
+        assert self.release.wait(60), "never released"
+        return self.endpoint.deploy(version, **kwargs)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.endpoint, name)
+
+
+def test_a_rollback_waits_for_a_deploy_caught_halfway(
+    stack: Stack, approved: Callable[[], ModelVersion]
+) -> None:
+    """The interleaving that once left an archived version live, made to happen: a deploy has
+    chosen v2 and not yet pointed the endpoint at it when a rollback of v2 starts.
+
+    Serialised (the model's lock), the rollback runs after the deploy and v1 ends up live.
+    Without the lock the rollback finishes first and the deploy then serves the archived v2.
+    The rollback is given a bounded head start, then the deploy is released: correct code
+    passes whatever the machine's load; broken code fails unless the machine is so slow that
+    the rollback could not finish in that time.
+    """
+    approved(), approved()
+    lifecycle.deploy(stack, MODEL)
+    held = HeldDeploy(connect(stack.cloud, stack.outputs).endpoint)
+    deployer = dataclasses.replace(connect(stack.cloud, stack.outputs), endpoint=held)
+    operator = connect(stack.cloud, stack.outputs)
+    outcomes: dict[str, Any] = {}
+
+    def run(name: str, step: Callable[[], Deployment]) -> None:
+        try:
+            outcomes[name] = step().version
+        except Exception as exc:  # reported below
+            outcomes[name] = exc
+
+    deploy = threading.Thread(
+        target=run, args=("deploy", lambda: lifecycle.deploy(deployer, MODEL))
+    )
+    deploy.start()
+    assert held.entered.wait(60), "the deploy never reached the endpoint"
+    rollback = threading.Thread(
+        target=run, args=("rollback", lambda: lifecycle.rollback(operator, MODEL, "race"))
+    )
+    rollback.start()
+    rollback.join(3)  # the head start: a rollback that is not serialised finishes in it
+    held.release.set()
+    deploy.join(60)
+    rollback.join(60)
+    assert outcomes == {"deploy": 2, "rollback": 1}, outcomes
+    live = stack.endpoint.current(MODEL)
+    assert live is not None and live.version == 1
+    assert stack.registry.get_version(MODEL, 2).status == "archived"

@@ -182,7 +182,7 @@ class S3ArtifactStore:
         return uri
 
     def get_artifact(self, uri: str, dest: Path) -> Path:
-        uri = self.uri_for(uri.rstrip("/")) if not uri.startswith("s3://") else uri.rstrip("/")
+        uri = self.uri_for(uri.rstrip("/"))  # a key or an s3:// URI
         return verified.get_artifact(self, uri, Path(dest), uri)
 
     def _verify_stored(self, path: Path, bucket: str, key: str) -> None:

@@ -26,8 +26,11 @@ LAMBDA_ZIP_NAME = "tandem-lambda.zip"
 LAMBDA_HANDLER = "deploy.aws_lambda.handler.handler"
 
 # Paths inside the archive (relative to the repository root). `deploy/inference.py` is
-# optional until the serving work adds it; the package markers make `deploy.*` importable.
+# optional until the serving work adds it; the package markers make `deploy.*` importable,
+# and the shared vocabulary's serving words (`contract.serving`) ship with the handler.
 _LAMBDA_REQUIRED = (
+    "contract/__init__.py",
+    "contract/serving.py",
     "deploy/__init__.py",
     "deploy/aws_lambda/__init__.py",
     "deploy/aws_lambda/handler.py",

@@ -12,6 +12,8 @@ import json
 import os
 from typing import Any
 
+from contract.serving import ENV_MODEL_URI
+
 
 def _response(status: int, body: dict[str, Any]) -> dict[str, Any]:
     return {
@@ -23,7 +25,7 @@ def _response(status: int, body: dict[str, Any]) -> dict[str, Any]:
 
 def handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
     """Answer one request; the model itself is not loaded yet."""
-    model_uri = os.environ.get("MODEL_URI", "").strip()
+    model_uri = os.environ.get(ENV_MODEL_URI, "").strip()
     if not model_uri:
         return _response(503, {"error": "no model deployed yet"})
     return _response(200, {"model_uri": model_uri, "status": "placeholder"})

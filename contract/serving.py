@@ -1,8 +1,49 @@
-"""What an endpoint is told through its environment, and the alias that marks what is live."""
+"""The serving vocabulary: what an endpoint is told, what it answers to, and how much it accepts.
+
+Every entry point (the Lambda handler, the local/container server, the Azure function) and
+every client (the lifecycle's smoke request, `tandem predict`, the benchmarks) reads these
+words from here.
+"""
 
 from __future__ import annotations
 
-ENV_MODEL_URI = "MODEL_URI"  # the verified artifact the endpoint loads
+# What an endpoint is told through its environment.
+ENV_MODEL_URI = "MODEL_URI"  # the verified artifact the endpoint loads (path, s3://, https://)
 ENV_MODEL_NAME = "MODEL_NAME"
 ENV_MODEL_VERSION = "MODEL_VERSION"
+# A canary for targets without a native weighted alias (local server, container, Flex
+# Consumption): the second artifact and the share of requests it answers (0 < w < 1).
+ENV_CANARY_URI = "CANARY_MODEL_URI"
+ENV_CANARY_VERSION = "CANARY_MODEL_VERSION"
+ENV_CANARY_WEIGHT = "CANARY_WEIGHT"
+ENV_MAX_ROWS = "TANDEM_MAX_ROWS"
+ENV_MAX_BODY_BYTES = "TANDEM_MAX_BODY_BYTES"
+ENV_CAPTURE_SAMPLE = "TANDEM_CAPTURE_SAMPLE"  # share of requests captured, 0..1
+ENV_CAPTURE_URI = "TANDEM_CAPTURE_URI"  # where captures go: a store root path or s3://bucket
+
 LIVE_ALIAS = "live"  # the Lambda alias that receives traffic (a canary adds a weighted version)
+
+# The local endpoint's state per model: `<stack>/endpoint/<model>/serving.json`, written
+# atomically by the local EndpointTarget on every deploy/rollback and watched by the server:
+# {"model": str, "live": {"version": int, "path": str},
+#  "canary": {"version": int, "path": str, "weight": float} | null}
+STATE_FILE = "serving.json"
+
+# Routes every HTTP entry point answers (the container adds its platforms' own, below).
+HEALTH_PATH = "/health"
+PREDICT_PATH = "/predict"
+# SageMaker real-time hosting: `docker run IMAGE serve`, port 8080, model in /opt/ml/model.
+SAGEMAKER_PING_PATH = "/ping"
+SAGEMAKER_INVOCATIONS_PATH = "/invocations"
+SAGEMAKER_PORT = 8080
+SAGEMAKER_MODEL_DIR = "/opt/ml/model"
+
+# Request and response headers.
+REQUEST_ID_HEADER = "x-request-id"  # honoured when well-formed, else one is generated
+ROUTE_HEADER = "x-tandem-route"  # "live" or "canary": pins a request (smoke tests use it)
+VERSION_HEADER = "x-tandem-version"  # the model version that answered
+
+# Limits (overridable per endpoint through ENV_MAX_ROWS / ENV_MAX_BODY_BYTES).
+MAX_ROWS = 1000
+MAX_BODY_BYTES = 6 * 1024 * 1024  # Lambda's synchronous payload limit
+MAX_ECHO_CHARS = 60  # an error message never quotes more of a value than this

@@ -31,9 +31,10 @@ from rich.table import Table
 from contract.naming import check_stack_name
 from ml import lifecycle
 from ml.clouds import CLOUDS, connect
-from ml.clouds.base import Stack, checked_model
+from ml.clouds.base import Stack, checked_model, primary_version
 from ml.clouds.outputs import read_outputs
 from ml.errors import GateFailedError, InvalidNameError, NotFoundError, TandemError
+from ml.rows import live_schema, rows_from_text
 from ml.spec import ModelSpec, load_spec
 
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
@@ -418,8 +419,9 @@ def models(
 ) -> None:
     """A table of versions with their status, key metrics and what is live.
 
-    With --json: one object per version, with `live` (true for the version the endpoint
-    serves) and `canary_weight` (the live version's traffic share when it is a canary).
+    With --json: one object per version, with `live` (true for every version the endpoint
+    serves: the primary and, while one runs, the canary), `traffic` (its share of requests)
+    and `canary_weight` (set on the canary only).
     """
     try:
         stack = open_stack()
@@ -429,15 +431,25 @@ def models(
     except TandemError as exc:
         raise fail(exc) from None
 
-    def is_live(v) -> bool:
+    def traffic(v) -> float | None:
+        """The share of `v`'s model's traffic that `v` answers (None: not deployed)."""
         current = live.get(v.model)
-        return current is not None and current.version == v.version
+        if current is None:
+            return None
+        if current.canary_weight is None:
+            return 1.0 if current.version == v.version else None
+        if current.version == v.version:
+            return current.canary_weight
+        return 1.0 - current.canary_weight if primary_version(current) == v.version else None
 
     listed = [
         {
             **_plain(v),
-            "live": is_live(v),
-            "canary_weight": live[v.model].canary_weight if is_live(v) else None,
+            "live": traffic(v) is not None,
+            "traffic": traffic(v),
+            "canary_weight": live[v.model].canary_weight
+            if traffic(v) is not None and live[v.model].version == v.version
+            else None,
         }
         for v in versions
     ]
@@ -455,10 +467,18 @@ def models(
             str(v.version),
             f"[{colour.get(v.status, 'default')}]{escape(v.status)}[/]",
             *(f"{v.metrics[k]:.3f}" if k in v.metrics else "-" for k in KEY_METRICS[:4]),
-            ("●" if canary is None else f"● {canary:.0%}") if row["live"] else "",
+            _traffic_mark(row["traffic"], canary),
             escape(v.status_reason),
         )
     emit(listed, table)
+
+
+def _traffic_mark(share: float | None, canary: float | None) -> str:
+    if share is None:
+        return ""
+    if canary is not None:
+        return f"canary {share:.0%}"
+    return "●" if share == 1.0 else f"● {share:.0%}"
 
 
 @app.command()
@@ -466,18 +486,35 @@ def deploy(
     model: Model,
     version: Annotated[int | None, typer.Argument(help="default: newest approved")] = None,
     canary: Annotated[
-        float | None, typer.Option(help="share of traffic for the new version")
+        float | None,
+        typer.Option(help="share of traffic for the new version, e.g. 0.1 (0 < share < 1)"),
     ] = None,
+    promote_canary: Annotated[
+        bool, typer.Option("--promote-canary", help="send all traffic to the running canary")
+    ] = False,
 ) -> None:
-    """Deploy an approved version to the stack's endpoint."""
+    """Deploy an approved version to the stack's endpoint, smoke-test it, and go back to what
+    was live if the smoke request fails."""
+    if promote_canary and (version is not None or canary is not None):
+        raise usage_error("--promote-canary takes no VERSION and no --canary")
     try:
-        deployment = lifecycle.deploy(open_stack(), model, version, canary_weight=canary)
+        stack = open_stack()
+        if promote_canary:
+            deployment = lifecycle.promote_canary(stack, model)
+        else:
+            deployment = lifecycle.deploy(stack, model, version, canary_weight=canary)
     except TandemError as exc:
         raise fail(exc) from None
-    emit(
-        deployment,
-        f"[green]live[/] {escape(model)} v{deployment.version} at {escape(deployment.endpoint)}",
-    )
+    where = escape(deployment.endpoint)
+    if deployment.canary_weight is None:
+        human = f"[green]live[/] {escape(model)} v{deployment.version} at {where}"
+    else:
+        primary = primary_version(deployment)
+        human = (
+            f"[green]canary[/] {escape(model)} v{deployment.version} takes "
+            f"{deployment.canary_weight:.0%} of the traffic, v{primary} the rest, at {where}"
+        )
+    emit(deployment, human)
 
 
 @app.command()
@@ -490,6 +527,95 @@ def rollback(
     except TandemError as exc:
         raise fail(exc) from None
     emit(deployment, f"[yellow]rolled back[/] {escape(model)} to v{deployment.version}")
+
+
+StackOption = Annotated[
+    str | None,
+    typer.Option("--stack", "-s", help="environment (default: the global --stack)"),
+]
+
+
+def _stack_for(name: str | None) -> Stack:
+    return open_stack(stack_name(name) if name else None)
+
+
+@app.command()
+def serve(
+    model: Model,
+    stack: StackOption = None,
+    port: Annotated[int, typer.Option(help="TCP port on 127.0.0.1 (0: any free port)")] = 8080,
+    host: Annotated[str, typer.Option(help="address to listen on")] = "127.0.0.1",
+    workers: Annotated[int, typer.Option(help="requests served at once", min=1)] = 8,
+) -> None:
+    """Serve what is live for MODEL on the local stack over HTTP (POST /predict, GET /health).
+
+    Follows deploys, canaries and rollbacks without a restart; stops cleanly on Ctrl-C or
+    SIGTERM. On a cloud stack the endpoint is the cloud's own: use `tandem predict`.
+    """
+    from deploy.server import serve_state
+
+    try:
+        opened = _stack_for(stack)
+        if opened.cloud != "local":
+            raise TandemError(
+                f"`tandem serve` runs the local stack's endpoint; {opened.cloud}:{opened.name} "
+                "serves from the cloud (score through it with `tandem predict`)"
+            )
+        if opened.endpoint.current(model) is None:
+            raise NotFoundError(
+                f"model {model!r} is not deployed on stack {opened.name!r}: "
+                f"`tandem deploy {model}` first"
+            )
+        state_path = opened.endpoint.state_path(model)
+    except TandemError as exc:
+        raise fail(exc) from None
+    serve_state(state_path, host=host, port=port, workers=workers)
+
+
+@app.command()
+def predict(
+    model: Model,
+    source: Annotated[
+        str, typer.Argument(help="a JSON or CSV file of rows, or - for standard input")
+    ],
+    stack: StackOption = None,
+    route: Annotated[
+        str | None, typer.Option(help="pin the request to the live or the canary version")
+    ] = None,
+) -> None:
+    """Score rows through the stack's endpoint, as a client would.
+
+    JSON: a list of row objects, one object, {"instances": [...]} or {"inputs": {...}}.
+    CSV: a header row, then one row per line (typed by the live model's input schema).
+    """
+    if route not in (None, "live", "canary"):
+        raise usage_error(f"--route must be live or canary, not {route!r}")
+    try:
+        opened = _stack_for(stack)
+        text = sys.stdin.read() if source == "-" else Path(source).read_text()
+        rows = rows_from_text(text, lambda: live_schema(opened, model))
+        answer = opened.endpoint.invoke(model, rows, route=route)
+    except OSError as exc:
+        raise fail(TandemError(f"{source}: cannot read ({exc.strerror or exc})")) from None
+    except TandemError as exc:
+        raise fail(exc) from None
+    emit(answer, prediction_table(answer))
+
+
+def prediction_table(answer: dict[str, Any]) -> Table:
+    """One line per row: the prediction and, for a classifier, each class's probability."""
+    table = Table(
+        title=f"{escape(str(answer.get('model')))} v{answer.get('version')} "
+        f"(request {escape(str(answer.get('request_id')))})"
+    )
+    classes = answer.get("classes") or []
+    probabilities = answer.get("probabilities") or []
+    for column in ("row", "prediction", *(f"p({c})" for c in classes)):
+        table.add_column(escape(str(column)))
+    for i, prediction in enumerate(answer["predictions"]):
+        shares = probabilities[i] if i < len(probabilities) else []
+        table.add_row(str(i), escape(str(prediction)), *(f"{p:.3f}" for p in shares))
+    return table
 
 
 @app.command()

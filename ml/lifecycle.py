@@ -33,6 +33,7 @@ from ml.clouds.base import (
     Progress,
     Stack,
     checked_model,
+    primary_version,
 )
 from ml.clouds.locks import model_lock
 from ml.errors import ConflictError, GateFailedError, NotFoundError, TandemError
@@ -178,7 +179,12 @@ def reject(stack: Stack, model: str, version: int, reason: str = "") -> ModelVer
 def deploy(
     stack: Stack, model: str, version: int | None = None, *, canary_weight: float | None = None
 ) -> Deployment:
-    """Deploy a version (default: the newest approved one); only approved versions deploy."""
+    """Deploy a version (default: the newest approved one); only approved versions deploy.
+
+    After the shift a smoke request goes through the endpoint's own entry point, pinned to the
+    version just deployed; if it fails, the endpoint goes back to what it served before and
+    SmokeTestError says why.
+    """
     model = checked_model(model)
     with stack.locks.hold(model_lock(model)):
         if version is None:
@@ -191,11 +197,25 @@ def deploy(
                 raise TandemError(
                     f"{model} v{version} is {target.status}; only approved versions deploy"
                 )
-        return stack.endpoint.deploy(target, canary_weight=canary_weight)
+        return _shift(stack, target, canary_weight)
+
+
+def promote_canary(stack: Stack, model: str) -> Deployment:
+    """Send all traffic to the canary that is running for `model` (smoke-tested, as a deploy)."""
+    model = checked_model(model)
+    with stack.locks.hold(model_lock(model)):
+        live = stack.endpoint.current(model)
+        if live is None or live.canary_weight is None:
+            raise TandemError(
+                f"no canary is running for {model!r} on stack {stack.name!r}; "
+                "start one with `tandem deploy MODEL VERSION --canary 0.1`"
+            )
+        return _shift(stack, stack.registry.get_version(model, live.version), None)
 
 
 def rollback(stack: Stack, model: str, reason: str = "rolled back") -> Deployment:
-    """Archive the live version and re-deploy the previous approved one."""
+    """Archive the live version and re-deploy the previous approved one. While a canary runs,
+    rolling back archives the canary and gives all traffic back to its primary."""
     model = checked_model(model)
     with stack.locks.hold(model_lock(model)):
         live = stack.endpoint.current(model)
@@ -206,11 +226,64 @@ def rollback(stack: Stack, model: str, reason: str = "rolled back") -> Deploymen
             for v in stack.registry.list_versions(model)
             if v.status == APPROVED and v.version < live.version
         ]
+        primary = primary_version(live)
+        if live.canary_weight is not None:
+            previous = [v for v in previous if v.version == primary] or previous
         if not previous:
             raise NotFoundError(f"{model}: no approved version older than the live v{live.version}")
-        deployment = stack.endpoint.deploy(previous[-1])
+        deployment = _shift(stack, previous[-1], None)
         stack.registry.set_status(model, live.version, ARCHIVED, reason)
         return deployment
+
+
+class SmokeTestError(TandemError):
+    """A deployed version failed its smoke request; the endpoint went back to what it served."""
+
+
+def smoke_rows(card: dict[str, Any]) -> list[dict[str, Any]]:
+    """One plausible request row from the model's input schema: the middle of each numeric
+    feature's training range, the first known category of each categorical one."""
+    row: dict[str, Any] = {}
+    for feature in card["input_schema"]["features"]:
+        if feature["type"] == "numeric":
+            row[feature["name"]] = (feature["min"] + feature["max"]) / 2
+        else:
+            row[feature["name"]] = (feature.get("categories") or [None])[0]
+    return [row]
+
+
+def _shift(stack: Stack, target: ModelVersion, canary_weight: float | None) -> Deployment:
+    """Point the endpoint at `target`, smoke-test it, and return to the previous state if the
+    smoke request fails. The caller holds the model's lock."""
+    before = stack.endpoint.current(target.model)
+    deployment = stack.endpoint.deploy(target, canary_weight=canary_weight)
+    route = "canary" if canary_weight is not None else "live"
+    try:
+        rows = smoke_rows(read_card(stack, target.artifact_uri))
+        answer = stack.endpoint.invoke(target.model, rows, route=route)
+        if answer.get("version") != target.version or len(answer["predictions"]) != 1:
+            raise TandemError(
+                f"answered by v{answer.get('version')} with "
+                f"{len(answer['predictions'])} prediction(s)"
+            )
+    except TandemError as exc:
+        why = f"{target.model} v{target.version} failed its smoke request ({exc})"
+        if before is None:
+            raise SmokeTestError(f"{why}; nothing was deployed before to return to") from None
+        _restore(stack, before)
+        raise SmokeTestError(
+            f"{why}; the endpoint serves v{primary_version(before)} again"
+        ) from None
+    return deployment
+
+
+def _restore(stack: Stack, before: Deployment) -> None:
+    """Point the endpoint back at what `before` served (its primary, then its canary)."""
+    primary = stack.registry.get_version(before.model, primary_version(before))
+    stack.endpoint.deploy(primary)
+    if before.canary_weight is not None:
+        canary = stack.registry.get_version(before.model, before.version)
+        stack.endpoint.deploy(canary, canary_weight=before.canary_weight)
 
 
 def same_stack(a: Stack, b: Stack) -> bool:
@@ -320,5 +393,9 @@ def load_run(stack: Stack, model: str, run_id: str) -> TrainOutcome:
             f"no run {run_id!r} of model {model!r} on stack {stack.name!r}"
         ) from None
     uri = record["artifact_uri"].rstrip("/")
-    card = json.loads(stack.store.get_bytes(f"{uri}/{artifact.CARD}"))
-    return TrainOutcome(run_id, uri, card)
+    return TrainOutcome(run_id, uri, read_card(stack, uri))
+
+
+def read_card(stack: Stack, artifact_uri: str) -> dict[str, Any]:
+    """The model card of a stored artifact (one small read, no download of the model)."""
+    return json.loads(stack.store.get_bytes(f"{artifact_uri.rstrip('/')}/{artifact.CARD}"))

@@ -96,6 +96,16 @@ class Deployment:
     details: dict[str, str] = field(default_factory=dict)
 
 
+def primary_version(deployment: Deployment | None) -> int | None:
+    """The version that takes the bulk of the traffic: the deployed one, or, while a canary
+    runs, the one the canary was deployed beside (`details["primary_model_version"]`)."""
+    if deployment is None:
+        return None
+    if deployment.canary_weight is None:
+        return deployment.version
+    return int(deployment.details["primary_model_version"])
+
+
 @dataclass(frozen=True)
 class MetricPoint:
     """One observation for the metrics sink; dimensions are e.g. {"Model": m, "Version": "3"}."""
@@ -256,11 +266,16 @@ class EndpointTarget(Protocol):
         """Every deployment of `model`, oldest first."""
         ...
 
-    def invoke(self, model: str, rows: list[dict[str, Any]]) -> dict[str, Any]:
+    def invoke(
+        self, model: str, rows: list[dict[str, Any]], *, route: str | None = None
+    ) -> dict[str, Any]:
         """Score `rows` through the endpoint's own entry point, as a client would.
 
-        Returns {"model": name, "version": n, "predictions": [{...} per row]}. Raises
-        NotFoundError when nothing is deployed, TandemError when the endpoint refuses.
+        `route` pins the request to the "live" or the "canary" version (smoke requests after
+        a deploy); None lets the endpoint split traffic as deployed. Returns the endpoint's
+        answer (deploy/service.py): {"model", "version", "request_id", "task", "classes",
+        "predictions", "probabilities"}. Raises NotFoundError when nothing is deployed,
+        TandemError when the endpoint refuses (its message included).
         """
         ...
 

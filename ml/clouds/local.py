@@ -34,10 +34,11 @@ from urllib.parse import unquote, urlparse
 
 from filelock import FileLock, Timeout
 
-from contract import naming, privacy
+from contract import naming, privacy, serving
 from contract.outputs import LOCAL
 from ml import artifact
 from ml.clouds import packaging, verified
+from ml.clouds.answers import answer_or_error, post_json
 from ml.clouds.base import (
     PENDING,
     Deployment,
@@ -47,6 +48,7 @@ from ml.clouds.base import (
     Progress,
     Stack,
     checked_model,
+    primary_version,
     with_status,
 )
 from ml.clouds.locks import ReentrantLocks, model_lock, safe_name
@@ -352,10 +354,13 @@ class SubprocessJobRunner:
 
 
 class LocalEndpoint:
-    """EndpointTarget that serves verified copies of artifacts installed under `root`.
+    """EndpointTarget over `deploy/server.py`: what is live (and a canary) per model.
 
-    The installed copy is a cache of the store's: it is verified on every deploy (a changed
-    file is replaced by a fresh, verified copy from the store, never served).
+    A deploy installs a verified copy of the artifact under `<root>/<model>/v<n>/` and then
+    rewrites `<root>/<model>/serving.json` (contract.serving.STATE_FILE) atomically; a running
+    `tandem serve` watches that file and swaps models without a restart. The installed copy is
+    a cache of the store's: it is verified on every deploy (a changed file is replaced by a
+    fresh, verified copy from the store, never served).
     """
 
     def __init__(self, root: Path, store: DirectoryStore, url: str = "") -> None:
@@ -366,6 +371,20 @@ class LocalEndpoint:
 
     def _installed(self, model: str, version: int) -> Path:
         return self.root / checked_model(model) / f"v{version}"
+
+    def state_path(self, model: str) -> Path:
+        """The file `tandem serve` watches for `model`."""
+        return self.root / checked_model(model) / serving.STATE_FILE
+
+    def server_url(self, model: str) -> str | None:
+        """The URL of a running `tandem serve` for `model`, if one is running."""
+        path = self.root / checked_model(model) / serving.SERVER_FILE
+        try:
+            server = json.loads(path.read_text())
+            pid, url = int(server["pid"]), str(server["url"])
+        except (OSError, ValueError, KeyError, TypeError):
+            return None
+        return url if _alive(pid) else None
 
     def deploy(self, version: ModelVersion, *, canary_weight: float | None = None) -> Deployment:
         if canary_weight is not None and not 0.0 < canary_weight < 1.0:
@@ -378,17 +397,35 @@ class LocalEndpoint:
             current
             and current.version == version.version
             and current.canary_weight == canary_weight
+            and self.state_path(version.model).is_file()
         ):
             return current
+        details = {"path": str(installed.resolve())}
+        live = {"version": version.version, "path": details["path"]}
+        canary = None
+        if canary_weight is not None:
+            primary = primary_version(current)
+            if primary is None or primary == version.version:
+                raise TandemError(
+                    f"{version.model} v{version.version}: a canary needs another live version "
+                    "of the model to keep as the primary; deploy without a canary first"
+                )
+            primary_dir = self._installed(version.model, primary)
+            artifact.verify(primary_dir)  # the primary keeps serving: it must still verify
+            live = {"version": primary, "path": str(primary_dir.resolve())}
+            canary = {"version": version.version, "path": details["path"], "weight": canary_weight}
+            details["primary_model_version"] = str(primary)
         deployment = Deployment(
             model=version.model,
             version=version.version,
             artifact_uri=version.artifact_uri,
-            endpoint=self.url or installed.resolve().as_uri(),
+            endpoint=self.url or self.state_path(version.model).resolve().as_uri(),
             deployed_at=now(),
             canary_weight=canary_weight,
-            details={"path": str(installed.resolve())},
+            details=details,
         )
+        state = {"model": version.model, "live": live, "canary": canary}
+        write_atomic(self.state_path(version.model), to_json(state))
         self.log.append(deployment)
         return deployment
 
@@ -426,20 +463,30 @@ class LocalEndpoint:
     def history(self, model: str) -> list[Deployment]:
         return self.log.history(checked_model(model))
 
-    def invoke(self, model: str, rows: list[dict[str, Any]]) -> dict[str, Any]:
-        from deploy.inference import Model, RequestError
+    def invoke(
+        self, model: str, rows: list[dict[str, Any]], *, route: str | None = None
+    ) -> dict[str, Any]:
+        """Through the running `tandem serve` when there is one (over HTTP), else through the
+        same Service in this process, loaded from the state file the server would read."""
+        from deploy.service import Service
 
-        live = self.current(model)
-        if live is None:
+        if self.current(model) is None or not self.state_path(model).is_file():
             raise NotFoundError(f"model {model!r} is not deployed")
+        body = json.dumps({"instances": rows}).encode()
+        headers = {"content-type": "application/json"}
+        if route:
+            headers[serving.ROUTE_HEADER] = route
+        url = self.server_url(model)
         try:
-            served = Model.load(self._installed(model, live.version))  # verifies the manifest
-            predictions = served.predict(rows)
-        except RequestError as exc:
-            raise TandemError(f"{model}: the endpoint refused the request: {exc}") from None
-        except Exception as exc:  # an installed copy that no longer verifies, or is gone
-            raise TandemError(f"{model} v{live.version}: cannot be served ({exc})") from None
-        return {"model": model, "version": live.version, "predictions": predictions}
+            if url:
+                status, answer = post_json(url + serving.PREDICT_PATH, body, headers)
+            else:
+                service = Service.from_state(self.state_path(model))
+                response = service.handle("POST", serving.PREDICT_PATH, headers, body)
+                status, answer = response.status, json.loads(response.body)
+        except (OSError, ValueError) as exc:
+            raise TandemError(f"{model}: the endpoint could not be reached ({exc})") from None
+        return answer_or_error(model, status, answer)
 
 
 def _pseudonym_key(path: Path) -> Callable[[], bytes]:

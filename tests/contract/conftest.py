@@ -33,6 +33,7 @@ from tests.integration.aws_fixtures import (
 )
 
 MODEL = "credit"  # the model every AWS test stack is provisioned for
+SECOND_MODEL = "churn"  # a second model with an endpoint of its own
 
 
 @dataclass
@@ -44,6 +45,7 @@ class Cloud:
     parallel: str  # how races run here: "processes" or "threads"
     base: Path  # every local file a test of this cloud may touch is under it
     serves_predictions: bool = True  # False while the endpoint's handler is a placeholder
+    second_model: str = SECOND_MODEL
     stacks: list[Stack] = field(default_factory=list)
 
     def stack(self, name: str) -> Stack:

@@ -1,8 +1,13 @@
-"""The inference core that ships inside every endpoint: verify, load, validate, predict.
+"""The inference core that ships inside every endpoint: fetch, verify, load, validate, predict.
 
-Depends on numpy, onnxruntime and the standard library only: it is what a Lambda or an
-Azure Function imports on a cold start, so its import time and size are budgets. Nothing
-here ever unpickles anything; the model is `model.onnx`.
+Depends on numpy, onnxruntime, the standard library and the stdlib-only vocabulary in
+`contract/`: it is what a Lambda or an Azure Function imports on a cold start, so its import
+time and size are budgets (onnxruntime is imported when a model loads; boto3 only for an
+s3:// source). Nothing here ever unpickles anything; the model is `model.onnx`.
+
+A request is validated against the model card's input schema before ONNX sees it: every
+value that onnxruntime would choke on or silently score (an integer beyond float range, ±inf,
+a lone surrogate, an unseen category) is refused with a RequestError naming the field.
 """
 
 from __future__ import annotations
@@ -10,14 +15,33 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import reprlib
+import tarfile
+import tempfile
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import numpy as np
 
+from contract.serving import MAX_ECHO_CHARS, MAX_ROWS
+
 MANIFEST = "MANIFEST.json"
+ONNX = "model.onnx"
+CARD = "model_card.json"
+TARBALL = "model.tar.gz"
 MISSING = "__missing__"  # the level a missing category maps to (as in ml/data.py)
+
+FLOAT32_MAX = float(np.finfo(np.float32).max)  # a number beyond it would be scored as ±inf
+MAX_STRING_CHARS = 1024  # longest categorical value accepted (no category is this long)
+# ml/data.input_schema keeps at most this many categories per column: a list this long may
+# be cut short, so an unseen value is only refused when the list is shorter (complete).
+MAX_SCHEMA_CATEGORIES = 200
+NUMERIC_INPUT = "numeric"  # the ONNX input holding every numeric feature, [N, n] float32
+DOWNLOAD_TIMEOUT_SECONDS = 60.0
+LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "::1")  # plain http:// only for these
 
 
 class IntegrityError(Exception):
@@ -25,7 +49,34 @@ class IntegrityError(Exception):
 
 
 class RequestError(ValueError):
-    """A request that cannot be scored; the message says what was wrong (an HTTP 400)."""
+    """A request that cannot be scored: an HTTP status, a message, and the field at fault."""
+
+    def __init__(self, message: str, *, status: int = 422, field: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.status = status
+        self.field = field
+
+
+_echo_repr = reprlib.Repr()
+_echo_repr.maxstring = _echo_repr.maxother = _echo_repr.maxlong = MAX_ECHO_CHARS
+_echo_repr.maxlist = _echo_repr.maxdict = 4
+_echo_repr.maxlevel = 2
+
+
+def echo(value: Any) -> str:
+    """A repr of `value` for an error message: never more than MAX_ECHO_CHARS characters,
+    and never the cost of printing a huge value first."""
+    if isinstance(value, int) and not isinstance(value, bool) and value.bit_length() > 128:
+        return f"<an integer of about {int(value.bit_length() * 0.30103)} digits>"
+    text = _echo_repr.repr(value)
+    return text if len(text) <= MAX_ECHO_CHARS else text[: MAX_ECHO_CHARS - 1] + "…"
+
+
+def _name(key: Any) -> str:
+    """A field name as it appears in a path: truncated like any echoed value."""
+    text = key if isinstance(key, str) else echo(key)
+    return text if len(text) <= MAX_ECHO_CHARS else text[: MAX_ECHO_CHARS - 1] + "…"
 
 
 def sha256_file(path: Path) -> str:
@@ -44,10 +95,13 @@ def verify_manifest(directory: Path) -> dict[str, str]:
         raise IntegrityError(f"{manifest_path}: missing manifest")
     try:
         files: dict[str, str] = json.loads(manifest_path.read_text())["files"]
-    except (ValueError, KeyError, TypeError) as exc:
+        listing = sorted(files.items())
+    except (ValueError, KeyError, TypeError, AttributeError) as exc:
         raise IntegrityError(f"{manifest_path}: malformed manifest ({exc})") from None
-    for name, expected in sorted(files.items()):
+    for name, expected in listing:
         path = directory / name
+        if not isinstance(name, str) or "/" in name or "\\" in name or name.startswith("."):
+            raise IntegrityError(f"{name!r}: not a file name the manifest may list")
         if not path.is_file():
             raise IntegrityError(f"{name}: listed in the manifest but missing")
         if sha256_file(path) != expected:
@@ -55,23 +109,148 @@ def verify_manifest(directory: Path) -> dict[str, str]:
     return files
 
 
+# --- fetching an artifact -------------------------------------------------------------------
+
+
+def fetch(source: str | Path, cache_dir: Path | None = None) -> Path:
+    """A verified artifact directory for `source`: an artifact directory, a model.tar.gz, or
+    an s3:// / https:// location of one (a URI not ending in .tar.gz names the artifact's
+    prefix, which holds model.tar.gz). Downloads and unpacks into `cache_dir`."""
+    text = str(source)
+    scheme = urlsplit(text).scheme if "://" in text else ""
+    if scheme in ("", "file"):
+        path = Path(urlsplit(text).path if scheme == "file" else text)
+        if path.is_dir():
+            if not (path / MANIFEST).is_file() and (path / TARBALL).is_file():
+                return _unpacked(path / TARBALL, _cache(cache_dir))  # e.g. /opt/ml/model
+            verify_manifest(path)
+            return path
+        if path.is_file():
+            return _unpacked(path, _cache(cache_dir))
+        raise FileNotFoundError(f"{text}: no artifact directory or model.tar.gz there")
+    target = _cache(cache_dir)
+    tarball = target / TARBALL
+    url = text if text.endswith(".tar.gz") else text.rstrip("/") + "/" + TARBALL
+    if scheme == "s3":
+        _download_s3(url, tarball)
+    elif scheme == "https" or (scheme == "http" and urlsplit(url).hostname in LOOPBACK_HOSTS):
+        _download_http(url, tarball)
+    else:
+        raise ValueError(f"{text}: unsupported model source (a path, s3:// or https://)")
+    return _unpacked(tarball, target / "model")
+
+
+def _cache(cache_dir: Path | None) -> Path:
+    if cache_dir is None:
+        return Path(tempfile.mkdtemp(prefix="tandem-model-"))
+    Path(cache_dir).mkdir(parents=True, exist_ok=True)
+    return Path(cache_dir)
+
+
+def _download_s3(uri: str, dest: Path) -> None:
+    import boto3  # the Lambda runtime has it; nothing else needs it
+
+    parts = urlsplit(uri)
+    boto3.client("s3").download_file(parts.netloc, parts.path.lstrip("/"), str(dest))
+
+
+def _download_http(url: str, dest: Path) -> None:
+    import shutil
+    import urllib.request
+
+    with (
+        urllib.request.urlopen(url, timeout=DOWNLOAD_TIMEOUT_SECONDS) as response,
+        dest.open("wb") as out,
+    ):
+        shutil.copyfileobj(response, out)
+
+
+def _unpacked(tarball: Path, dest: Path) -> Path:
+    """Extract the artifact's regular top-level files from `tarball` into `dest`, verified."""
+    dest.mkdir(parents=True, exist_ok=True)
+    try:
+        with tarfile.open(tarball, "r:gz") as tar:
+            members = [
+                m
+                for m in tar.getmembers()
+                if m.isfile() and "/" not in m.name and not m.name.startswith(".")
+            ]
+            tar.extractall(dest, members=members, filter="data")
+    except (tarfile.TarError, OSError, EOFError) as exc:
+        raise IntegrityError(f"{TARBALL}: damaged ({exc})") from None
+    verify_manifest(dest)
+    return dest
+
+
+# --- the model --------------------------------------------------------------------------------
+
+
 @dataclass(frozen=True)
 class Column:
+    """One feature: its name, whether it is numeric, and (for a categorical one whose list of
+    categories is complete) the values it accepts."""
+
     name: str
     numeric: bool
+    categories: frozenset[str] | None = None
 
 
-def columns_from_schema(schema: dict[str, Any]) -> list[Column]:
-    return [Column(c["name"], c["type"] == "numeric") for c in schema["features"]]
+def columns_from_schema(schema: Mapping[str, Any]) -> list[Column]:
+    columns = []
+    for entry in schema["features"]:
+        numeric = entry["type"] == "numeric"
+        categories = None
+        listed = entry.get("categories")
+        complete = entry.get(
+            "categories_complete", listed is not None and len(listed) < MAX_SCHEMA_CATEGORIES
+        )
+        if not numeric and listed is not None and complete:
+            categories = frozenset(map(str, listed))
+        columns.append(Column(entry["name"], numeric, categories))
+    return columns
+
+
+def packed_inputs(columns: list[Column]) -> list[dict[str, Any]]:
+    """The ONNX layout Tandem builds: one [N, n] float tensor for every numeric feature (in
+    schema order), one [N, 1] string tensor per categorical feature."""
+    names = {c.name for c in columns if not c.numeric}
+    numeric_name = NUMERIC_INPUT
+    while numeric_name in names:  # a categorical feature called "numeric" keeps its name
+        numeric_name += "_"
+    numeric = [c.name for c in columns if c.numeric]
+    layout = [{"name": numeric_name, "dtype": "float32", "columns": numeric}] if numeric else []
+    return layout + [
+        {"name": c.name, "dtype": "string", "columns": [c.name]} for c in columns if not c.numeric
+    ]
+
+
+def per_column_inputs(columns: list[Column]) -> list[dict[str, Any]]:
+    """The layout of artifacts built before packed inputs: one [N, 1] tensor per feature."""
+    return [
+        {"name": c.name, "dtype": "float32" if c.numeric else "string", "columns": [c.name]}
+        for c in columns
+    ]
 
 
 class Model:
-    """A verified ONNX model and the input schema it was trained on."""
+    """A verified ONNX model, the input schema it was trained on, and how to feed it."""
 
-    def __init__(self, onnx_path: Path, columns: list[Column], card: dict[str, Any] | None = None):
+    def __init__(
+        self,
+        onnx_path: Path,
+        columns: list[Column],
+        card: Mapping[str, Any] | None = None,
+        *,
+        name: str | None = None,
+        version: int | None = None,
+        inputs: list[dict[str, Any]] | None = None,
+    ) -> None:
         import onnxruntime as ort
 
-        self.card = card or {}
+        self.card = dict(card or {})
+        spec = self.card.get("spec") or {}
+        self.name = name or spec.get("name") or Path(onnx_path).parent.name
+        self.version = version
         self.columns = columns
         options = ort.SessionOptions()
         options.intra_op_num_threads = 1  # one request at a time per worker; no thread spin-up
@@ -79,69 +258,349 @@ class Model:
         self.session = ort.InferenceSession(
             str(onnx_path), options, providers=["CPUExecutionProvider"]
         )
-        self._proba_output = self.session.get_outputs()[1].name
+        graph_inputs = [i.name for i in self.session.get_inputs()]
+        if inputs is None:
+            inputs = self.card.get("onnx_inputs")
+        if inputs is None:  # no record: an old artifact has one input per feature
+            legacy = per_column_inputs(columns)
+            packed = packed_inputs(columns)
+            inputs = legacy if sorted(graph_inputs) == sorted(i["name"] for i in legacy) else packed
+        if sorted(graph_inputs) != sorted(i["name"] for i in inputs):
+            raise IntegrityError(
+                f"{ONNX}: its inputs {graph_inputs} are not the layout "
+                f"{[i['name'] for i in inputs]} its card records"
+            )
+        self.inputs = inputs
+        self._numeric = [c for c in columns if c.numeric]
+        self._strings = [c for c in columns if not c.numeric]
+        numeric_index = {c.name: j for j, c in enumerate(self._numeric)}
+        # each float input takes these columns of the validated [N, n_numeric] matrix
+        self._numeric_feeds = [
+            (i["name"], [numeric_index[c] for c in i["columns"]])
+            for i in inputs
+            if i["dtype"] != "string"
+        ]
+        self._string_feeds = [
+            (i["name"], i["columns"][0]) for i in inputs if i["dtype"] == "string"
+        ]
+        self._features = frozenset(c.name for c in columns)
+        self._personal = frozenset(spec.get("personal_data") or ())
+
+        outputs = self.session.get_outputs()
+        if len(outputs) >= 2:  # a classifier: label, probabilities (zipmap off)
+            self._output = outputs[1].name
+            width = outputs[1].shape[1] if len(outputs[1].shape) == 2 else None
+            self.classes: list[Any] | None = self.card.get("classes") or (
+                list(range(width)) if isinstance(width, int) else None
+            )
+            default_task = "binary" if self.classes is None or len(self.classes) == 2 else "multi"
+            self.task: str = self.card.get("task") or (
+                "binary" if default_task == "binary" else "multiclass"
+            )
+        else:
+            self._output = outputs[0].name
+            self.classes = None
+            self.task = self.card.get("task") or "regression"
 
     @classmethod
-    def load(cls, directory: Path, *, verify: bool = True) -> Model:
-        """Load an artifact directory, verifying every file against MANIFEST.json first."""
-        directory = Path(directory)
-        if verify:
-            verify_manifest(directory)
-        card = json.loads((directory / "model_card.json").read_text())
-        return cls(directory / "model.onnx", columns_from_schema(card["input_schema"]), card)
+    def load(
+        cls,
+        source: str | Path,
+        *,
+        name: str | None = None,
+        version: int | None = None,
+        cache_dir: Path | None = None,
+        verify: bool = True,
+    ) -> Model:
+        """Load an artifact from a directory, a model.tar.gz, an s3:// URI or an https:// URL,
+        verifying every file against MANIFEST.json first (IntegrityError names the file)."""
+        directory = fetch(source, cache_dir) if verify else Path(source)
+        card = json.loads((directory / CARD).read_text())
+        return cls(
+            directory / ONNX,
+            columns_from_schema(card["input_schema"]),
+            card,
+            name=name,
+            version=version,
+        )
 
-    def feeds_from_columns(self, columns: dict[str, Any]) -> dict[str, np.ndarray]:
-        """Column arrays (as in a DataFrame) to ONNX feeds; missing numerics are NaN."""
-        feeds = {}
+    # --- requests ---------------------------------------------------------------------------
+
+    def predict_payload(
+        self, payload: object, *, max_rows: int = MAX_ROWS, request_id: str | None = None
+    ) -> dict[str, Any]:
+        """Validate a request body (already parsed JSON) and score it.
+
+        `{"instances": [{field: value, ...}, ...]}` (records) or `{"inputs": {field: [...]}}`
+        (columns). Returns {"model", "version", ["request_id",] "task", "classes",
+        "predictions", "probabilities"}; raises RequestError (with .status and .field).
+        """
+        if type(payload) is not dict or not payload:
+            raise RequestError(
+                'the body must be a JSON object: {"instances": [...]} or {"inputs": {...}}',
+                status=422,
+            )
+        if len(payload) != 1:
+            extra = sorted(_name(k) for k in payload if k not in ("instances", "inputs"))
+            if extra:
+                raise RequestError(
+                    f"{extra[0]}: unknown field; the body holds 'instances' or 'inputs'",
+                    field=extra[0],
+                )
+            raise RequestError(
+                "send either 'instances' (records) or 'inputs' (columns), not both",
+                field="inputs",
+            )
+        if "instances" in payload:
+            numeric, strings = self._from_records(payload["instances"], max_rows)
+        elif "inputs" in payload:
+            numeric, strings = self._from_columns(payload["inputs"], max_rows)
+        else:
+            key = _name(next(iter(payload)))
+            raise RequestError(
+                f"{key}: unknown field; the body holds 'instances' or 'inputs'", field=key
+            )
+        return self._answer(self._run(numeric, strings), request_id)
+
+    def _from_records(
+        self, rows: object, max_rows: int
+    ) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+        if type(rows) is not list:
+            raise RequestError(
+                f"instances: expected a list of objects, got {echo(rows)}", field="instances"
+            )
+        self._check_count(len(rows), max_rows, "instances")
+        numeric_columns = self._numeric
+        flat: list[Any] = []
+        append = flat.append
+        strings: dict[str, list[str]] = {c.name: [] for c in self._strings}
+        n_features = len(self.columns)
+        for i, row in enumerate(rows):
+            if type(row) is not dict:
+                raise RequestError(
+                    f"instances[{i}]: expected an object, got {echo(row)}",
+                    field=f"instances[{i}]",
+                )
+            # fast path: a finite float32-range number or null per numeric feature
+            for column in numeric_columns:
+                value = row.get(column.name, _ABSENT)
+                kind = type(value)
+                if (kind is float or kind is int) and -FLOAT32_MAX <= value <= FLOAT32_MAX:
+                    append(value)
+                elif value is None:
+                    append(math.nan)
+                else:
+                    append(_number(value, f"instances[{i}].{column.name}"))
+            for column in self._strings:
+                value = row.get(column.name, _ABSENT)
+                if type(value) is str and _accepted(value, column):
+                    strings[column.name].append(value)
+                elif value is None:
+                    strings[column.name].append(MISSING)
+                else:
+                    _refuse_string(value, column, f"instances[{i}].{column.name}")
+            if len(row) != n_features:
+                self._check_extra(row, f"instances[{i}].")
+        numeric = np.array(flat, dtype=np.float32).reshape(len(rows), len(numeric_columns))
+        return numeric, {k: np.array(v, dtype=object).reshape(-1, 1) for k, v in strings.items()}
+
+    def _from_columns(
+        self, inputs: object, max_rows: int
+    ) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+        if type(inputs) is not dict:
+            raise RequestError(
+                f"inputs: expected an object of columns, got {echo(inputs)}", field="inputs"
+            )
+        n_rows = None
         for column in self.columns:
-            values = np.asarray(columns[column.name])
-            if column.numeric:
-                feeds[column.name] = values.astype(np.float32).reshape(-1, 1)
+            values = inputs.get(column.name, _ABSENT)
+            field = f"inputs.{column.name}"
+            if values is _ABSENT:
+                raise RequestError(f"{field}: required (a list, null where unknown)", field=field)
+            if type(values) is not list:
+                raise RequestError(
+                    f"{field}: expected a list of values, got {echo(values)}", field=field
+                )
+            if n_rows is None:
+                n_rows = len(values)
+                self._check_count(n_rows, max_rows, field)
+            elif len(values) != n_rows:
+                raise RequestError(
+                    f"{field}: has {len(values)} values, the other columns {n_rows}", field=field
+                )
+        if len(inputs) != len(self.columns):
+            self._check_extra(inputs, "inputs.")
+        n_rows = n_rows or 0
+        numeric = np.empty((n_rows, len(self._numeric)), dtype=np.float32)
+        for j, column in enumerate(self._numeric):
+            checked = []
+            for i, value in enumerate(inputs[column.name]):
+                kind = type(value)
+                if (kind is float or kind is int) and -FLOAT32_MAX <= value <= FLOAT32_MAX:
+                    checked.append(value)
+                elif value is None:
+                    checked.append(math.nan)
+                else:
+                    checked.append(_number(value, f"inputs.{column.name}[{i}]"))
+            numeric[:, j] = checked
+        strings = {}
+        for column in self._strings:
+            field = f"inputs.{column.name}"
+            checked_strings = []
+            for i, value in enumerate(inputs[column.name]):
+                if type(value) is str and _accepted(value, column):
+                    checked_strings.append(value)
+                elif value is None:
+                    checked_strings.append(MISSING)
+                else:
+                    _refuse_string(value, column, f"{field}[{i}]")
+            strings[column.name] = np.array(checked_strings, dtype=object).reshape(-1, 1)
+        return numeric, strings
+
+    @staticmethod
+    def _check_count(n: int, max_rows: int, field: str) -> None:
+        if n == 0:
+            raise RequestError(f"{field}: no rows to score", field=field)
+        if n > max_rows:
+            raise RequestError(
+                f"{field}: {n} rows, more than the {max_rows} this endpoint takes per request",
+                status=413,
+                field=field,
+            )
+
+    def _check_extra(self, fields: Mapping[Any, Any], prefix: str) -> None:
+        """Refuse a missing feature or an unknown field; the spec's personal-data columns may
+        ride along (never fed to the model, only to the capture)."""
+        for column in self.columns:
+            if column.name not in fields:
+                field = f"{prefix}{column.name}"
+                raise RequestError(f"{field}: required (null if unknown)", field=field)
+        for key in fields:
+            if key not in self._features and key not in self._personal:
+                field = f"{prefix}{_name(key)}"
+                raise RequestError(
+                    f"{field}: unknown field; this model takes {echo(sorted(self._features))}",
+                    field=field,
+                )
+
+    # --- scoring ------------------------------------------------------------------------------
+
+    def _run(self, numeric: np.ndarray, strings: Mapping[str, np.ndarray]) -> np.ndarray:
+        feeds: dict[str, np.ndarray] = {}
+        for input_name, indices in self._numeric_feeds:
+            if len(indices) == numeric.shape[1]:
+                feeds[input_name] = numeric
             else:
-                feeds[column.name] = values.astype(object).reshape(-1, 1)
+                feeds[input_name] = np.ascontiguousarray(numeric[:, indices])
+        for input_name, column in self._string_feeds:
+            feeds[input_name] = strings[column]
+        return self.session.run([self._output], feeds)[0]
+
+    def _answer(self, output: np.ndarray, request_id: str | None) -> dict[str, Any]:
+        answer: dict[str, Any] = {"model": self.name, "version": self.version}
+        if request_id is not None:
+            answer["request_id"] = request_id
+        answer["task"] = self.task
+        answer["classes"] = self.classes
+        if self.task == "regression":
+            answer["predictions"] = output.reshape(-1).tolist()
+            answer["probabilities"] = None
+        else:
+            best = output.argmax(axis=1).tolist()
+            classes = self.classes
+            answer["predictions"] = [classes[k] for k in best] if classes else best
+            answer["probabilities"] = output.tolist()
+        return answer
+
+    # --- batch scoring for training and evaluation (trusted columns, no validation) ----------
+
+    def feeds_from_columns(self, columns: Mapping[str, Any]) -> dict[str, np.ndarray]:
+        """Column arrays (as in a DataFrame) to ONNX feeds; missing numerics are NaN."""
+        numeric = (
+            np.column_stack([np.asarray(columns[c.name], dtype=np.float32) for c in self._numeric])
+            if self._numeric
+            else np.empty((len(next(iter(columns.values()))), 0), np.float32)
+        )
+        strings = {
+            c.name: np.asarray(columns[c.name]).astype(object).reshape(-1, 1) for c in self._strings
+        }
+        feeds: dict[str, np.ndarray] = {}
+        for input_name, indices in self._numeric_feeds:
+            feeds[input_name] = np.ascontiguousarray(numeric[:, indices])
+        for input_name, column in self._string_feeds:
+            feeds[input_name] = strings[column]
         return feeds
 
-    def feeds_from_rows(self, rows: list[dict[str, Any]]) -> dict[str, np.ndarray]:
-        """Validate JSON rows against the schema and build feeds; errors name row and field."""
-        if not isinstance(rows, list) or not rows:
-            raise RequestError("'instances' must be a non-empty list of objects")
-        known = {c.name for c in self.columns}
-        feeds: dict[str, list[Any]] = {c.name: [] for c in self.columns}
-        for i, row in enumerate(rows):
-            if not isinstance(row, dict):
-                raise RequestError(f"instances[{i}]: expected an object, got {type(row).__name__}")
-            unknown = sorted(set(row) - known)
-            if unknown:
-                raise RequestError(f"instances[{i}]: unknown field(s) {unknown}")
-            for column in self.columns:
-                if column.name not in row:
-                    raise RequestError(f"instances[{i}].{column.name}: required (null if unknown)")
-                value = row[column.name]
-                if column.numeric:
-                    if value is None:
-                        value = math.nan
-                    elif isinstance(value, bool) or not isinstance(value, int | float):
-                        raise RequestError(
-                            f"instances[{i}].{column.name}: expected a number, got {value!r}"
-                        )
-                elif value is None:
-                    value = MISSING
-                elif not isinstance(value, str):
-                    raise RequestError(
-                        f"instances[{i}].{column.name}: expected a string, got {value!r}"
-                    )
-                feeds[column.name].append(value)
-        return {
-            c.name: np.asarray(feeds[c.name], dtype=np.float32 if c.numeric else object).reshape(
-                -1, 1
-            )
-            for c in self.columns
-        }
-
-    def predict_proba(self, feeds: dict[str, np.ndarray]) -> np.ndarray:
-        """Probability of the positive class, one per row."""
-        return self.session.run([self._proba_output], feeds)[0][:, 1]
+    def predict_proba(self, feeds: Mapping[str, np.ndarray]) -> np.ndarray:
+        """Probability of the positive (last) class, one per row."""
+        return self.session.run([self._output], dict(feeds))[0][:, -1]
 
     def predict(self, rows: list[dict[str, Any]], threshold: float = 0.5) -> list[dict[str, Any]]:
-        proba = self.predict_proba(self.feeds_from_rows(rows))
+        """Validated records to [{"label", "probability"}] (the positive class's probability
+        against `threshold`): the shape the lifecycle's latency gate and tests use."""
+        numeric, strings = self._from_records(rows, max_rows=len(rows) if type(rows) is list else 1)
+        proba = self._run(numeric, strings)[:, -1]
         return [{"label": int(p >= threshold), "probability": float(p)} for p in proba]
+
+
+_ABSENT = object()
+
+
+def _number(value: Any, field: str) -> float:
+    """The slow path of a numeric field: why `value` is refused, or its float value."""
+    if value is _ABSENT:
+        raise RequestError(f"{field}: required (null if unknown)", field=field)
+    if isinstance(value, bool) or not isinstance(value, int | float | np.integer | np.floating):
+        raise RequestError(f"{field}: expected a number, got {echo(value)}", field=field)
+    try:
+        number = float(value)
+    except OverflowError:
+        number = math.inf
+    if math.isnan(number):
+        raise RequestError(f"{field}: NaN is not a number it can score", field=field)
+    if not -FLOAT32_MAX <= number <= FLOAT32_MAX:
+        raise RequestError(
+            f"{field}: {echo(value)} is outside the float32 range (±{FLOAT32_MAX:.7g})",
+            field=field,
+        )
+    return number
+
+
+def _accepted(value: str, column: Column) -> bool:
+    """A categorical string it can score: bounded, valid Unicode, a known category (when the
+    list of categories is complete)."""
+    return (
+        len(value) <= MAX_STRING_CHARS
+        and (value.isascii() or _encodable(value))
+        and (column.categories is None or value in column.categories)
+    )
+
+
+def _refuse_string(value: Any, column: Column, field: str) -> None:
+    """Raise the RequestError saying why `value` is not a categorical value it can score."""
+    if value is _ABSENT:
+        raise RequestError(f"{field}: required (null if unknown)", field=field)
+    if not isinstance(value, str):
+        raise RequestError(f"{field}: expected a string, got {echo(value)}", field=field)
+    if len(value) > MAX_STRING_CHARS:
+        raise RequestError(
+            f"{field}: {len(value)} characters, more than {MAX_STRING_CHARS}: {echo(value)}",
+            field=field,
+        )
+    if not _encodable(value):
+        raise RequestError(f"{field}: not a valid Unicode string (lone surrogate)", field=field)
+    if column.categories is not None and value not in column.categories:
+        known = sorted(column.categories)
+        raise RequestError(
+            f"{field}: unknown category {echo(value)}; expected one of {echo(known)}",
+            field=field,
+        )
+    raise RequestError(f"{field}: not a value it can score: {echo(value)}", field=field)
+
+
+def _encodable(value: str) -> bool:
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True

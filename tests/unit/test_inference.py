@@ -1,4 +1,5 @@
-"""deploy/inference.py: request validation names `instances[i].field`; predict scores rows."""
+"""deploy/inference.py: the schema a request must meet (errors name the field), the answer's
+shape, and the thin `predict` the lifecycle's latency gate uses."""
 
 from __future__ import annotations
 
@@ -9,15 +10,16 @@ from typing import Any
 import numpy as np
 import pytest
 
-from deploy.inference import RequestError
-from ml import artifact, data, datasets
+from contract.serving import MAX_ECHO_CHARS
+from deploy.inference import MISSING, Model, RequestError
+from ml import data, datasets
 from ml.spec import parse_spec
 from tests.conftest import spec_dict
 
 
 @pytest.fixture(scope="module")
-def model(trained_artifact: Path):
-    return artifact.load(trained_artifact).model
+def model(trained_artifact: Path) -> Model:
+    return Model.load(trained_artifact, version=7)
 
 
 def row(**changes: Any) -> dict[str, Any]:
@@ -30,63 +32,102 @@ def row(**changes: Any) -> dict[str, Any]:
         "employment": "salaried",
     }
     base.update(changes)
-    return base
+    return {k: v for k, v in base.items() if v is not DROP}
 
 
-def test_predict_returns_label_and_probability(model) -> None:
-    results = model.predict([row(), row(debt_ratio=0.95, late_payments=6, employment="unemployed")])
-    assert len(results) == 2
-    for result in results:
-        assert set(result) == {"label", "probability"}
-        assert result["label"] in (0, 1)
-        assert 0.0 <= result["probability"] <= 1.0
-        assert result["label"] == int(result["probability"] >= 0.5)
-    assert results[1]["probability"] > results[0]["probability"]  # riskier applicant
+DROP = object()
 
 
-def test_threshold(model) -> None:
-    assert model.predict([row()], threshold=0.0)[0]["label"] == 1
-    assert model.predict([row()], threshold=1.01)[0]["label"] == 0
+def refused(model: Model, payload: Any, **kw: Any) -> RequestError:
+    with pytest.raises(RequestError) as caught:
+        model.predict_payload(payload, **kw)
+    return caught.value
 
 
-def test_predictions_match_batch_scoring(model) -> None:
+# --- the answer -------------------------------------------------------------------------------
+
+
+def test_answer_shape_for_records(model: Model) -> None:
+    risky = row(debt_ratio=0.95, late_payments=6, employment="unemployed")
+    answer = model.predict_payload({"instances": [row(), risky]}, request_id="r-1")
+    assert list(answer) == [
+        "model", "version", "request_id", "task", "classes", "predictions", "probabilities",
+    ]  # fmt: skip
+    assert answer["model"] == "credit"
+    assert answer["version"] == 7
+    assert answer["request_id"] == "r-1"
+    assert answer["task"] == "binary"
+    assert answer["classes"] == [0, 1]
+    assert len(answer["probabilities"]) == 2
+    for prediction, shares in zip(answer["predictions"], answer["probabilities"], strict=True):
+        assert len(shares) == 2
+        assert math.isclose(sum(shares), 1.0, abs_tol=1e-5)
+        assert prediction == answer["classes"][int(np.argmax(shares))]
+    assert answer["probabilities"][1][1] > answer["probabilities"][0][1]  # riskier applicant
+
+
+def test_columns_give_the_same_answer_as_records(model: Model) -> None:
+    rows = [row(), row(age=63, employment=None, income=None), row(late_payments=5)]
+    columns = {name: [r[name] for r in rows] for name in rows[0]}
+    assert model.predict_payload({"inputs": columns}) == model.predict_payload({"instances": rows})
+
+
+def test_records_match_batch_scoring(model: Model) -> None:
     spec = parse_spec(spec_dict())
     frame = data.validate(datasets.credit(rows=60, seed=11), spec)
+    frame = frame[frame["employment"].isin(["salaried", "self_employed", "unemployed"])]
     records = frame[spec.feature_names].replace({np.nan: None}).to_dict("records")
-    one_by_one = [model.predict([r])[0]["probability"] for r in records]
+    one_by_one = [model.predict_payload({"instances": [r]})["probabilities"][0][1] for r in records]
     batch = model.predict_proba(model.feeds_from_columns({c: frame[c] for c in spec.feature_names}))
     np.testing.assert_allclose(one_by_one, batch, atol=1e-6)
 
 
-def test_null_is_allowed(model) -> None:
-    (result,) = model.predict([row(income=None, employment=None)])
-    assert 0.0 <= result["probability"] <= 1.0
-    feeds = model.feeds_from_rows([row(income=None, employment=None)])
-    assert math.isnan(feeds["income"][0, 0])
-    assert feeds["employment"][0, 0] == data.MISSING
+def test_null_is_the_missing_value(model: Model) -> None:
+    answer = model.predict_payload({"instances": [row(income=None, employment=None)]})
+    assert 0.0 <= answer["probabilities"][0][1] <= 1.0
+    # null feeds ONNX what training fed for a missing value: NaN (imputed), the missing level
+    numeric, strings = model._from_records([row(income=None, employment=None)], max_rows=1)
+    assert math.isnan(numeric[0, 1])
+    assert strings["employment"][0, 0] == MISSING
 
 
-def test_ints_and_floats_both_count_as_numbers(model) -> None:
-    assert model.predict([row(age=41)]) == model.predict([row(age=41.0)])
+def test_ints_and_floats_both_count_as_numbers(model: Model) -> None:
+    assert model.predict_payload({"instances": [row(age=41)]}) == model.predict_payload(
+        {"instances": [row(age=41.0)]}
+    )
 
 
-def test_unseen_category_is_scored(model) -> None:
-    (result,) = model.predict([row(employment="astronaut")])
-    assert 0.0 <= result["probability"] <= 1.0
+def test_personal_data_columns_may_ride_along_and_change_nothing(model: Model) -> None:
+    plain = model.predict_payload({"instances": [row()]})
+    assert model.predict_payload({"instances": [row(customer_id="C-1")]}) == plain
+    columns = {k: [v] for k, v in row(customer_id="C-1").items()}
+    assert model.predict_payload({"inputs": columns}) == plain
 
 
-def test_unknown_field(model) -> None:
-    with pytest.raises(
-        RequestError, match=r"^instances\[1\]: unknown field\(s\) \['customer_id'\]"
-    ):
-        model.feeds_from_rows([row(), row(customer_id="C1")])
+def test_predict_keeps_label_and_probability(model: Model) -> None:
+    (result,) = model.predict([row()])
+    assert set(result) == {"label", "probability"}
+    assert result["label"] == int(result["probability"] >= 0.5)
+    assert model.predict([row()], threshold=0.0)[0]["label"] == 1
+    assert model.predict([row()], threshold=1.01)[0]["label"] == 0
 
 
-def test_missing_field(model) -> None:
-    incomplete = row()
-    del incomplete["debt_ratio"]
-    with pytest.raises(RequestError, match=r"^instances\[2\]\.debt_ratio: required"):
-        model.predict([row(), row(), incomplete])
+# --- what is refused, and how it is named ------------------------------------------------------
+
+
+def test_unknown_field(model: Model) -> None:
+    error = refused(model, {"instances": [row(), row(nickname="Al")]})
+    assert error.status == 422
+    assert error.field == "instances[1].nickname"
+    assert error.message.startswith("instances[1].nickname: unknown field")
+
+
+def test_missing_field(model: Model) -> None:
+    error = refused(model, {"instances": [row(), row(), row(debt_ratio=DROP)]})
+    assert (error.status, error.field) == (422, "instances[2].debt_ratio")
+    assert "required" in error.message
+    error = refused(model, {"instances": [row(employment=DROP)]})
+    assert error.field == "instances[0].employment"
 
 
 @pytest.mark.parametrize(
@@ -94,27 +135,127 @@ def test_missing_field(model) -> None:
     [
         ("income", "38000", "expected a number, got '38000'"),
         ("age", True, "expected a number, got True"),
-        ("late_payments", [1], "expected a number, got \\[1\\]"),
+        ("late_payments", [1], "expected a number, got [1]"),
+        ("late_payments", {"n": 1}, "expected a number, got {'n': 1}"),
         ("employment", 3, "expected a string, got 3"),
         ("employment", 1.5, "expected a string, got 1.5"),
         ("employment", False, "expected a string, got False"),
     ],
 )
-def test_wrong_type(model, field: str, value: Any, expected: str) -> None:
-    with pytest.raises(RequestError, match=rf"^instances\[1\]\.{field}: {expected}"):
-        model.predict([row(), row(**{field: value})])
+def test_wrong_type(model: Model, field: str, value: Any, expected: str) -> None:
+    error = refused(model, {"instances": [row(), row(**{field: value})]})
+    assert (error.status, error.field) == (422, f"instances[1].{field}")
+    assert error.message == f"instances[1].{field}: {expected}"
 
 
-@pytest.mark.parametrize("instances", [[], None, {"age": 1}, "rows"])
-def test_empty_or_not_a_list(model, instances: Any) -> None:
-    with pytest.raises(RequestError, match="non-empty list"):
-        model.predict(instances)
+@pytest.mark.parametrize(
+    "value",
+    [math.inf, -math.inf, math.nan, 3.5e38, -3.5e38, 10**39, 10**5000, -(10**400)],
+    ids=["inf", "-inf", "nan", "3.5e38", "-3.5e38", "1e39-int", "5000-digits", "-400-digits"],
+)
+def test_numbers_a_float32_cannot_hold_are_refused(model: Model, value: Any) -> None:
+    for payload, field in (
+        ({"instances": [row(income=value)]}, "instances[0].income"),
+        ({"inputs": {k: [v] for k, v in row(income=value).items()}}, "inputs.income[0]"),
+    ):
+        error = refused(model, payload)
+        assert (error.status, error.field) == (422, field)
+        assert len(error.message) < 200  # a 5000-digit integer is not echoed
 
 
-def test_row_not_an_object(model) -> None:
-    with pytest.raises(RequestError, match=r"^instances\[0\]: expected an object, got list"):
-        model.predict([[41, 38000.5]])
+def test_the_float32_edges_are_scored(model: Model) -> None:
+    edge = float(np.finfo(np.float32).max)
+    answer = model.predict_payload({"instances": [row(income=edge), row(income=-edge)]})
+    assert all(math.isfinite(p) for shares in answer["probabilities"] for p in shares)
+
+
+def test_lone_surrogate_is_refused(model: Model) -> None:
+    error = refused(model, {"instances": [row(employment="sal\ud800aried")]})
+    assert (error.status, error.field) == (422, "instances[0].employment")
+    assert "surrogate" in error.message
+
+
+def test_unseen_category_is_refused_with_the_known_ones(model: Model) -> None:
+    error = refused(model, {"instances": [row(employment="astronaut")]})
+    assert (error.status, error.field) == (422, "instances[0].employment")
+    assert "'astronaut'" in error.message
+    assert "'salaried'" in error.message and "'unemployed'" in error.message
+
+
+def test_unseen_category_is_scored_when_the_list_may_be_incomplete(
+    trained_artifact: Path,
+) -> None:
+    import json
+
+    card = json.loads((trained_artifact / "model_card.json").read_text())
+    for feature in card["input_schema"]["features"]:
+        if feature["name"] == "employment":
+            feature["categories"] = [f"level-{i}" for i in range(200)]  # capped: may be cut
+    model = Model(trained_artifact / "model.onnx", _columns(card), card)
+    answer = model.predict_payload({"instances": [row(employment="astronaut")]})
+    assert len(answer["predictions"]) == 1
+
+
+def _columns(card: dict[str, Any]) -> list:
+    from deploy.inference import columns_from_schema
+
+    return columns_from_schema(card["input_schema"])
+
+
+def test_long_strings_are_refused_and_not_echoed(model: Model) -> None:
+    error = refused(model, {"instances": [row(employment="x" * 10_000_000)]})
+    assert (error.status, error.field) == (422, "instances[0].employment")
+    assert len(error.message) < 200
+
+
+def test_huge_values_are_never_echoed_whole(model: Model) -> None:
+    huge = ["x" * 1000] * 1000
+    for value in (huge, {"k" * 5000: 1}, "é" * 5000):
+        error = refused(model, {"instances": [row(age=value)]})
+        echoed = error.message.split("got ", 1)[1]
+        assert len(echoed) <= MAX_ECHO_CHARS
+    error = refused(model, {"instances": [row(**{"k" * 10_000: 1})]})
+    assert len(error.field) < 100 and len(error.message) < 300
+
+
+@pytest.mark.parametrize(
+    ("payload", "field"),
+    [
+        ({"instances": []}, "instances"),
+        ({"instances": None}, "instances"),
+        ({"instances": {"age": 1}}, "instances"),
+        ({"instances": "rows"}, "instances"),
+        ({"instances": [[41, 38000.5]]}, "instances[0]"),
+        ({"inputs": []}, "inputs"),
+        ({"inputs": {k: v for k, v in row().items() if k != "age"}}, "inputs.age"),
+        ({"inputs": {**{k: [v] for k, v in row().items()}, "age": 41}}, "inputs.age"),
+        (
+            {"inputs": {**{k: [v] for k, v in row().items()}, "employment": ["a", "b"]}},
+            "inputs.employment",
+        ),
+        ({"inputs": {k: [] for k in row()}}, "inputs.age"),
+        ({"rows": [row()]}, "rows"),
+        ({"instances": [row()], "inputs": {}}, "inputs"),
+        ({"instances": [row()], "extra": 1}, "extra"),
+        ({}, None),
+        ([row()], None),
+        ("instances", None),
+        (None, None),
+    ],
+)
+def test_malformed_payloads_name_the_field(model: Model, payload: Any, field: str | None) -> None:
+    error = refused(model, payload)
+    assert (error.status, error.field) == (422, field)
+
+
+def test_batch_size_is_bounded(model: Model) -> None:
+    assert len(model.predict_payload({"instances": [row()] * 5}, max_rows=5)["predictions"]) == 5
+    error = refused(model, {"instances": [row()] * 6}, max_rows=5)
+    assert (error.status, error.field) == (413, "instances")
+    error = refused(model, {"inputs": {k: [v] * 6 for k, v in row().items()}}, max_rows=5)
+    assert (error.status, error.field) == (413, "inputs.age")
 
 
 def test_request_error_is_a_value_error() -> None:
     assert issubclass(RequestError, ValueError)
+    assert RequestError("x").status == 422

@@ -28,6 +28,8 @@ LIVE_ALIAS = "live"  # the Lambda alias that receives traffic (a canary adds a w
 # {"model": str, "live": {"version": int, "path": str},
 #  "canary": {"version": int, "path": str, "weight": float} | null}
 STATE_FILE = "serving.json"
+# Beside it while a `tandem serve` runs for the model: {"url": str, "pid": int}.
+SERVER_FILE = "server.json"
 
 # Routes every HTTP entry point answers (the container adds its platforms' own, below).
 HEALTH_PATH = "/health"

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 import tempfile
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -236,6 +237,9 @@ def rollback(stack: Stack, model: str, reason: str = "rolled back") -> Deploymen
         return deployment
 
 
+SMOKE_SECONDS = 15.0  # how long a deploy waits for the endpoint to answer from the new version
+
+
 class SmokeTestError(TandemError):
     """A deployed version failed its smoke request; the endpoint went back to what it served."""
 
@@ -257,15 +261,8 @@ def _shift(stack: Stack, target: ModelVersion, canary_weight: float | None) -> D
     smoke request fails. The caller holds the model's lock."""
     before = stack.endpoint.current(target.model)
     deployment = stack.endpoint.deploy(target, canary_weight=canary_weight)
-    route = "canary" if canary_weight is not None else "live"
     try:
-        rows = smoke_rows(read_card(stack, target.artifact_uri))
-        answer = stack.endpoint.invoke(target.model, rows, route=route)
-        if answer.get("version") != target.version or len(answer["predictions"]) != 1:
-            raise TandemError(
-                f"answered by v{answer.get('version')} with "
-                f"{len(answer['predictions'])} prediction(s)"
-            )
+        _smoke(stack, target, "canary" if canary_weight is not None else "live")
     except TandemError as exc:
         why = f"{target.model} v{target.version} failed its smoke request ({exc})"
         if before is None:
@@ -275,6 +272,23 @@ def _shift(stack: Stack, target: ModelVersion, canary_weight: float | None) -> D
             f"{why}; the endpoint serves v{primary_version(before)} again"
         ) from None
     return deployment
+
+
+def _smoke(stack: Stack, target: ModelVersion, route: str) -> None:
+    """One request pinned to `route` must come back from `target` with one prediction. An
+    endpoint may take a moment to pick up a change (a server reloads, an alias propagates):
+    an answer from the version before is asked again, up to SMOKE_SECONDS."""
+    rows = smoke_rows(read_card(stack, target.artifact_uri))
+    deadline = time.monotonic() + SMOKE_SECONDS
+    while True:
+        answer = stack.endpoint.invoke(target.model, rows, route=route)
+        if answer.get("version") == target.version:
+            break
+        if time.monotonic() > deadline:
+            raise TandemError(f"still answered by v{answer.get('version')} after {SMOKE_SECONDS}s")
+        time.sleep(0.2)
+    if len(answer.get("predictions") or []) != 1:
+        raise TandemError(f"{len(answer.get('predictions') or [])} predictions for one row")
 
 
 def _restore(stack: Stack, before: Deployment) -> None:

@@ -29,7 +29,7 @@ import tempfile
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import asdict
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import unquote, urlparse
 
 from filelock import FileLock, Timeout
@@ -55,6 +55,9 @@ from ml.clouds.locks import ReentrantLocks, model_lock, safe_name
 from ml.clouds.records import DeploymentLog, VersionRecords, now, to_json
 from ml.errors import ArtifactIntegrityError, ConfigError, NotFoundError, TandemError
 from ml.spec import ModelSpec
+
+if TYPE_CHECKING:
+    from deploy.service import Service
 
 DEFAULT_HOME = ".tandem"
 KEY_FILE = "pseudonym.key"
@@ -463,13 +466,20 @@ class LocalEndpoint:
     def history(self, model: str) -> list[Deployment]:
         return self.log.history(checked_model(model))
 
+    def _service(self, model: str) -> Service:
+        """The Service a server would run for `model`, in this process."""
+        from deploy.service import Service
+
+        try:
+            return Service.from_state(self.state_path(model))
+        except Exception as exc:  # onnxruntime has its own error types for a bad graph
+            raise TandemError(f"{model}: the deployed model cannot be loaded ({exc})") from None
+
     def invoke(
         self, model: str, rows: list[dict[str, Any]], *, route: str | None = None
     ) -> dict[str, Any]:
         """Through the running `tandem serve` when there is one (over HTTP), else through the
         same Service in this process, loaded from the state file the server would read."""
-        from deploy.service import Service
-
         if self.current(model) is None or not self.state_path(model).is_file():
             raise NotFoundError(f"model {model!r} is not deployed")
         body = json.dumps({"instances": rows}).encode()
@@ -481,7 +491,7 @@ class LocalEndpoint:
             if url:
                 status, answer = post_json(url + serving.PREDICT_PATH, body, headers)
             else:
-                service = Service.from_state(self.state_path(model))
+                service = self._service(model)
                 response = service.handle("POST", serving.PREDICT_PATH, headers, body)
                 status, answer = response.status, json.loads(response.body)
         except (OSError, ValueError) as exc:

@@ -28,13 +28,16 @@ def test_invoke_scores_rows_with_the_live_version(
         return
     answer = stack.endpoint.invoke(MODEL, rows)
     assert (answer["model"], answer["version"]) == (MODEL, v2.version)
-    predictions = answer["predictions"]
-    assert len(predictions) == len(rows)
-    for prediction in predictions:
-        assert prediction["label"] in (0, 1)
-        assert 0.0 <= prediction["probability"] <= 1.0
+    assert (answer["task"], answer["classes"]) == ("binary", [0, 1])
+    predictions, probabilities = answer["predictions"], answer["probabilities"]
+    assert len(predictions) == len(probabilities) == len(rows)
+    for prediction, shares in zip(predictions, probabilities, strict=True):
+        assert sum(shares) == pytest.approx(1.0, abs=1e-5)
+        assert prediction == answer["classes"][shares.index(max(shares))]
     # the same rows again: the same answers (a deterministic model behind the endpoint)
-    assert stack.endpoint.invoke(MODEL, rows)["predictions"] == predictions
+    again = stack.endpoint.invoke(MODEL, rows)
+    assert (again["predictions"], again["probabilities"]) == (predictions, probabilities)
+    assert again["request_id"] != answer["request_id"]
 
 
 def test_invoke_answers_from_the_version_a_rollback_left_live(

@@ -72,12 +72,11 @@ def test_train_evaluate_register_approve_deploy_step_by_step(cli, tmp_path):
     assert json.loads(approved.output)["status"] == "approved"
     deployed = json.loads(cli("--json", "deploy", "credit").output)
     assert deployed["version"] == 1
-    # --json models says what is live, and the canary's share when the live one is a canary
     (listed,) = json.loads(cli("--json", "models").output)
-    assert (listed["version"], listed["live"], listed["canary_weight"]) == (1, True, None)
-    assert cli("deploy", "credit", "1", "--canary", "0.25").exit_code == 0
-    (listed,) = json.loads(cli("--json", "models", "credit").output)
-    assert (listed["live"], listed["canary_weight"]) == (True, 0.25)
+    assert (listed["version"], listed["live"], listed["traffic"]) == (1, True, 1.0)
+    # a canary runs beside another version: the live one cannot be its own canary
+    alone = cli("deploy", "credit", "1", "--canary", "0.25")
+    assert alone.exit_code == 1 and "a canary needs another live version" in alone.output
     # a reason with brackets reaches the table as written, not eaten as markup (the table
     # may fold the reason over lines: compare without the table's whitespace and rules)
     assert "checked[aws]byhand" in re.sub(r"[\s│]", "", cli("models").output)
@@ -133,7 +132,8 @@ def test_demo_runs_the_whole_lifecycle(cli):
     summary = json.loads(result.output)
     assert [s["status"] for s in summary["steps"]] == ["approved", "approved", "rejected"]
     assert summary["live_version"] == 1 and summary["staging_version"] == 1
-    assert all(0.0 <= p["probability"] <= 1.0 for p in summary["predictions"])
+    answer = summary["prediction"]
+    assert answer["version"] == 1 and len(answer["predictions"]) == 3
 
 
 def test_a_cloud_without_an_adapter_says_so(cli, tmp_path):

@@ -186,6 +186,46 @@ def test_a_capture_key_needs_a_timezone_aware_time() -> None:
     )
 
 
+def test_the_service_hands_each_answered_request_to_the_capture(trained_artifact: Path) -> None:
+    from deploy.inference import Model
+    from deploy.service import Service
+
+    live = Model.load(trained_artifact, name="credit", version=3)
+    personal = live.card["spec"]["personal_data"]
+    sink = RecordingSink()
+    cap = capture(sink, personal_columns=personal)
+    service = Service(live, capture=cap)
+    row = {"age": 41, "income": 38000.5, "debt_ratio": 0.31, "late_payments": 1}
+    row |= {"credit_lines": 4, "employment": "salaried", "customer_id": "C-1001"}
+    columns = {name: [value, value] for name, value in row.items()}
+    answers = []
+    for rid, payload in [("rows", {"instances": [row]}), ("columns", {"inputs": columns})]:
+        headers = {"content-type": "application/json", "x-request-id": rid}
+        response = service.handle(
+            "POST", serving.PREDICT_PATH, headers, json.dumps(payload).encode()
+        )
+        assert response.status == 200, response.body
+        answers.append(json.loads(response.body))
+    bad = {"instances": [{**row, "age": "old"}]}  # a 422 is not captured
+    service.handle("POST", serving.PREDICT_PATH, {}, json.dumps(bad).encode())
+    cap.close()
+
+    lines = sink.lines()
+    assert [(line["request_id"], line["row"]) for line in lines] == [
+        ("rows", 0),
+        ("columns", 0),
+        ("columns", 1),
+    ]
+    expected_inputs = {**row, "customer_id": privacy.pseudonym("C-1001", KEY)}
+    assert all(line["inputs"] == expected_inputs for line in lines)
+    assert [line["prediction"] for line in lines] == [
+        *answers[0]["predictions"],
+        *answers[1]["predictions"],
+    ]
+    assert lines[0]["probabilities"] == answers[0]["probabilities"][0]
+    assert {(line["model"], line["version"]) for line in lines} == {("credit", 3)}
+
+
 # personal data
 
 
@@ -230,7 +270,7 @@ def test_a_key_too_short_to_protect_anything_is_refused_at_construction() -> Non
 
 
 def _plain_share(request_id: str) -> float:
-    """An unsalted sha256 split of request ids, as canary routing makes."""
+    """The canary's split of request ids (deploy/service.choose): sha256, unsalted."""
     return int.from_bytes(hashlib.sha256(request_id.encode()).digest()[:8], "big") / 2**64
 
 

@@ -246,8 +246,8 @@ class Capture:
 
     def sampled(self, request_id: str) -> bool:
         """Whether `request_id` falls in the sample: the same answer for the same id."""
-        if self._threshold == 0:
-            return False
+        if self._threshold == 0 or self._threshold == 2**64:
+            return self._threshold != 0
         digest = hashlib.sha256(_SAMPLE_SALT + request_id.encode("utf-8", "surrogatepass"))
         return int.from_bytes(digest.digest()[:8], "big") < self._threshold
 

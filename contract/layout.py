@@ -7,7 +7,8 @@
     reports/<model>/<run>.html               one HTML report per pipeline run
     registry/<model>/v<version>.json         one side record per registered version
     deployments/<model>/<time>-v<n>-<id>.json  one record per deployment, in time order
-    captures/<model>/...                     captured inference requests (the serving issue)
+    captures/<model>/v<n>/<YYYY-MM-DD>/<HH>/<stamp>-<batch>.jsonl
+                                             sampled requests and predictions (deploy/capture.py)
     datasets/<model>/<sha256>.<csv|parquet>  staged training data (the data bucket on AWS)
     locks/<name>.json                        a lease that serialises changes to one model
     mlflow/                                  MLflow artifacts, when a stack hosts MLflow
@@ -16,6 +17,8 @@ Keys are '/'-separated and relative; prefixes end with '/'.
 """
 
 from __future__ import annotations
+
+from datetime import UTC, datetime
 
 DATASETS = "datasets/"
 ARTIFACTS = "artifacts/"
@@ -80,6 +83,27 @@ def lock_key(name: str) -> str:
 
 def captures_prefix(model: str) -> str:
     return f"{CAPTURES}{model}/"
+
+
+UNVERSIONED = "unversioned"  # the version segment of a model served without a version number
+
+
+def capture_partition(model: str, version: int | None, hour: datetime | None = None) -> str:
+    """`captures/<model>/v<n>/`, or with `hour` (timezone-aware, taken in UTC) the one hour
+    `captures/<model>/v<n>/<YYYY-MM-DD>/<HH>/`: what a reader lists, what lifecycle rules expire."""
+    prefix = f"{captures_prefix(model)}{f'v{version}' if version is not None else UNVERSIONED}/"
+    if hour is None:
+        return prefix
+    if hour.tzinfo is None:
+        raise ValueError("a capture hour must be timezone-aware (UTC)")
+    return f"{prefix}{hour.astimezone(UTC).strftime('%Y-%m-%d/%H')}/"
+
+
+def capture_key(model: str, version: int | None, at: datetime, batch_id: str) -> str:
+    """One batch of captured rows of one model version, first captured at `at`: filed under
+    `at`'s hour, named by `at` (fixed width, so keys sort by time within the hour)."""
+    partition = capture_partition(model, version, at)  # refuses a naive `at`
+    return f"{partition}{at.astimezone(UTC).strftime('%Y%m%dT%H%M%S%fZ')}-{batch_id}.jsonl"
 
 
 def dataset_key(model: str, digest: str, suffix: str) -> str:

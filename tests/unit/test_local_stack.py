@@ -210,9 +210,20 @@ def test_endpoint_deploy_installs_a_verified_copy(
     assert artifact.verify(installed) == artifact.verify(trained_artifact)
     assert local_stack.endpoint.current("credit") == deployment
     assert local_stack.endpoint.deploy(version) == deployment  # idempotent
-    canary = local_stack.endpoint.deploy(version, canary_weight=0.1)
-    assert canary.canary_weight == 0.1
+    state = json.loads(local_stack.endpoint.state_path("credit").read_text())
+    assert state == {
+        "model": "credit",
+        "live": {"version": 1, "path": str(installed.resolve())},
+        "canary": None,
+    }
+    second = local_stack.registry.create_version("credit", uri + "/", {}, {"run": "2"})
+    second = local_stack.registry.set_status("credit", second.version, APPROVED)
+    canary = local_stack.endpoint.deploy(second, canary_weight=0.1)
+    assert (canary.canary_weight, canary.details["primary_model_version"]) == (0.1, "1")
     assert [d.canary_weight for d in local_stack.endpoint.history("credit")] == [None, 0.1]
+    state = json.loads(local_stack.endpoint.state_path("credit").read_text())
+    assert state["live"]["version"] == 1
+    assert (state["canary"]["version"], state["canary"]["weight"]) == (2, 0.1)
 
 
 def test_files_of_an_interrupted_upload_are_never_listed(

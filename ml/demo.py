@@ -1,8 +1,8 @@
 """`tandem demo`: the whole lifecycle on fresh local stacks, narrated.
 
 champion trained and deployed → a retrain passes and goes live → a worse challenger is
-stopped by its gates → rollback → promotion dev → staging → predictions from what is live,
-scored through the endpoint as a client would.
+stopped by its gates → rollback → promotion dev → staging → the local server serves what is
+live, and `tandem predict` scores applicants through it over HTTP, as a client would.
 
 Every step checks that it behaved as the story says; one that did not raises DemoStepError
 (a TandemError: the CLI prints it as one line and exits 1) saying what happened and why.
@@ -10,7 +10,10 @@ Every step checks that it behaved as the story says; one that did not raises Dem
 
 from __future__ import annotations
 
+import json
 import shutil
+import subprocess
+import sys
 import time
 from collections.abc import Callable
 from contextlib import nullcontext
@@ -21,6 +24,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
+from deploy.server import Server
 from ml import lifecycle, report
 from ml.clouds import connect
 from ml.clouds.local import stack_outputs
@@ -47,6 +51,18 @@ APPLICANTS = [
 
 class DemoStepError(TandemError):
     """A demo step did not behave as the story expects (e.g. the champion failed its gates)."""
+
+
+def predict_over_http(rows_file: Path) -> dict[str, Any]:
+    """`tandem predict` as a user runs it: a new process, the stack's endpoint, HTTP (the
+    endpoint finds the running server through its server file)."""
+    command = [sys.executable, "-m", "ml", "--stack", "demo-dev", "--json", "predict", MODEL]
+    done = subprocess.run(
+        [*command, str(rows_file)], capture_output=True, text=True, timeout=120, check=False
+    )
+    if done.returncode != 0:
+        raise DemoStepError(f"tandem predict failed: {(done.stderr or done.stdout).strip()}")
+    return json.loads(done.stdout)
 
 
 def _fresh_stack(name: str):
@@ -124,16 +140,22 @@ def run_demo(
         f"lineage {escape(promoted.tags['promoted_from'])}"
     )
 
-    scored = dev.endpoint.invoke(MODEL, APPLICANTS)
-    predictions = scored["predictions"]
-    if scored["version"] != back.version:
+    with Server.for_state(dev.endpoint.state_path(MODEL)).start() as server:
+        say(f"[bold]▶ serve[/]  tandem serve {MODEL}: what is live answers at {server.url}")
+        applicants = Path(reports) / "applicants.json"
+        applicants.parent.mkdir(parents=True, exist_ok=True)
+        applicants.write_text(json.dumps(APPLICANTS, indent=2) + "\n")
+        scored = predict_over_http(applicants)
+    if scored.get("version") != back.version:
         raise DemoStepError(
-            f"the endpoint answered with v{scored['version']}, but v{back.version} should be "
-            "live after the rollback"
+            f"the endpoint answered with v{scored.get('version')}, but v{back.version} should "
+            "be live after the rollback"
         )
+    shares = [p[scored["classes"].index(1)] for p in scored["probabilities"]]
     say(
-        f"[bold]▶ predict[/]  {len(predictions)} applicants scored by live v{scored['version']} "
-        "through the endpoint: " + ", ".join(f"{p['probability']:.3f}" for p in predictions)
+        f"[bold]▶ predict[/]  tandem --stack demo-dev predict {MODEL} {escape(str(applicants))}: "
+        f"{len(shares)} applicants scored over HTTP by live v{scored['version']}, "
+        "p(default) " + ", ".join(f"{p:.3f}" for p in shares)
     )
 
     elapsed = time.perf_counter() - started
@@ -159,7 +181,7 @@ def run_demo(
         "live_version": back.version,
         "staging_version": promoted.version,
         "steps": steps,
-        "predictions": predictions,
+        "prediction": scored,
         "seconds": round(elapsed, 2),
     }
     emit(result, table)

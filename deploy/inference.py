@@ -12,12 +12,15 @@ a lone surrogate, an unseen category) is refused with a RequestError naming the 
 
 from __future__ import annotations
 
+import gzip
 import hashlib
+import io
 import json
 import math
 import reprlib
 import tarfile
 import tempfile
+import zlib
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -169,14 +172,16 @@ def _unpacked(tarball: Path, dest: Path) -> Path:
     """Extract the artifact's regular top-level files from `tarball` into `dest`, verified."""
     dest.mkdir(parents=True, exist_ok=True)
     try:
-        with tarfile.open(tarball, "r:gz") as tar:
+        # the whole gzip stream is read, so a damaged trailer (CRC, length) is refused too
+        unpacked = gzip.decompress(Path(tarball).read_bytes())
+        with tarfile.open(fileobj=io.BytesIO(unpacked), mode="r:") as tar:
             members = [
                 m
                 for m in tar.getmembers()
                 if m.isfile() and "/" not in m.name and not m.name.startswith(".")
             ]
             tar.extractall(dest, members=members, filter="data")
-    except (tarfile.TarError, OSError, EOFError) as exc:
+    except (tarfile.TarError, OSError, EOFError, zlib.error) as exc:
         raise IntegrityError(f"{TARBALL}: damaged ({exc})") from None
     verify_manifest(dest)
     return dest

@@ -21,15 +21,35 @@ from typing import Any
 
 import numpy as np
 
-from deploy.inference import MANIFEST, IntegrityError, Model, sha256_file, verify_manifest
+from deploy.inference import (
+    MANIFEST,
+    Column,
+    IntegrityError,
+    Model,
+    packed_inputs,
+    sha256_file,
+    verify_manifest,
+)
 from ml.errors import ArtifactIntegrityError
 
 ONNX, CARD, BASELINE, TARBALL = "model.onnx", "model_card.json", "baseline.json", "model.tar.gz"
 CONTENT = (ONNX, CARD, BASELINE)
 
 
+def onnx_inputs(spec: Any) -> list[dict[str, Any]]:
+    """The inputs `to_onnx` gives the graph (recorded in the card as `onnx_inputs`): one
+    [N, n] float tensor for the numeric features, one [N, 1] string tensor per categorical."""
+    return packed_inputs([Column(f.name, f.type == "numeric") for f in spec.features])
+
+
 def to_onnx(pipeline: Any, spec: Any) -> bytes:
-    """Convert the fitted scikit-learn pipeline; one ONNX input per feature column."""
+    """Convert the fitted scikit-learn pipeline, with the inputs of `onnx_inputs(spec)`.
+
+    skl2onnx names one input per column; a single-row request then pays for n tiny tensors
+    (~30 µs to build and ~3.5x the run time on 30 features). The converted graph concatenates
+    the numeric columns first thing, so that Concat becomes an Identity of one [N, n] input;
+    any other use of a numeric column is fed by one Split of it.
+    """
     from skl2onnx import to_onnx as convert
     from skl2onnx.common.data_types import FloatTensorType, StringTensorType
 
@@ -39,7 +59,44 @@ def to_onnx(pipeline: Any, spec: Any) -> bytes:
     ]
     # zipmap off: probabilities come back as a plain float tensor, cheap to read
     onnx_model = convert(pipeline, initial_types=types, options={id(pipeline): {"zipmap": False}})
+    for layout in onnx_inputs(spec):
+        if layout["dtype"] == "float32":
+            pack_numeric(onnx_model, layout["columns"], layout["name"])
     return onnx_model.SerializeToString()
+
+
+def pack_numeric(model: Any, columns: list[str], name: str) -> None:
+    """Replace the [N, 1] float inputs `columns` of `model` (in place) by one [N, n] input."""
+    import onnx
+    from onnx import TensorProto, helper
+
+    graph = model.graph
+    nodes = []
+    for node in graph.node:
+        axis = next((a.i for a in node.attribute if a.name == "axis"), None)
+        if node.op_type == "Concat" and list(node.input) == columns and axis in (1, -1):
+            nodes.append(helper.make_node("Identity", [name], list(node.output), name=node.name))
+        else:
+            nodes.append(node)
+    if {i for n in nodes for i in n.input} & set(columns):
+        ones = [1] * len(columns)
+        opset = next(o.version for o in model.opset_import if o.domain in ("", "ai.onnx"))
+        if opset >= 13:  # Split takes its sizes as an input from opset 13 on
+            sizes = f"{name}_split_sizes"
+            graph.initializer.append(
+                helper.make_tensor(sizes, TensorProto.INT64, [len(ones)], ones)
+            )
+            nodes.insert(0, helper.make_node("Split", [name, sizes], columns, axis=1))
+        else:
+            nodes.insert(0, helper.make_node("Split", [name], columns, axis=1, split=ones))
+    del graph.node[:]
+    graph.node.extend(nodes)
+    others = [i for i in graph.input if i.name not in columns]
+    del graph.input[:]
+    graph.input.extend(
+        [helper.make_tensor_value_info(name, TensorProto.FLOAT, [None, len(columns)]), *others]
+    )
+    onnx.checker.check_model(model)
 
 
 def write_json(path: Path, payload: Any) -> None:

@@ -47,8 +47,10 @@ def to_onnx(pipeline: Any, spec: Any) -> bytes:
 
     skl2onnx names one input per column; a single-row request then pays for n tiny tensors
     (~30 µs to build and ~3.5x the run time on 30 features). The converted graph concatenates
-    the numeric columns first thing, so that Concat becomes an Identity of one [N, n] input;
-    any other use of a numeric column is fed by one Split of it.
+    the numeric columns first thing: that Concat's consumers read one [N, n] input instead
+    (any other use of a numeric column is fed by one Split of it), and the Gather that copies
+    each string input's only column goes too. Measured on this pipeline's 30-feature logistic
+    regression, one run takes ~10 µs packed, ~23 µs with a Split, ~49 µs with 30 inputs.
     """
     from skl2onnx import to_onnx as convert
     from skl2onnx.common.data_types import FloatTensorType, StringTensorType
@@ -62,6 +64,7 @@ def to_onnx(pipeline: Any, spec: Any) -> bytes:
     for layout in onnx_inputs(spec):
         if layout["dtype"] == "float32":
             pack_numeric(onnx_model, layout["columns"], layout["name"])
+    drop_column_gathers(onnx_model)
     return onnx_model.SerializeToString()
 
 
@@ -71,13 +74,19 @@ def pack_numeric(model: Any, columns: list[str], name: str) -> None:
     from onnx import TensorProto, helper
 
     graph = model.graph
-    nodes = []
+    outputs = {o.name for o in graph.output}
+    nodes, renamed = [], {}
     for node in graph.node:
-        axis = next((a.i for a in node.attribute if a.name == "axis"), None)
-        if node.op_type == "Concat" and list(node.input) == columns and axis in (1, -1):
-            nodes.append(helper.make_node("Identity", [name], list(node.output), name=node.name))
+        if (
+            node.op_type == "Concat"
+            and list(node.input) == columns
+            and _attribute(node, "axis") in (1, -1)
+            and node.output[0] not in outputs
+        ):
+            renamed[node.output[0]] = name  # its consumers read the packed input itself
         else:
             nodes.append(node)
+    _rename_inputs(nodes, renamed)
     if {i for n in nodes for i in n.input} & set(columns):
         ones = [1] * len(columns)
         opset = next(o.version for o in model.opset_import if o.domain in ("", "ai.onnx"))
@@ -97,6 +106,55 @@ def pack_numeric(model: Any, columns: list[str], name: str) -> None:
         [helper.make_tensor_value_info(name, TensorProto.FLOAT, [None, len(columns)]), *others]
     )
     onnx.checker.check_model(model)
+
+
+def drop_column_gathers(model: Any) -> None:
+    """Remove the Gathers skl2onnx puts after each [N, 1] string input to select its only
+    column (a copy of every string on every request): their consumers read the input."""
+    from onnx import numpy_helper
+
+    graph = model.graph
+    single = {
+        i.name
+        for i in graph.input
+        if len(i.type.tensor_type.shape.dim) == 2 and i.type.tensor_type.shape.dim[1].dim_value == 1
+    }
+    zero = {
+        t.name for t in graph.initializer if numpy_helper.to_array(t).reshape(-1).tolist() == [0]
+    }
+    outputs = {o.name for o in graph.output}
+    nodes, renamed = [], {}
+    for node in graph.node:
+        if (
+            node.op_type == "Gather"
+            and node.input[0] in single
+            and node.input[1] in zero
+            and _attribute(node, "axis") == 1
+            and node.output[0] not in outputs
+        ):
+            renamed[node.output[0]] = node.input[0]
+        else:
+            nodes.append(node)
+    _rename_inputs(nodes, renamed)
+    del graph.node[:]
+    graph.node.extend(nodes)
+    used = {i for n in nodes for i in n.input}
+    kept = [t for t in graph.initializer if t.name in used]  # the Gathers' indices go too
+    del graph.initializer[:]
+    graph.initializer.extend(kept)
+
+
+def _attribute(node: Any, name: str) -> Any:
+    from onnx import helper
+
+    return next((helper.get_attribute_value(a) for a in node.attribute if a.name == name), None)
+
+
+def _rename_inputs(nodes: list[Any], renamed: Mapping[str, str]) -> None:
+    for node in nodes:
+        for i, value in enumerate(node.input):
+            if value in renamed:
+                node.input[i] = renamed[value]
 
 
 def write_json(path: Path, payload: Any) -> None:

@@ -12,13 +12,17 @@ a lone surrogate, an unseen category) is refused with a RequestError naming the 
 
 from __future__ import annotations
 
+import gzip
 import hashlib
+import io
 import json
 import math
+import operator
 import reprlib
 import tarfile
 import tempfile
-from collections.abc import Mapping
+import zlib
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -169,14 +173,16 @@ def _unpacked(tarball: Path, dest: Path) -> Path:
     """Extract the artifact's regular top-level files from `tarball` into `dest`, verified."""
     dest.mkdir(parents=True, exist_ok=True)
     try:
-        with tarfile.open(tarball, "r:gz") as tar:
+        # the whole gzip stream is read, so a damaged trailer (CRC, length) is refused too
+        unpacked = gzip.decompress(Path(tarball).read_bytes())
+        with tarfile.open(fileobj=io.BytesIO(unpacked), mode="r:") as tar:
             members = [
                 m
                 for m in tar.getmembers()
                 if m.isfile() and "/" not in m.name and not m.name.startswith(".")
             ]
             tar.extractall(dest, members=members, filter="data")
-    except (tarfile.TarError, OSError, EOFError) as exc:
+    except (tarfile.TarError, OSError, EOFError, zlib.error) as exc:
         raise IntegrityError(f"{TARBALL}: damaged ({exc})") from None
     verify_manifest(dest)
     return dest
@@ -284,6 +290,12 @@ class Model:
             (i["name"], i["columns"][0]) for i in inputs if i["dtype"] == "string"
         ]
         self._features = frozenset(c.name for c in columns)
+        names = [c.name for c in self._numeric]
+        self._numbers: Callable[[dict[str, Any]], tuple[Any, ...]] | None = None
+        if len(names) == 1:  # itemgetter of one name returns the value, not a tuple
+            self._numbers = lambda row, name=names[0]: (row[name],)
+        elif names:
+            self._numbers = operator.itemgetter(*names)
         self._personal = frozenset(spec.get("personal_data") or ())
 
         outputs = self.session.get_outputs()
@@ -370,9 +382,8 @@ class Model:
                 f"instances: expected a list of objects, got {echo(rows)}", field="instances"
             )
         self._check_count(len(rows), max_rows, "instances")
-        numeric_columns = self._numeric
-        flat: list[Any] = []
-        append = flat.append
+        numbers = self._numbers
+        matrix: list[Any] = []
         strings: dict[str, list[str]] = {c.name: [] for c in self._strings}
         n_features = len(self.columns)
         for i, row in enumerate(rows):
@@ -381,16 +392,22 @@ class Model:
                     f"instances[{i}]: expected an object, got {echo(row)}",
                     field=f"instances[{i}]",
                 )
-            # fast path: a finite float32-range number or null per numeric feature
-            for column in numeric_columns:
-                value = row.get(column.name, _ABSENT)
-                kind = type(value)
-                if (kind is float or kind is int) and -FLOAT32_MAX <= value <= FLOAT32_MAX:
-                    append(value)
-                elif value is None:
-                    append(math.nan)
-                else:
-                    append(_number(value, f"instances[{i}].{column.name}"))
+            # the fast path, a few C calls per row: every numeric feature present, an int or
+            # a float within float32's range, no NaN (sum is NaN then); else value by value
+            if numbers is not None:
+                try:
+                    values = numbers(row)
+                except KeyError:
+                    values = None
+                if not (
+                    values is not None
+                    and set(map(type, values)) <= _PLAIN_NUMBERS
+                    and min(values) >= -FLOAT32_MAX
+                    and max(values) <= FLOAT32_MAX
+                    and (total := sum(values)) == total
+                ):
+                    values = self._numeric_row(row, i)
+                matrix.append(values)
             for column in self._strings:
                 value = row.get(column.name, _ABSENT)
                 if type(value) is str and _accepted(value, column):
@@ -401,8 +418,27 @@ class Model:
                     _refuse_string(value, column, f"instances[{i}].{column.name}")
             if len(row) != n_features:
                 self._check_extra(row, f"instances[{i}].")
-        numeric = np.array(flat, dtype=np.float32).reshape(len(rows), len(numeric_columns))
-        return numeric, {k: np.array(v, dtype=object).reshape(-1, 1) for k, v in strings.items()}
+        numeric = (
+            np.array(matrix, dtype=np.float32)
+            if numbers is not None
+            else np.empty((len(rows), 0), dtype=np.float32)
+        )
+        return numeric, {k: _string_column(v) for k, v in strings.items()}
+
+    def _numeric_row(self, row: dict[str, Any], i: int) -> list[float]:
+        """A row's numeric features value by value: null is NaN; anything else it cannot
+        score raises a RequestError naming the field."""
+        values = []
+        for column in self._numeric:
+            value = row.get(column.name, _ABSENT)
+            kind = type(value)
+            if (kind is float or kind is int) and -FLOAT32_MAX <= value <= FLOAT32_MAX:
+                values.append(value)
+            elif value is None:
+                values.append(math.nan)
+            else:
+                values.append(_number(value, f"instances[{i}].{column.name}"))
+        return values
 
     def _from_columns(
         self, inputs: object, max_rows: int
@@ -454,7 +490,7 @@ class Model:
                     checked_strings.append(MISSING)
                 else:
                     _refuse_string(value, column, f"{field}[{i}]")
-            strings[column.name] = np.array(checked_strings, dtype=object).reshape(-1, 1)
+            strings[column.name] = _string_column(checked_strings)
         return numeric, strings
 
     @staticmethod
@@ -506,10 +542,11 @@ class Model:
             answer["predictions"] = output.reshape(-1).tolist()
             answer["probabilities"] = None
         else:
-            best = output.argmax(axis=1).tolist()
+            shares = output.tolist()
+            best = [row.index(max(row)) for row in shares]  # the first of equal maxima
             classes = self.classes
             answer["predictions"] = [classes[k] for k in best] if classes else best
-            answer["probabilities"] = output.tolist()
+            answer["probabilities"] = shares
         return answer
 
     # --- batch scoring for training and evaluation (trusted columns, no validation) ----------
@@ -544,6 +581,16 @@ class Model:
 
 
 _ABSENT = object()
+
+
+def _string_column(values: list[str]) -> np.ndarray:
+    """An [N, 1] object array of strings (filling an empty one beats np.array's inference)."""
+    column = np.empty((len(values), 1), dtype=object)
+    column[:, 0] = values
+    return column
+
+
+_PLAIN_NUMBERS = frozenset({int, float})
 
 
 def _number(value: Any, field: str) -> float:

@@ -12,11 +12,11 @@ Depends on the standard library, the vocabulary in `contract/` and the inference
 from __future__ import annotations
 
 import hashlib
+import itertools
 import json
 import logging
 import os
 import re
-import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -191,7 +191,7 @@ class Service:
             return self._handle(method, path, lowered, body, request_id)
         except Exception:  # a bug, not a bad request: say so without the traceback
             log.exception("request %s failed", request_id)
-            return _error(500, "internal error", None, request_id or uuid.uuid4().hex)
+            return _error(500, "internal error", None, request_id or _request_id(None))
 
     def _handle(
         self, method: Any, path: Any, headers: dict[str, str], body: Any, request_id: str
@@ -271,10 +271,16 @@ def _lowered(headers: Any) -> dict[str, str]:
     return lowered
 
 
+# Generated ids: a random per-process prefix and a counter (unique across workers, and a
+# fraction of uuid4's cost on the request path).
+_ID_PREFIX = os.urandom(8).hex()
+_ids = itertools.count(1)
+
+
 def _request_id(given: str | None) -> str:
     if given is not None and REQUEST_ID_PATTERN.fullmatch(given):
         return given
-    return uuid.uuid4().hex
+    return f"{_ID_PREFIX}{next(_ids):016x}"
 
 
 def _is_json(media: str) -> bool:

@@ -21,15 +21,37 @@ from typing import Any
 
 import numpy as np
 
-from deploy.inference import MANIFEST, IntegrityError, Model, sha256_file, verify_manifest
+from deploy.inference import (
+    MANIFEST,
+    Column,
+    IntegrityError,
+    Model,
+    packed_inputs,
+    sha256_file,
+    verify_manifest,
+)
 from ml.errors import ArtifactIntegrityError
 
 ONNX, CARD, BASELINE, TARBALL = "model.onnx", "model_card.json", "baseline.json", "model.tar.gz"
 CONTENT = (ONNX, CARD, BASELINE)
 
 
+def onnx_inputs(spec: Any) -> list[dict[str, Any]]:
+    """The inputs `to_onnx` gives the graph (recorded in the card as `onnx_inputs`): one
+    [N, n] float tensor for the numeric features, one [N, 1] string tensor per categorical."""
+    return packed_inputs([Column(f.name, f.type == "numeric") for f in spec.features])
+
+
 def to_onnx(pipeline: Any, spec: Any) -> bytes:
-    """Convert the fitted scikit-learn pipeline; one ONNX input per feature column."""
+    """Convert the fitted scikit-learn pipeline, with the inputs of `onnx_inputs(spec)`.
+
+    skl2onnx names one input per column; a single-row request then pays for n tiny tensors
+    (~30 µs to build and ~3.5x the run time on 30 features). The converted graph concatenates
+    the numeric columns first thing: that Concat's consumers read one [N, n] input instead
+    (any other use of a numeric column is fed by one Split of it), and the Gather that copies
+    each string input's only column goes too. Measured on this pipeline's 30-feature logistic
+    regression, one run takes ~10 µs packed, ~23 µs with a Split, ~49 µs with 30 inputs.
+    """
     from skl2onnx import to_onnx as convert
     from skl2onnx.common.data_types import FloatTensorType, StringTensorType
 
@@ -39,7 +61,100 @@ def to_onnx(pipeline: Any, spec: Any) -> bytes:
     ]
     # zipmap off: probabilities come back as a plain float tensor, cheap to read
     onnx_model = convert(pipeline, initial_types=types, options={id(pipeline): {"zipmap": False}})
+    for layout in onnx_inputs(spec):
+        if layout["dtype"] == "float32":
+            pack_numeric(onnx_model, layout["columns"], layout["name"])
+    drop_column_gathers(onnx_model)
     return onnx_model.SerializeToString()
+
+
+def pack_numeric(model: Any, columns: list[str], name: str) -> None:
+    """Replace the [N, 1] float inputs `columns` of `model` (in place) by one [N, n] input."""
+    import onnx
+    from onnx import TensorProto, helper
+
+    graph = model.graph
+    outputs = {o.name for o in graph.output}
+    nodes, renamed = [], {}
+    for node in graph.node:
+        if (
+            node.op_type == "Concat"
+            and list(node.input) == columns
+            and _attribute(node, "axis") in (1, -1)
+            and node.output[0] not in outputs
+        ):
+            renamed[node.output[0]] = name  # its consumers read the packed input itself
+        else:
+            nodes.append(node)
+    _rename_inputs(nodes, renamed)
+    if {i for n in nodes for i in n.input} & set(columns):
+        ones = [1] * len(columns)
+        opset = next(o.version for o in model.opset_import if o.domain in ("", "ai.onnx"))
+        if opset >= 13:  # Split takes its sizes as an input from opset 13 on
+            sizes = f"{name}_split_sizes"
+            graph.initializer.append(
+                helper.make_tensor(sizes, TensorProto.INT64, [len(ones)], ones)
+            )
+            nodes.insert(0, helper.make_node("Split", [name, sizes], columns, axis=1))
+        else:
+            nodes.insert(0, helper.make_node("Split", [name], columns, axis=1, split=ones))
+    del graph.node[:]
+    graph.node.extend(nodes)
+    others = [i for i in graph.input if i.name not in columns]
+    del graph.input[:]
+    graph.input.extend(
+        [helper.make_tensor_value_info(name, TensorProto.FLOAT, [None, len(columns)]), *others]
+    )
+    onnx.checker.check_model(model)
+
+
+def drop_column_gathers(model: Any) -> None:
+    """Remove the Gathers skl2onnx puts after each [N, 1] string input to select its only
+    column (a copy of every string on every request): their consumers read the input."""
+    from onnx import numpy_helper
+
+    graph = model.graph
+    single = {
+        i.name
+        for i in graph.input
+        if len(i.type.tensor_type.shape.dim) == 2 and i.type.tensor_type.shape.dim[1].dim_value == 1
+    }
+    zero = {
+        t.name for t in graph.initializer if numpy_helper.to_array(t).reshape(-1).tolist() == [0]
+    }
+    outputs = {o.name for o in graph.output}
+    nodes, renamed = [], {}
+    for node in graph.node:
+        if (
+            node.op_type == "Gather"
+            and node.input[0] in single
+            and node.input[1] in zero
+            and _attribute(node, "axis") == 1
+            and node.output[0] not in outputs
+        ):
+            renamed[node.output[0]] = node.input[0]
+        else:
+            nodes.append(node)
+    _rename_inputs(nodes, renamed)
+    del graph.node[:]
+    graph.node.extend(nodes)
+    used = {i for n in nodes for i in n.input}
+    kept = [t for t in graph.initializer if t.name in used]  # the Gathers' indices go too
+    del graph.initializer[:]
+    graph.initializer.extend(kept)
+
+
+def _attribute(node: Any, name: str) -> Any:
+    from onnx import helper
+
+    return next((helper.get_attribute_value(a) for a in node.attribute if a.name == name), None)
+
+
+def _rename_inputs(nodes: list[Any], renamed: Mapping[str, str]) -> None:
+    for node in nodes:
+        for i, value in enumerate(node.input):
+            if value in renamed:
+                node.input[i] = renamed[value]
 
 
 def write_json(path: Path, payload: Any) -> None:

@@ -132,14 +132,19 @@ def fit(
     out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / artifact.ONNX).write_bytes(artifact.to_onnx(pipeline, spec))
     schema = data.input_schema(train, spec)
-    model = Model(out_dir / artifact.ONNX, columns_from_schema(schema))
+    inputs = artifact.onnx_inputs(spec)
+    model = Model(
+        out_dir / artifact.ONNX, columns_from_schema(schema), name=spec.name, inputs=inputs
+    )
 
     # Metrics come from the ONNX model: that is what endpoints serve.
     evaluation = holdout_evaluation(model, test, spec)
     onnx_proba = model.predict_proba(model.feeds_from_columns({c: test[c] for c in features}))
     sklearn_proba = pipeline.predict_proba(test[features])[:, 1]
     parity = float(np.max(np.abs(onnx_proba - sklearn_proba)))
-    records = test[features].replace({np.nan: None}).to_dict("records")
+    # rows the schema accepts by construction (a holdout row may hold a category training
+    # never saw, which the endpoint refuses): the gate times what a served request costs
+    records = train[features].head(len(test)).replace({np.nan: None}).to_dict("records")
     measured = evaluate.latency(lambda i: model.predict([records[i]]), len(records))
     evaluation.latency_ms = measured.percentiles()
     evaluation.latency_method = measured.method
@@ -182,6 +187,9 @@ def fit(
             "test_rows": len(test),
         },
         "input_schema": schema,
+        "onnx_inputs": inputs,
+        "task": "binary",
+        "classes": [_param(c) for c in pipeline.classes_.tolist()],
         "code_version": code_version(),
         "environment": environment,
         "training_seconds": round(time.perf_counter() - started, 3),

@@ -59,7 +59,7 @@ def test_logistic_regression_on_breast_cancer_matches() -> None:
     session = ort.InferenceSession(
         artifact.to_onnx(pipeline, spec), providers=["CPUExecutionProvider"]
     )
-    feeds = {c: test_rows[[c]].to_numpy(np.float32) for c in spec.feature_names}
+    feeds = {"numeric": test_rows[spec.numeric].to_numpy(np.float32)}  # one [N, 30] input
     got = session.run(None, feeds)[1][:, 1]
     np.testing.assert_allclose(
         got, pipeline.predict_proba(test_rows[spec.feature_names])[:, 1], atol=1e-5

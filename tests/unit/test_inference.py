@@ -4,6 +4,7 @@ shape, and the thin `predict` the lifecycle's latency gate uses."""
 from __future__ import annotations
 
 import math
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -259,3 +260,122 @@ def test_batch_size_is_bounded(model: Model) -> None:
 def test_request_error_is_a_value_error() -> None:
     assert issubclass(RequestError, ValueError)
     assert RequestError("x").status == 422
+
+
+# --- the ONNX layout: parity with scikit-learn, and artifacts of the old layout ---------------
+
+
+@pytest.mark.parametrize("example", ["credit.toml", "breast_cancer.toml", "credit_weak.toml"])
+def test_served_answers_match_scikit_learn(example: str, tmp_path: Path) -> None:
+    """Gradient boosting (credit) and logistic regression (breast cancer, 30 numeric
+    features; credit_weak, no categorical) scored through JSON requests in the packed layout
+    give scikit-learn's probabilities."""
+    import json
+
+    from deploy.inference import columns_from_schema
+    from ml import artifact, train
+    from ml.spec import load_spec
+    from tests.conftest import EXAMPLES
+
+    spec = load_spec(EXAMPLES / example)
+    frame = data.validate(data.load_frame(spec.dataset.source), spec)
+    train_rows, test_rows = data.split(frame, spec)
+    pipeline = train.build_pipeline(spec).fit(
+        train_rows[spec.feature_names], train_rows[spec.target]
+    )
+    (tmp_path / "model.onnx").write_bytes(artifact.to_onnx(pipeline, spec))
+    columns = columns_from_schema(data.input_schema(train_rows, spec))
+    served = Model(tmp_path / "model.onnx", columns, {"onnx_inputs": artifact.onnx_inputs(spec)})
+    graph_inputs = {i.name: i.shape for i in served.session.get_inputs()}
+    assert graph_inputs.pop("numeric") == [None, len(spec.numeric)]
+    assert set(graph_inputs) == set(spec.categorical)
+
+    probe = test_rows.head(200)
+    records = probe[spec.feature_names].replace({np.nan: None}).to_dict("records")
+    body = json.loads(json.dumps({"instances": records}))  # what a client sends
+    answer = served.predict_payload(body)
+    expected = pipeline.predict_proba(probe[spec.feature_names])
+    np.testing.assert_allclose(answer["probabilities"], expected, rtol=0, atol=1e-5)
+    assert answer["predictions"] == pipeline.classes_[expected.argmax(axis=1)].tolist()
+    assert len(np.unique(np.round(expected[:, 1], 3))) > 10, "a constant model matches trivially"
+
+
+def test_an_artifact_of_the_old_layout_still_loads_and_scores(
+    trained_artifact: Path, tmp_path: Path
+) -> None:
+    """Artifacts installed before the packed layout (one [N, 1] input per feature, a card
+    without onnx_inputs, classes or task) load, verify and answer as a packed one does."""
+    import json
+
+    from skl2onnx import to_onnx as convert
+    from skl2onnx.common.data_types import FloatTensorType, StringTensorType
+
+    from ml import artifact, train
+
+    spec = parse_spec(spec_dict())
+    frame = data.validate(data.load_frame(spec.dataset.source), spec)
+    train_rows, _ = data.split(frame, spec)
+    pipeline = train.build_pipeline(spec).fit(
+        train_rows[spec.feature_names], train_rows[spec.target]
+    )
+    types = [
+        (f.name, FloatTensorType([None, 1]) if f.type == "numeric" else StringTensorType([None, 1]))
+        for f in spec.features
+    ]
+    old = convert(pipeline, initial_types=types, options={id(pipeline): {"zipmap": False}})
+    new_dir, old_dir = tmp_path / "new", tmp_path / "old"
+    for directory, onnx_bytes in ((new_dir, artifact.to_onnx(pipeline, spec)), (old_dir, None)):
+        shutil.copytree(trained_artifact, directory)
+        (directory / "model.onnx").write_bytes(onnx_bytes or old.SerializeToString())
+    card = json.loads((old_dir / "model_card.json").read_text())
+    for key in ("onnx_inputs", "classes", "task"):
+        card.pop(key)
+    artifact.write_json(old_dir / "model_card.json", card)
+    artifact.seal(old_dir)
+    artifact.seal(new_dir)
+
+    before, after = Model.load(old_dir), Model.load(new_dir)
+    assert len(before.session.get_inputs()) == len(spec.feature_names)
+    assert len(after.session.get_inputs()) == 2
+    rows = [row(), row(income=None, employment=None), row(late_payments=6, age=70)]
+    assert before.predict_payload({"instances": rows}) == after.predict_payload({"instances": rows})
+    columns = {c: frame[c].head(50) for c in spec.feature_names}
+    np.testing.assert_array_equal(
+        before.predict_proba(before.feeds_from_columns(columns)),
+        after.predict_proba(after.feeds_from_columns(columns)),
+    )
+
+
+def test_a_graph_that_does_not_match_its_recorded_layout_is_refused(
+    trained_artifact: Path,
+) -> None:
+    import json
+
+    from deploy.inference import IntegrityError, columns_from_schema, per_column_inputs
+
+    card = json.loads((trained_artifact / "model_card.json").read_text())
+    columns = columns_from_schema(card["input_schema"])
+    card["onnx_inputs"] = per_column_inputs(columns)
+    with pytest.raises(IntegrityError, match="not the layout"):
+        Model(trained_artifact / "model.onnx", columns, card)
+
+
+@pytest.mark.parametrize("opset", [11, 21])  # Split's sizes: an attribute, then an input
+def test_packing_feeds_any_other_use_of_a_numeric_column_through_one_split(opset: int) -> None:
+    import onnx
+    import onnxruntime as ort
+    from onnx import TensorProto, helper
+
+    from ml.artifact import pack_numeric
+
+    inputs = [helper.make_tensor_value_info(n, TensorProto.FLOAT, [None, 1]) for n in "ab"]
+    output = helper.make_tensor_value_info("out", TensorProto.FLOAT, [None, 1])
+    graph = helper.make_graph([helper.make_node("Sub", ["a", "b"], ["out"])], "g", inputs, [output])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)])
+    pack_numeric(model, ["a", "b"], "numeric")
+    assert [i.name for i in model.graph.input] == ["numeric"]
+    assert model.graph.node[0].op_type == "Split"
+    session = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+    got = session.run(None, {"numeric": np.array([[5, 3], [1, 4]], dtype=np.float32)})[0]
+    np.testing.assert_array_equal(got, [[2], [-3]])
+    onnx.checker.check_model(model)

@@ -71,7 +71,7 @@ def test_the_same_request_gets_the_same_answer_as_the_core(live: Model) -> None:
 def test_a_malformed_request_id_is_replaced(live: Model, given: str) -> None:
     response = predict(Service(live), headers={**JSON, "X-Request-Id": given})
     rid = response.headers[serving.REQUEST_ID_HEADER]
-    assert rid != given and len(rid) == 32
+    assert rid != given and len(rid) == 32, rid
     assert body(response)["request_id"] == rid
 
 

@@ -330,9 +330,9 @@ class Server:
         routing = self.service.routing
         if routing.live is None:
             return "no model"
-        text = f"{routing.live.name} v{routing.live.version}"
+        text = routing.live.name + _version(routing.live.version)
         if routing.canary is not None:
-            text += f" (canary v{routing.canary.version} at {routing.canary_weight:.0%})"
+            text += f" (canary{_version(routing.canary.version)} at {routing.canary_weight:.0%})"
         return text
 
     # --- connections ----------------------------------------------------------------------
@@ -537,6 +537,10 @@ def _signature(path: Path) -> tuple[int, int, int] | None:
     except OSError:
         return None
     return stat.st_mtime_ns, stat.st_size, stat.st_ino
+
+
+def _version(version: int | None) -> str:
+    return "" if version is None else f" v{version}"
 
 
 def _keep_alive(version: tuple[int, int], connection: str) -> bool:

@@ -91,7 +91,7 @@ def parse_responses(data: bytes) -> list[Answer]:
         if not sep:
             raise AssertionError(f"an incomplete response head: {data[:200]!r}")
         lines = head.decode("latin-1").split("\r\n")
-        version, status, _ = (lines[0].split(" ", 2) + [""])[:3]
+        version, status, _ = [*lines[0].split(" ", 2), ""][:3]
         assert version == "HTTP/1.1", lines[0]
         headers = {}
         for line in lines[1:]:

@@ -11,8 +11,8 @@ import os
 import shutil
 import signal
 import socket
-import subprocess
 import struct
+import subprocess
 import sys
 from collections.abc import Iterator
 from pathlib import Path
@@ -112,9 +112,7 @@ REQUESTS = [
 @pytest.mark.parametrize(("method", "path", "headers", "body"), REQUESTS)
 def test_answers_are_the_services(server: Server, endpoint: Path, method, path, headers, body):
     headers = {**headers, serving.REQUEST_ID_HEADER: "same-id-1"}
-    expected = Service.from_state(endpoint / serving.STATE_FILE).handle(
-        method, path, headers, body
-    )
+    expected = Service.from_state(endpoint / serving.STATE_FILE).handle(method, path, headers, body)
     with Client(server.url) as client:
         answer = client.request(method, path, body, headers)
     assert answer.status == expected.status
@@ -172,7 +170,10 @@ def test_head_has_no_body(server: Server) -> None:
 
 def test_an_oversized_body_is_refused_before_it_is_read(endpoint: Path) -> None:
     service = Service.from_state(endpoint / serving.STATE_FILE, max_body_bytes=1000)
-    with Server(service).start() as server, socket.create_connection(("127.0.0.1", server.port)) as sock:
+    with (
+        Server(service).start() as server,
+        socket.create_connection(("127.0.0.1", server.port)) as sock,
+    ):
         sock.settimeout(10)
         sock.sendall(b"POST /predict HTTP/1.1\r\ncontent-length: 50000000\r\n\r\n")
         # nothing of the body is sent: the answer comes anyway
@@ -249,7 +250,7 @@ def test_an_idle_connection_is_closed(endpoint: Path) -> None:
 
 def test_clients_leaving_mid_request_do_not_hurt(server: Server) -> None:
     for partial in [
-        b"POST /predict HTTP/1.1\r\ncontent-length: 1000\r\n\r\n{\"instances\"",
+        b'POST /predict HTTP/1.1\r\ncontent-length: 1000\r\n\r\n{"instances"',
         b"POST /predict HTTP/1.1\r\ncontent-le",
         b"GET /health HTTP/1.1\r\n\r\n",  # leaves before reading its answer
     ]:
@@ -285,11 +286,13 @@ def test_one_access_log_line_per_request(endpoint: Path) -> None:
 
 
 def test_liveness_paths_answer_while_nothing_is_loaded() -> None:
-    with Server(Service(None), liveness_paths={"/live"}).start() as server:
-        with Client(server.url) as client:
-            assert client.request("GET", "/live").status == 200
-            assert client.request("GET", serving.HEALTH_PATH).status == 503
-            assert client.request("POST", "/live").status == 405
+    with (
+        Server(Service(None), liveness_paths={"/live"}).start() as server,
+        Client(server.url) as client,
+    ):
+        assert client.request("GET", "/live").status == 200
+        assert client.request("GET", serving.HEALTH_PATH).status == 503
+        assert client.request("POST", "/live").status == 405
 
 
 # --- reload, canary -----------------------------------------------------------------------------

@@ -1,4 +1,4 @@
-"""Generated bad requests against the real server (10,000 over the tests here): raw bytes,
+"""Generated bad requests against the real server (10,000 over the four tests): raw bytes,
 broken request lines and headers, wrong methods and content types, truncated and oversized
 bodies, arbitrary JSON, non-finite and huge numbers, lone surrogates, invalid UTF-8. Every
 answer is a 2xx or a 4xx JSON error with a message, never a 5xx, and a good request right
@@ -20,13 +20,16 @@ from deploy.service import Service
 from tests.integration.http_helpers import JSON, Answer, Client, exchange, parse_responses
 from tests.integration.test_server import GOOD, ROW
 
-EXAMPLES = 2500  # per test; four tests
-SETTINGS = settings(
-    max_examples=EXAMPLES,
-    deadline=None,
-    derandomize=True,
-    suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture],
-)
+
+def examples(n: int) -> settings:
+    return settings(
+        max_examples=n,
+        deadline=None,
+        derandomize=True,
+        suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture],
+    )
+
+
 MAX_BODY = 4096
 
 
@@ -81,13 +84,13 @@ MEDIA = st.sampled_from(
 TEXT = st.text(alphabet=st.characters(codec="latin-1", exclude_characters="\r\n"), max_size=40)
 
 
-@SETTINGS
+@examples(3500)
 @given(data=st.binary(max_size=600), prefix=st.sampled_from([b"", b"POST /predict HTTP/1.1\r\n"]))
 def test_arbitrary_bytes(server: Server, good: Client, data: bytes, prefix: bytes) -> None:
     check(send(server, prefix + data), good)
 
 
-@SETTINGS
+@examples(2500)
 @given(
     method=st.one_of(TOKENS, TEXT),
     path=st.one_of(PATHS, TEXT),
@@ -101,7 +104,7 @@ def test_broken_heads(server, good, method, path, version, headers, body) -> Non
     check(send(server, raw), good)
 
 
-@SETTINGS
+@examples(2500)
 @given(
     method=TOKENS,
     path=PATHS,
@@ -127,26 +130,36 @@ def test_bodies_and_framing(server, good, method, path, media, body, length_delt
 JSON_VALUES = st.recursive(
     st.none()
     | st.booleans()
-    | st.integers(min_value=-(10**400), max_value=10**400)
+    | st.integers(min_value=-(2**70), max_value=2**70)
+    | st.sampled_from([10**400, -(10**309), 3.5e38, 1e-320])
     | st.floats(allow_nan=True, allow_infinity=True)
     | st.text(max_size=20),
     lambda inner: (
         st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=8), inner, max_size=4)
     ),
-    max_leaves=12,
+    max_leaves=8,
 )
-ROWS = st.fixed_dictionaries(
-    {},
-    optional={name: JSON_VALUES for name in ROW} | {"extra": JSON_VALUES},
+SCALARS = (
+    st.none()
+    | st.booleans()
+    | st.sampled_from([10**400, -(10**309), 3.5e38, -3.5e38, 1e-320, 2**63, "", "salaried"])
+    | st.floats()
+    | st.text(max_size=10)
+)
+ROWS = st.fixed_dictionaries({}, optional={name: SCALARS for name in ROW} | {"extra": SCALARS}).map(
+    lambda row: {**ROW, **row}
 )
 PAYLOADS = st.one_of(
     JSON_VALUES,
     st.fixed_dictionaries({"instances": st.one_of(st.lists(ROWS, max_size=3), JSON_VALUES)}),
     st.fixed_dictionaries({"inputs": st.dictionaries(st.sampled_from(list(ROW)), JSON_VALUES)}),
+    st.fixed_dictionaries(
+        {"inputs": st.dictionaries(st.sampled_from(list(ROW)), st.lists(SCALARS, max_size=3))}
+    ),
 )
 
 
-@SETTINGS
+@examples(1500)
 @given(payload=PAYLOADS, surrogate=st.booleans())
 def test_arbitrary_json(server: Server, good: Client, payload, surrogate: bool) -> None:
     text = json.dumps(payload)  # NaN, Infinity and huge integers are written as Python does

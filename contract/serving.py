@@ -49,3 +49,21 @@ VERSION_HEADER = "x-tandem-version"  # the model version that answered
 MAX_ROWS = 1000
 MAX_BODY_BYTES = 6 * 1024 * 1024  # Lambda's synchronous payload limit
 MAX_ECHO_CHARS = 60  # an error message never quotes more of a value than this
+
+# The serving container (`python -m deploy.container serve`, deploy/Dockerfile): one image for
+# SageMaker real-time endpoints (above), Azure ML online endpoints and Kubernetes. Azure ML's
+# custom-container contract names the liveness, readiness and scoring routes (port and path)
+# in the environment's inference_config and mounts the registered model under
+# $AZUREML_MODEL_DIR, its folder one level down:
+# https://learn.microsoft.com/en-us/azure/machine-learning/how-to-deploy-custom-container
+# The deployment's environment_variables tell the container the same port and paths.
+ENV_PORT = "TANDEM_PORT"  # default SAGEMAKER_PORT
+ENV_HOST = "TANDEM_HOST"  # default 0.0.0.0 in the container
+ENV_LIVENESS_PATH = "TANDEM_LIVENESS_PATH"  # answered 200 while the process runs
+ENV_READINESS_PATH = "TANDEM_READINESS_PATH"  # answered like HEALTH_PATH (503 until loaded)
+ENV_SCORING_PATH = "TANDEM_SCORING_PATH"  # answered like PREDICT_PATH
+ENV_WORKERS = "TANDEM_WORKERS"
+ENV_AZUREML_MODEL_DIR = "AZUREML_MODEL_DIR"  # set by Azure ML
+ENV_SAGEMAKER_PORT = "SAGEMAKER_BIND_TO_PORT"  # set by SageMaker in inference pipelines
+LIVENESS_PATH = "/live"
+CONTAINER_HOST = "0.0.0.0"

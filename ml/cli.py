@@ -546,12 +546,22 @@ def serve(
     port: Annotated[int, typer.Option(help="TCP port on 127.0.0.1 (0: any free port)")] = 8080,
     host: Annotated[str, typer.Option(help="address to listen on")] = "127.0.0.1",
     workers: Annotated[int, typer.Option(help="requests served at once", min=1)] = 8,
+    capture: Annotated[
+        float,
+        typer.Option(
+            help="share of requests kept for monitoring (0 to 1), under captures/ in the "
+            "stack's store, personal columns keyed-hashed",
+            min=0.0,
+            max=1.0,
+        ),
+    ] = 0.0,
 ) -> None:
     """Serve what is live for MODEL on the local stack over HTTP (POST /predict, GET /health).
 
     Follows deploys, canaries and rollbacks without a restart; stops cleanly on Ctrl-C or
     SIGTERM. On a cloud stack the endpoint is the cloud's own: use `tandem predict`.
     """
+    from deploy.capture import Capture, DirectorySink
     from deploy.server import serve_state
 
     try:
@@ -561,15 +571,25 @@ def serve(
                 f"`tandem serve` runs the local stack's endpoint; {opened.cloud}:{opened.name} "
                 "serves from the cloud (score through it with `tandem predict`)"
             )
-        if opened.endpoint.current(model) is None:
+        live = opened.endpoint.current(model)
+        if live is None:
             raise NotFoundError(
                 f"model {model!r} is not deployed on stack {opened.name!r}: "
                 f"`tandem deploy {model}` first"
             )
         state_path = opened.endpoint.state_path(model)
+        kept = None
+        if capture > 0.0:
+            card = lifecycle.read_card(opened, live.artifact_uri)
+            kept = Capture(
+                DirectorySink(opened.store.root),
+                sample=capture,
+                personal_columns=card["spec"].get("personal_data") or (),
+                key=opened.pseudonym_key() if opened.pseudonym_key else None,
+            )
     except TandemError as exc:
         raise fail(exc) from None
-    serve_state(state_path, host=host, port=port, workers=workers)
+    serve_state(state_path, host=host, port=port, workers=workers, capture=kept)
 
 
 @app.command()

@@ -277,11 +277,17 @@ def _shift(stack: Stack, target: ModelVersion, canary_weight: float | None) -> D
 def _smoke(stack: Stack, target: ModelVersion, route: str) -> None:
     """One request pinned to `route` must come back from `target` with one prediction. An
     endpoint may take a moment to pick up a change (a server reloads, an alias propagates):
-    an answer from the version before is asked again, up to SMOKE_SECONDS."""
+    an answer from the version before, or "nothing loaded there yet" (a canary route before
+    the reload), is asked again, up to SMOKE_SECONDS."""
     rows = smoke_rows(read_card(stack, target.artifact_uri))
     deadline = time.monotonic() + SMOKE_SECONDS
     while True:
-        answer = stack.endpoint.invoke(target.model, rows, route=route)
+        try:
+            answer = stack.endpoint.invoke(target.model, rows, route=route)
+        except NotFoundError:
+            if time.monotonic() > deadline:
+                raise
+            answer = {}
         if answer.get("version") == target.version:
             break
         if time.monotonic() > deadline:

@@ -104,20 +104,21 @@ def test_serve_follows_canary_promotion_and_rollback_then_stops_on_sigterm(cli, 
     assert scored.exit_code == 0, scored.output
     assert json.loads(scored.output)["version"] == 1 and _version(url) == 1
 
+    again = cli("--json", "deploy", "credit", "2")
+    assert again.exit_code == 0, again.output
+    assert _version(url) == 2
     back = cli("--json", "rollback", "credit")
     assert back.exit_code == 0, back.output
-    assert _version(url) == 2
+    assert _version(url) == 1
 
     process.send_signal(signal.SIGTERM)
     assert process.wait(timeout=30) == 0
     assert not server_file.exists()
     # with no server running, predict scores in-process from the same state
     scored = cli("--json", "predict", "credit", str(rows))
-    assert scored.exit_code == 0 and json.loads(scored.output)["version"] == 2
+    assert scored.exit_code == 0 and json.loads(scored.output)["version"] == 1
 
 
 def test_serve_refuses_a_model_that_is_not_deployed(cli):
     result = cli("serve", "churn", "--port", "0")
     assert result.exit_code == 1 and "not deployed" in result.output
-
-

@@ -220,11 +220,15 @@ def test_the_archive_with_its_dependencies_runs_on_its_own(tmp_path, trained_art
     assert not [n for n in names if n.startswith("bin/") or n.endswith(("/RECORD", ".pyc"))]
     assert not [n for n in names if "/tests/" in n or n.startswith("onnxruntime/transformers")]
 
-    # a second build reuses the cache: with the index made unreachable it still succeeds
+    # a second build reuses the installed wheels: with the index made unreachable (and the
+    # archive zipped again, not copied) it still succeeds, with the same bytes
     monkeypatch.setenv("PIP_INDEX_URL", "http://127.0.0.1:9/simple")
     monkeypatch.setenv("PIP_NO_INDEX", "1")
+    shutil.rmtree(cache / "archives")
     second = bundle.build_lambda_zip(tmp_path / "b", python=python, arch=arch, wheel_cache=cache)
     assert _sha256(first) == _sha256(second), "a rebuild from the cache differs"
+    third = bundle.build_lambda_zip(tmp_path / "c", python=python, arch=arch, wheel_cache=cache)
+    assert _sha256(third) == _sha256(first)
 
     report = _run_extracted(first, tmp_path / "task", trained_artifact, [])
     response = report["answer"]

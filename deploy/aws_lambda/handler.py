@@ -24,8 +24,6 @@ waits is `CAPTURE_FLUSH_SECONDS` old; a capture failure never fails a request.
 
 from __future__ import annotations
 
-import base64
-import binascii
 import contextlib
 import os
 import sys
@@ -35,6 +33,7 @@ from typing import Any
 
 from contract import metrics
 from contract.serving import (
+    ENV_CAPTURE_URI,
     ENV_MODEL_NAME,
     HEALTH_PATH,
     PREDICT_PATH,
@@ -93,6 +92,9 @@ def request_of(event: Any) -> tuple[str, str, dict[str, str], bytes]:
     elif not isinstance(body, str):
         raise BadEvent("the event's body is not a string")
     elif encoded:
+        import base64  # only a base64 body needs these
+        import binascii
+
         try:
             data = base64.b64decode(body, validate=True)
         except (binascii.Error, ValueError):
@@ -161,6 +163,8 @@ class App:
         return True
 
     def _capture(self, service: Service) -> Any:
+        if not self.environ.get(ENV_CAPTURE_URI, "").strip():
+            return None  # capture is off: the capture module is not even imported
         live = service.routing.live
         try:
             from deploy.capture import Capture  # only an endpoint that captures pays for it

@@ -234,3 +234,21 @@ def test_the_archive_with_its_dependencies_runs_on_its_own(tmp_path, trained_art
     response = report["answer"]
     assert response["statusCode"] == 200, response
     assert json.loads(response["body"])["predictions"] in ([0], [1])
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--target", "azure"], "only packaged target is 'aws'"),
+        (["--target", "aws", "--arch", "sparc"], "arm64, x86_64"),
+    ],
+)
+def test_the_bundle_command_refuses_what_it_cannot_build(tmp_path, args, message):
+    from typer.testing import CliRunner
+
+    from ml.cli import app
+
+    result = CliRunner().invoke(app, ["--json", "bundle", *args, "--out", str(tmp_path)])
+    assert result.exit_code == 2, result.output
+    assert message in json.loads(result.output)["error"]
+    assert not list(tmp_path.iterdir()), "nothing is built for a refused target"

@@ -21,3 +21,21 @@ def dimensions(model: str, version: int | str | None = None) -> dict[str, str]:
     if version is not None:
         out[DIM_VERSION] = str(version)
     return out
+
+
+# The endpoint's own metrics, one point per request. On Lambda each request's log line is an
+# Embedded Metric Format record (deploy/aws_lambda/emf.py), so CloudWatch turns logs into
+# metrics without an API call on the request path. Name -> CloudWatch unit.
+LATENCY_MS = "latency_ms"  # handler entry to response built
+PREDICTIONS = "predictions"  # rows scored (0 for anything but a 200 predict)
+ERRORS_4XX = "errors_4xx"  # 1 when the request was refused (bad request, 404, 413, ...)
+ERRORS_5XX = "errors_5xx"  # 1 when the endpoint failed (no model loaded, a bug)
+ENDPOINT_METRICS = {
+    LATENCY_MS: "Milliseconds",
+    PREDICTIONS: "Count",
+    ERRORS_4XX: "Count",
+    ERRORS_5XX: "Count",
+}
+# Every point under both sets: per model (what alarms watch) and per model version.
+ENDPOINT_DIMENSIONS = (ALARM_DIMENSIONS, (DIM_MODEL, DIM_VERSION))
+UNKNOWN_MODEL = "unknown"  # the Model dimension before any model has loaded

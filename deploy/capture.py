@@ -28,7 +28,6 @@ import logging
 import math
 import os
 import secrets
-import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterable, Mapping
@@ -68,6 +67,8 @@ class DirectorySink:
         self.root = Path(root)
 
     def put(self, key: str, data: bytes) -> None:
+        import tempfile  # only this sink needs it
+
         path = self.root / key
         path.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")

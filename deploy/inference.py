@@ -12,16 +12,11 @@ a lone surrogate, an unseen category) is refused with a RequestError naming the 
 
 from __future__ import annotations
 
-import gzip
 import hashlib
-import io
 import json
 import math
 import operator
 import reprlib
-import tarfile
-import tempfile
-import zlib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -146,6 +141,8 @@ def fetch(source: str | Path, cache_dir: Path | None = None) -> Path:
 
 def _cache(cache_dir: Path | None) -> Path:
     if cache_dir is None:
+        import tempfile  # off the cold start of an endpoint that loads a directory
+
         return Path(tempfile.mkdtemp(prefix="tandem-model-"))
     Path(cache_dir).mkdir(parents=True, exist_ok=True)
     return Path(cache_dir)
@@ -171,6 +168,11 @@ def _download_http(url: str, dest: Path) -> None:
 
 def _unpacked(tarball: Path, dest: Path) -> Path:
     """Extract the artifact's regular top-level files from `tarball` into `dest`, verified."""
+    import gzip  # only a tarball needs these; an artifact directory loads without them
+    import io
+    import tarfile
+    import zlib
+
     dest.mkdir(parents=True, exist_ok=True)
     try:
         # the whole gzip stream is read, so a damaged trailer (CRC, length) is refused too

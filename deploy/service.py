@@ -14,7 +14,6 @@ from __future__ import annotations
 import hashlib
 import itertools
 import json
-import logging
 import os
 import re
 from collections.abc import Mapping
@@ -41,7 +40,12 @@ from contract.serving import (
 )
 from deploy.inference import Model, RequestError, echo
 
-log = logging.getLogger(__name__)
+
+def _log() -> Any:
+    import logging  # only a failure logs: off the cold start
+
+    return logging.getLogger(__name__)
+
 
 JSON_TYPE = "application/json"
 # A request id the client sends is echoed only when it looks like one (no header injection,
@@ -190,7 +194,7 @@ class Service:
             request_id = _request_id(lowered.get(REQUEST_ID_HEADER))
             return self._handle(method, path, lowered, body, request_id)
         except Exception:  # a bug, not a bad request: say so without the traceback
-            log.exception("request %s failed", request_id)
+            _log().exception("request %s failed", request_id)
             return _error(500, "internal error", None, request_id or _request_id(None))
 
     def _handle(
@@ -239,7 +243,7 @@ class Service:
             try:
                 self.capture.offer(model.name, model.version, request_id, payload, answer)
             except Exception:  # the capture must never fail a request
-                log.exception("capture failed for request %s", request_id)
+                _log().exception("capture failed for request %s", request_id)
         return Response(200, _headers(request_id, model), _encoder.encode(answer).encode())
 
     def _health(self, routing: Routing, request_id: str) -> Response:

@@ -776,5 +776,48 @@ def demo(
         raise typer.Exit(1) from None
 
 
+@app.command()
+def bundle(
+    target: Annotated[str, typer.Option(help="the endpoint to package for: aws (Lambda)")],
+    out: Annotated[Path, typer.Option(help="where the archive goes")] = Path("build/lambda"),
+    arch: Annotated[str, typer.Option(help="Lambda architecture: arm64 or x86_64")] = "arm64",
+    python: Annotated[str, typer.Option(help="the Lambda runtime's Python")] = "3.12",
+) -> None:
+    """Build the Lambda archive (handler, inference core, numpy + onnxruntime wheels for the
+    runtime) and report its size against Lambda's limits and Tandem's budget."""
+    from deploy import bundle as packaging
+
+    if target != "aws":
+        raise usage_error(f"--target {target!r}: the only packaged target is 'aws' (Lambda)")
+    if arch not in packaging.PLATFORMS:
+        raise usage_error(f"--arch {arch!r}: expected one of {', '.join(packaging.PLATFORMS)}")
+    try:
+        archive = packaging.build_lambda_zip(out, python=python, arch=arch)
+    except (OSError, RuntimeError, ValueError) as exc:
+        raise fail(exc) from None
+    report = packaging.bundle_report(archive)
+    mb = 1e6
+    lines = [
+        f"[bold]{escape(str(archive))}[/] (python{escape(python)}, {arch})",
+        f"  unzipped {report['unzipped_bytes'] / mb:.1f} MB: "
+        + ("[green]within[/]" if report["within_budget"] else "[red]over[/]")
+        + f" Tandem's {packaging.UNZIPPED_BUDGET / mb:.0f} MB budget "
+        f"(Lambda allows {packaging.LAMBDA_UNZIPPED_LIMIT / mb:.0f} MB)",
+        f"  zipped {report['zipped_bytes'] / mb:.1f} MB "
+        + (
+            "(fits Lambda's 50 MB direct upload)"
+            if report["zipped_bytes"] <= packaging.LAMBDA_DIRECT_UPLOAD_LIMIT
+            else "(over Lambda's 50 MB direct upload: ship it through the artifact bucket)"
+        ),
+        "  largest: "
+        + ", ".join(
+            f"{escape(p['name'])} {p['unzipped_bytes'] / mb:.1f} MB" for p in report["top"][:5]
+        ),
+        f"  handler: {packaging.LAMBDA_HANDLER}  CodeSha256: {packaging.sha256_base64(archive)}",
+    ]
+    emit({**report, "handler": packaging.LAMBDA_HANDLER,
+          "code_sha256": packaging.sha256_base64(archive)}, "\n".join(lines))  # fmt: skip
+
+
 if __name__ == "__main__":
     app()

@@ -167,7 +167,7 @@ def _client(port: int, requests: list[bytes], count: int, deadline: float, out: 
         sock = socket.create_connection(("127.0.0.1", port), timeout=30)
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
     except OSError:
-        out.append((latencies, count))
+        out.append((latencies, 1))
         return
     buffer = b""
     with sock:

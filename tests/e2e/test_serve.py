@@ -56,7 +56,7 @@ def served(cli, tmp_path):
     server_file = tmp_path / "home" / "dev" / "endpoint" / "credit" / serving.SERVER_FILE
     env = {**os.environ, "TANDEM_HOME": str(tmp_path / "home")}
     process = subprocess.Popen(
-        [sys.executable, "-m", "ml", "serve", "credit", "--port", "0"],
+        [sys.executable, "-m", "ml", "serve", "credit", "--port", "0", "--capture", "1"],
         cwd=tmp_path,
         env=env,
         stdout=subprocess.PIPE,
@@ -114,6 +114,15 @@ def test_serve_follows_canary_promotion_and_rollback_then_stops_on_sigterm(cli, 
     process.send_signal(signal.SIGTERM)
     assert process.wait(timeout=30) == 0
     assert not server_file.exists()
+    # every answered request was captured and flushed at shutdown, per answering version
+    captures = tmp_path / "home" / "dev" / "store" / "captures" / "credit"
+    lines = [
+        json.loads(line)
+        for path in sorted(captures.rglob("*.jsonl"))
+        for line in path.read_text().splitlines()
+    ]
+    assert {line["version"] for line in lines} == {1, 2}
+    assert sum(line["request_id"] == answer["request_id"] for line in lines) == 2
     # with no server running, predict scores in-process from the same state
     scored = cli("--json", "predict", "credit", str(rows))
     assert scored.exit_code == 0 and json.loads(scored.output)["version"] == 1

@@ -377,3 +377,16 @@ def test_sigterm_finishes_cleanly(endpoint: Path) -> None:
             process.kill()
             process.wait()
         process.stderr.close()
+
+
+def test_connections_beyond_the_limit_are_closed(endpoint: Path) -> None:
+    service = Service.from_state(endpoint / serving.STATE_FILE)
+    with Server(service, max_connections=2).start() as server:
+        first, second = Client(server.url), Client(server.url)
+        assert first.request("GET", serving.HEALTH_PATH).status == 200
+        assert second.request("GET", serving.HEALTH_PATH).status == 200
+        assert exchange(server.port, b"GET /health HTTP/1.1\r\n\r\n") == b""  # a third: closed
+        first.close()
+        wait_until(lambda: server.connections == 1)
+        assert health_version(server) == 1  # room again
+        second.close()

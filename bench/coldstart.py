@@ -3,9 +3,10 @@
 Contenders, each a new Python process per round, the same interpreter and `python -S`
 (no site-packages scan; the packages come through PYTHONPATH, as in a Lambda task root):
 
-- tandem Lambda handler: import `deploy.aws_lambda.handler` (which loads and verifies the
-  artifact from MODEL_URI at import, as in Lambda's init phase), then answer one Function
-  URL /predict event;
+- tandem Lambda handler: from the Lambda archive's code built for this interpreter (with its
+  compiled modules, as `tandem bundle` ships them) extracted into a task root, import
+  `deploy.aws_lambda.handler` (which loads and verifies the artifact from MODEL_URI at
+  import, as in Lambda's init phase), then answer one Function URL /predict event;
 - floor, imports: `import numpy, onnxruntime` and nothing else;
 - floor, physical: those imports + an InferenceSession of the same model.onnx + one run on
   a prebuilt feed: the least any ONNX endpoint can do;
@@ -30,11 +31,14 @@ import subprocess
 import sys
 import tempfile
 import time
+import zipfile
 from pathlib import Path
 from typing import Any
 
 import numpy
 import onnxruntime
+
+from deploy import bundle
 
 REPO = Path(__file__).resolve().parent.parent
 ROUNDS = 9
@@ -115,13 +119,23 @@ def mlflow_python() -> str | None:
 
 def _site_path() -> str:
     """Where this environment's packages are (numpy's, onnxruntime's, scikit-learn's)."""
-    places = {str(Path(m.__file__).parents[1]) for m in (numpy, onnxruntime)}
-    return os.pathsep.join([str(REPO), *sorted(places)])
+    return os.pathsep.join(sorted({str(Path(m.__file__).parents[1]) for m in (numpy, onnxruntime)}))
 
 
-def _spawn(argv: list[str], env: dict[str, str]) -> float:
+def _task_root(workdir: Path) -> Path:
+    """The handler as Lambda runs it: the code of the Lambda archive, built for this
+    interpreter (so with its compiled modules), extracted into a task root."""
+    here = f"{sys.version_info.major}.{sys.version_info.minor}"
+    archive = bundle.build_lambda_zip(workdir / "lambda", dependencies=False, python=here)
+    task = workdir / "task"
+    with zipfile.ZipFile(archive) as zf:
+        zf.extractall(task)
+    return task
+
+
+def _spawn(argv: list[str], env: dict[str, str], cwd: Path) -> float:
     started = time.perf_counter()
-    done = subprocess.run(argv, env=env, capture_output=True, text=True, check=False)
+    done = subprocess.run(argv, env=env, cwd=cwd, capture_output=True, text=True, check=False)
     elapsed = time.perf_counter() - started
     if done.returncode != 0:
         raise RuntimeError(f"{argv[:3]} failed:\n{done.stderr[-2000:]}")
@@ -150,11 +164,17 @@ def contenders(workdir: Path) -> tuple[dict[str, tuple[list[str], dict[str, str]
     }
     base = {k: v for k, v in os.environ.items() if not k.startswith(("PYTHON", "MODEL_"))}
     base |= {"PYTHONPATH": _site_path(), "PYTHONDONTWRITEBYTECODE": "1"}
+    task = _task_root(workdir)
     py = [sys.executable, "-S", "-c"]
     found = {
         "tandem Lambda handler": (
             [*py, _EVENT_SCRIPT, json.dumps(event)],
-            {**base, "MODEL_URI": str(subject.model_dir), "MODEL_VERSION": "1"},
+            {
+                **base,
+                "PYTHONPATH": os.pathsep.join([str(task), _site_path()]),
+                "MODEL_URI": str(subject.model_dir),
+                "MODEL_VERSION": "1",
+            },
         ),
         "floor: import numpy, onnxruntime": ([*py, _IMPORTS_SCRIPT], base),
         "floor: + session + one run": (
@@ -183,12 +203,15 @@ def contenders(workdir: Path) -> tuple[dict[str, tuple[list[str], dict[str, str]
     return found, note
 
 
-def measure(found: dict[str, tuple[list[str], dict[str, str]]], rounds: int) -> dict[str, Any]:
-    """Median seconds per contender over `rounds`, interleaved, after one warm-up round."""
+def measure(
+    found: dict[str, tuple[list[str], dict[str, str]]], rounds: int, cwd: Path
+) -> dict[str, Any]:
+    """Median seconds per contender over `rounds`, interleaved, after one warm-up round; each
+    process starts in `cwd` (not this repository, whose sources would shadow the archive's)."""
     times: dict[str, list[float]] = {name: [] for name in found}
     for round_ in range(rounds + 1):
         for name, (argv, env) in found.items():
-            elapsed = _spawn(argv, env)
+            elapsed = _spawn(argv, env, cwd)
             if round_:
                 times[name].append(elapsed)
     return {name: statistics.median(values) for name, values in times.items()}
@@ -215,7 +238,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         found, note = contenders(Path(tmp))
         print(note)
-        figures = measure(found, ROUNDS)
+        figures = measure(found, ROUNDS, Path(tmp))
     report(figures)
     print(f"\n{load()}")
 

@@ -15,14 +15,21 @@ and ``pulumi up`` only uploads new code when the code really changed.
 
 Installed dependencies are cached under ``build/wheels/<key>`` (the key names the pins, the
 platform and the Python), so a second build needs no network.
+
+When the building interpreter is the runtime's Python (``bytecode=None``, the default), every
+module also ships compiled (``__pycache__/*.cpython-3XY.pyc``, unchecked-hash, so the bytes
+depend on the source alone): the task root is read-only, so without them each cold start
+compiles every module it imports (numpy alone has hundreds) and cannot keep the result.
 """
 
 from __future__ import annotations
 
 import base64
 import hashlib
+import importlib.util
 import json
 import os
+import py_compile
 import shutil
 import subprocess
 import sys
@@ -132,24 +139,59 @@ def build_lambda_zip(
     arch: str = "arm64",
     root: Path = REPO_ROOT,
     wheel_cache: str | os.PathLike[str] | None = None,
+    bytecode: bool | None = None,
 ) -> Path:
     """Build the inference Lambda's archive in ``dest_dir`` and return its path.
 
     ``dependencies=False`` ships the project sources only (fast, no network: for tests that
     only need an archive to point at). Otherwise numpy and onnxruntime for ``python`` and
     ``arch`` come from the cache in ``wheel_cache`` (default ``build/wheels``), installed
-    there by pip on the first build."""
+    there by pip on the first build. ``bytecode`` ships compiled modules too; by default
+    when this interpreter is ``python`` (only it can compile for that runtime)."""
+    here = f"{sys.version_info.major}.{sys.version_info.minor}"
+    if bytecode is None:
+        bytecode = python == here
+    elif bytecode and python != here:
+        raise ValueError(f"bytecode for Python {python} needs that interpreter; this is {here}")
     files = {rel: root / rel for rel in lambda_sources(root)}
     dest = Path(dest_dir) / LAMBDA_ZIP_NAME
-    if not dependencies:
-        return write_deterministic_zip(dest, files)
-    site = install_dependencies(python=python, arch=arch, cache=wheel_cache)
-    for path in sorted(site.rglob("*")):
-        rel = path.relative_to(site).as_posix()
-        if path.is_file() and not path.is_symlink() and rel != _MARKER:
-            if rel in files:
-                raise ValueError(f"{rel}: both a project source and a dependency file")
-            files[rel] = path
+    with tempfile.TemporaryDirectory(prefix="tandem-pyc-") as compiled:
+        if not dependencies:
+            if bytecode:
+                files |= _compiled(files, Path(compiled))
+            return write_deterministic_zip(dest, files)
+        site = install_dependencies(python=python, arch=arch, cache=wheel_cache)
+        for path in sorted(site.rglob("*")):
+            rel = path.relative_to(site).as_posix()
+            if path.is_file() and not path.is_symlink() and rel != _MARKER:
+                if rel in files:
+                    raise ValueError(f"{rel}: both a project source and a dependency file")
+                files[rel] = path
+        if bytecode:
+            files |= _compiled(files, Path(compiled))
+        return _from_archive_cache(dest, files, wheel_cache)
+
+
+def _compiled(files: dict[str, Path], out: Path) -> dict[str, Path]:
+    """The archive's modules compiled by this interpreter, as importlib names them
+    (archive name -> compiled file). Unchecked-hash pycs: no timestamp in them, never
+    checked against a source that cannot change in a deployed archive."""
+    compiled = {}
+    for rel, source in files.items():
+        if rel.endswith(".py"):
+            name = importlib.util.cache_from_source(rel)
+            target = out / name
+            py_compile.compile(
+                str(source), cfile=str(target), dfile=rel, doraise=True,
+                invalidation_mode=py_compile.PycInvalidationMode.UNCHECKED_HASH,
+            )  # fmt: skip
+            compiled[name] = target
+    return compiled
+
+
+def _from_archive_cache(
+    dest: Path, files: dict[str, Path], wheel_cache: str | os.PathLike[str] | None
+) -> Path:
     # The same inputs give the same bytes, so an archive zipped before is copied, not
     # zipped again (deflating 100 MB is most of a build's time).
     archives = Path(wheel_cache or WHEELS_DIR) / "archives"

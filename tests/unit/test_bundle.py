@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import importlib.util
 import json
 import os
 import re
@@ -73,7 +74,7 @@ def test_changing_the_code_changes_the_hash(tmp_path):
 
 
 def test_the_archive_holds_the_import_closure_sorted_with_fixed_metadata(tmp_path):
-    archive = bundle.build_lambda_zip(tmp_path, dependencies=False)
+    archive = bundle.build_lambda_zip(tmp_path, dependencies=False, bytecode=False)
     with zipfile.ZipFile(archive) as zf:
         infos = zf.infolist()
         names = [i.filename for i in infos]
@@ -98,6 +99,35 @@ def test_the_archive_holds_the_import_closure_sorted_with_fixed_metadata(tmp_pat
     module, function = bundle.LAMBDA_HANDLER.rsplit(".", 1)
     assert module.replace(".", "/") + ".py" in names, (bundle.LAMBDA_HANDLER, names)
     assert function == "handler"
+
+
+def test_built_by_the_runtime_python_the_modules_ship_compiled(tmp_path):
+    """The task root is read-only: without pycs in the archive every cold start compiles."""
+    here = f"{sys.version_info.major}.{sys.version_info.minor}"
+    first = bundle.build_lambda_zip(tmp_path / "a", dependencies=False, python=here)
+    second = bundle.build_lambda_zip(tmp_path / "b", dependencies=False, python=here)
+    assert _sha256(first) == _sha256(second), "compiled modules made the build differ"
+    names = set(zipfile.ZipFile(first).namelist())
+    sources = [n for n in names if n.endswith(".py")]
+    assert sources and all(importlib.util.cache_from_source(n) in names for n in sources)
+
+    # the compiled module is what imports (never checked against its source): a changed
+    # source in the extracted archive is not even read
+    task = tmp_path / "task"
+    zipfile.ZipFile(first).extractall(task)
+    (task / "contract" / "serving.py").write_text("raise RuntimeError('source was read')\n")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PYTHON")}
+    done = subprocess.run(
+        [sys.executable, "-S", "-c", "import contract.serving as s; print(s.PREDICT_PATH)"],
+        cwd=task, env={**env, "PYTHONPATH": str(task)}, capture_output=True, text=True,
+        timeout=60, check=False,
+    )  # fmt: skip
+    assert done.returncode == 0 and done.stdout.strip() == "/predict", done.stderr
+
+
+def test_bytecode_for_another_python_is_refused(tmp_path):
+    with pytest.raises(ValueError, match="needs that interpreter"):
+        bundle.build_lambda_zip(tmp_path, dependencies=False, python="3.9", bytecode=True)
 
 
 def test_a_missing_source_is_an_error_that_names_it(tmp_path):
@@ -217,7 +247,9 @@ def test_the_archive_with_its_dependencies_runs_on_its_own(tmp_path, trained_art
     assert f"numpy-{numpy.__version__}.dist-info/METADATA" in names, "numpy is not pinned"
     assert f"onnxruntime-{onnxruntime.__version__}.dist-info/METADATA" in names
     assert not [t for t in tops if t.split("-")[0].split(".")[0] in FORBIDDEN], tops
-    assert not [n for n in names if n.startswith("bin/") or n.endswith(("/RECORD", ".pyc"))]
+    assert not [n for n in names if n.startswith("bin/") or n.endswith("/RECORD")]
+    # built by the runtime's Python: every module ships compiled
+    assert all(importlib.util.cache_from_source(n) in names for n in names if n.endswith(".py"))
     assert not [n for n in names if "/tests/" in n or n.startswith("onnxruntime/transformers")]
 
     # a second build reuses the installed wheels: with the index made unreachable (and the

@@ -194,7 +194,7 @@ def test_sagemaker_pulls_from_and_ci_pushes_to_the_stack_repository_only(tmp_pat
         assert repo_arn == (
             f"arn:aws:ecr:{REGION}:{ACCOUNT}:repository/{AwsNames.of(cfg).training_repository}"
         ), f"{urn}: repository {repo_arn!r}"
-        pull = by_sid(sagemaker_policy, "PullTrainingImage")
+        pull = by_sid(sagemaker_policy, "PullImages")
         assert pull["Resource"] == [repo_arn], f"{urn}: SageMaker pulls from {pull['Resource']}"
         assert set(pull["Action"]) == {
             "ecr:BatchCheckLayerAvailability",
@@ -244,7 +244,7 @@ def test_training_image_override_is_exported_and_pulled_but_the_repository_stays
         urn, out, repo_arn, sagemaker_policy, ci_policy = values
         assert out["training_image_uri"] == shared, f"{urn}: {out['training_image_uri']!r}"
         assert out["training_image_repository_url"].endswith("/tandem-staging-training"), urn
-        pull = by_sid(sagemaker_policy, "PullTrainingImage")
+        pull = by_sid(sagemaker_policy, "PullImages")
         assert pull["Resource"] == [
             "arn:aws:ecr:us-east-1:210987654321:repository/shared/tandem-training"
         ], f"{urn}: SageMaker pulls from {pull['Resource']}"

@@ -119,7 +119,7 @@ def sagemaker_execution_policy(
         # SageMaker pulls a custom training image with the execution role's credentials.
         # https://docs.aws.amazon.com/sagemaker/latest/dg/sagemaker-roles.html
         statements += [
-            allow("PullTrainingImage", ECR_PULL_ACTIONS, list(ecr_repository_arns)),
+            allow("PullImages", ECR_PULL_ACTIONS, list(ecr_repository_arns)),
             ecr_login(),
         ]
     return document(*statements)

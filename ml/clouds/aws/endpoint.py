@@ -147,6 +147,10 @@ class LambdaEndpoint:
         conf = self.client.get_function_configuration(
             FunctionName=fn.function_name, Qualifier=version
         )
+        return conf, self._variables(fn, conf)
+
+    @staticmethod
+    def _variables(fn: FunctionEndpoint, conf: Mapping[str, Any]) -> dict[str, str]:
         environment = conf.get("Environment") or {}
         if "Error" in environment:
             error = environment["Error"]
@@ -155,7 +159,7 @@ class LambdaEndpoint:
                 f"({error.get('ErrorCode')}: {error.get('Message')}); the deployer needs "
                 "kms:Decrypt on the stack key through Lambda"
             )
-        return conf, dict(environment.get("Variables") or {})
+        return dict(environment.get("Variables") or {})
 
     def _served(self, fn: FunctionEndpoint, model: str, version: str) -> tuple[dict, dict] | None:
         """(configuration, environment) of a function version serving a version of `model`;
@@ -272,7 +276,7 @@ class LambdaEndpoint:
 
     def _publish(self, fn: FunctionEndpoint, mv: ModelVersion) -> str:
         conf = self._wait_ready(fn)
-        _, variables = self._configuration(fn, "$LATEST")
+        variables = self._variables(fn, conf)
         wanted = {
             **variables,
             ENV_MODEL_URI: mv.artifact_uri,

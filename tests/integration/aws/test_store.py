@@ -112,6 +112,7 @@ def test_keys_map_to_their_buckets(stack: Stack, outputs: dict[str, Any]) -> Non
     assert stack.store.list_keys("datasets/") == ["datasets/credit/a.csv"]
     assert stack.store.list_keys("") == [
         "datasets/credit/a.csv",
+        "lambda/tandem-lambda.zip",  # the serving functions' code, as the program uploads it
         "reports/credit/r1.html",
         "runs/credit/r1.json",
     ]

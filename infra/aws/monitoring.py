@@ -1,8 +1,9 @@
 """Alerting: an encrypted SNS topic that only this account's CloudWatch alarms may
 publish to, email subscriptions, and the alarms.
 
-Alarms on each model's inference Lambda (its ``live`` alias: latency, errors, throttles,
-a traffic drop) use CloudWatch anomaly detection bands, because "normal" latency, error and traffic levels differ per model and per hour
+Alarms on each model's inference Lambda (its ``live`` alias: latency, errors,
+throttles, a traffic drop) use CloudWatch anomaly detection bands, because "normal"
+latency, error and traffic levels differ per model and per hour
 of the week; a fixed threshold would be either noisy or blind:
 https://docs.aws.amazon.com/AmazonCloudWatch/latest/monitoring/Create_Anomaly_Detection_Alarm.html
 

@@ -35,10 +35,10 @@ from contract.serving import LIVE_ALIAS
 from infra.aws import policies
 from infra.aws.config import ECR_IMAGE_RE
 from infra.aws.identity import GithubOidcArgs, Identity, IdentityArgs
+from infra.aws.images import ImageArgs, ServingImage, TrainingImage
 from infra.aws.names import BUCKET_KINDS, AwsNames
 from infra.aws.secrets import PseudonymSecret, PseudonymSecretArgs
 from infra.aws.storage import Storage, StorageArgs
-from infra.aws.images import ImageArgs, ServingImage, TrainingImage
 
 if TYPE_CHECKING:
     from infra.config import StackConfig

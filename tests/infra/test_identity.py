@@ -185,9 +185,9 @@ def test_each_models_lambda_role_reaches_only_its_own_artifacts_captures_and_log
             ), f"{urn}: log resource {logs['Resource']!r}"
             assert "logs:CreateLogGroup" not in logs["Action"], f"{urn}: may create log groups"
             kms = by_sid(doc, "UseStackKeyThroughS3AndLambda")
-            assert kms["Resource"] == KEY and "kms:ViaService" in kms["Condition"]["StringEquals"], (
-                f"{urn}: KMS statement {kms!r}"
-            )
+            assert (
+                kms["Resource"] == KEY and "kms:ViaService" in kms["Condition"]["StringEquals"]
+            ), f"{urn}: KMS statement {kms!r}"
             xray = by_sid(doc, "XRayActiveTracing")
             assert set(xray["Action"]) == {"xray:PutTelemetryRecords", "xray:PutTraceSegments"}, urn
             # metrics are EMF log lines, captures drop personal columns: neither API is needed

@@ -366,7 +366,9 @@ def test_roles_and_key_name_the_log_groups_the_components_create(tmp_path):
             "kms:EncryptionContext:aws:logs:arn"
         ]
         groups = [audit_group]
-        for model, (lambda_policy, serving_group) in zip(models, zip(*[iter(pairs)] * 2)):
+        for model, (lambda_policy, serving_group) in zip(
+            models, zip(*[iter(pairs)] * 2, strict=True), strict=True
+        ):
             logs = by_sid(lambda_policy, "WriteOwnLogs")
             assert logs["Resource"] == f"{serving_group}:*", (
                 f"{urn}: {model}'s role writes {logs['Resource']!r}, its function logs to "

@@ -107,7 +107,8 @@ def test_the_archive_is_uploaded_once_kms_encrypted_and_every_function_runs_it(a
         assert isinstance(source, pulumi.FileAsset), f"{urn}: source {source!r}"
         assert Path(source.path) == archive, f"{urn}: source path {source.path!r}"
         assert (sse, kms) == ("aws:kms", KEY), f"{urn}: encryption {sse!r} with {kms!r}"
-        for fn_urn, s3_bucket, s3_key, code_hash, zip_code in zip(*[iter(functions)] * 5):
+        per_function = zip(*[iter(functions)] * 5, strict=True)
+        for fn_urn, s3_bucket, s3_key, code_hash, zip_code in per_function:
             assert (s3_bucket, s3_key) == (BUCKET, key), f"{fn_urn}: code {s3_bucket}/{s3_key}"
             assert zip_code is None, f"{fn_urn}: a direct upload ({zip_code!r}), not S3"
             assert code_hash == bundle.sha256_base64(archive), f"{fn_urn}: hash {code_hash!r}"
@@ -158,7 +159,7 @@ def test_each_log_group_has_retention_and_the_key(args):
     serving = Serving("serving", args())
 
     def check(values):
-        for urn, name, retention, key, model in zip(*[iter(values)] * 5):
+        for urn, name, retention, key, model in zip(*[iter(values)] * 5, strict=True):
             assert name == f"/aws/lambda/tandem-dev-{model}-serve", f"{urn}: name {name!r}"
             assert retention == 400, f"{urn}: retention_in_days {retention!r} (CKV_AWS_338)"
             assert key == KEY, f"{urn}: kms_key_id {key!r} (CKV_AWS_158)"
@@ -167,9 +168,14 @@ def test_each_log_group_has_retention_and_the_key(args):
         *(
             v
             for m, e in serving.endpoints.items()
-            for v in (e.log_group.urn, e.log_group.name, e.log_group.retention_in_days,
-                      e.log_group.kms_key_id, m)
-        )  # fmt: skip
+            for v in (
+                e.log_group.urn,
+                e.log_group.name,
+                e.log_group.retention_in_days,
+                e.log_group.kms_key_id,
+                m,
+            )
+        )
     ).apply(check)
 
 
@@ -178,7 +184,7 @@ def test_each_live_alias_points_at_its_functions_published_version(args):
     serving = Serving("serving", args())
 
     def check(values):
-        for urn, name, fn_name, version, published, model in zip(*[iter(values)] * 6):
+        for urn, name, fn_name, version, published, model in zip(*[iter(values)] * 6, strict=True):
             assert name == "live", f"{urn}: name {name!r}"
             assert fn_name == f"tandem-dev-{model}-serve", f"{urn}: function_name {fn_name!r}"
             assert version == published == "1", f"{urn}: {version!r} / {published!r}"
@@ -187,9 +193,15 @@ def test_each_live_alias_points_at_its_functions_published_version(args):
         *(
             v
             for m, e in serving.endpoints.items()
-            for v in (e.alias.urn, e.alias.name, e.alias.function_name,
-                      e.alias.function_version, e.function.version, m)
-        )  # fmt: skip
+            for v in (
+                e.alias.urn,
+                e.alias.name,
+                e.alias.function_name,
+                e.alias.function_version,
+                e.function.version,
+                m,
+            )
+        )
     ).apply(check)
 
 
@@ -230,7 +242,7 @@ def test_each_function_url_is_iam_authenticated_on_its_alias_without_cors_by_def
     serving = Serving("serving", args())
 
     def check(values):
-        for urn, auth, qualifier, fn_name, cors, model in zip(*[iter(values)] * 6):
+        for urn, auth, qualifier, fn_name, cors, model in zip(*[iter(values)] * 6, strict=True):
             assert auth == "AWS_IAM", f"{urn}: authorization_type {auth!r} (CKV_AWS_258)"
             assert qualifier == "live", f"{urn}: qualifier {qualifier!r}"
             assert fn_name == f"tandem-dev-{model}-serve", f"{urn}: function_name {fn_name!r}"
@@ -240,10 +252,15 @@ def test_each_function_url_is_iam_authenticated_on_its_alias_without_cors_by_def
         *(
             v
             for m, e in serving.endpoints.items()
-            for v in (e.function_url.urn, e.function_url.authorization_type,
-                      e.function_url.qualifier, e.function_url.function_name,
-                      _plain(e.function_url.cors), m)
-        )  # fmt: skip
+            for v in (
+                e.function_url.urn,
+                e.function_url.authorization_type,
+                e.function_url.qualifier,
+                e.function_url.function_name,
+                _plain(e.function_url.cors),
+                m,
+            )
+        )
     ).apply(check)
 
 

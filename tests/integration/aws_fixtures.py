@@ -160,8 +160,8 @@ def create_stack(
     The training image is Tandem's own, `<prefix>-training:<tag>` in the stack's ECR
     repository, unless `training_image_uri` overrides it (as `tandem:aws.training_image_uri`
     does). Each model gets its own function, alias, URL and role, all from one code archive
-    in the models bucket. Names come from the program's own `AwsNames`; the keys are exactly the ones
-    `contract.outputs.AWS` says a stack without CI role or MLflow exports."""
+    in the models bucket. Names come from the program's own `AwsNames`; the keys are exactly
+    the ones `contract.outputs.AWS` says a stack without CI role or MLflow exports."""
     from contract import metrics, serving
     from contract.outputs import AWS
     from infra.aws.names import BUCKET_KINDS, AwsNames, lambda_archive_key

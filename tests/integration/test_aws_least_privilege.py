@@ -79,6 +79,7 @@ DATA = NAMES.bucket("data", ACCOUNT)
 MODELS = NAMES.bucket("models", ACCOUNT)
 OTHER_BUCKET = f"elsewhere-models-{ACCOUNT}"
 GROUP = NAMES.model_package_group("churn")
+CHURN_FN = NAMES.function("churn")
 TRAINING_IMAGE = (
     f"{ACCOUNT}.dkr.ecr.{REGION}.amazonaws.com/{NAMES.training_repository}:"
     f"{CFG.aws.training_image_tag}"
@@ -693,16 +694,16 @@ EVAL_CASES = [
     ("ci", "approve a version of another group", "sagemaker:UpdateModelPackage",
      lambda e: model_package(e.other_group_arn), {}, False),
     ("ci", "move the live alias", "lambda:UpdateAlias",
-     lambda e: f"arn:aws:lambda:{REGION}:{ACCOUNT}:function:{NAMES.function('churn')}:live", {}, True),
+     lambda e: f"arn:aws:lambda:{REGION}:{ACCOUNT}:function:{CHURN_FN}:live", {}, True),
     ("ci", "move another function's alias", "lambda:UpdateAlias",
      lambda e: f"arn:aws:lambda:{REGION}:{ACCOUNT}:function:other:live", {}, False),
     ("ci", "replace the function code", "lambda:UpdateFunctionCode",
-     lambda e: f"arn:aws:lambda:{REGION}:{ACCOUNT}:function:{NAMES.function('churn')}", {}, False),
+     lambda e: f"arn:aws:lambda:{REGION}:{ACCOUNT}:function:{CHURN_FN}", {}, False),
     ("ci", "call the IAM function URL", "lambda:InvokeFunctionUrl",
-     lambda e: f"arn:aws:lambda:{REGION}:{ACCOUNT}:function:{NAMES.function('churn')}:live",
+     lambda e: f"arn:aws:lambda:{REGION}:{ACCOUNT}:function:{CHURN_FN}:live",
      {"lambda:FunctionUrlAuthType": "AWS_IAM"}, True),
     ("ci", "call a public function URL", "lambda:InvokeFunctionUrl",
-     lambda e: f"arn:aws:lambda:{REGION}:{ACCOUNT}:function:{NAMES.function('churn')}:live",
+     lambda e: f"arn:aws:lambda:{REGION}:{ACCOUNT}:function:{CHURN_FN}:live",
      {"lambda:FunctionUrlAuthType": "NONE"}, False),
     ("ci", "read stack alarms", "cloudwatch:DescribeAlarms",
      lambda e: f"arn:aws:cloudwatch:{REGION}:{ACCOUNT}:alarm:tandem-dev-churn-drift", {}, True),

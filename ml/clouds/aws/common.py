@@ -8,6 +8,7 @@ method of the adapter (`ml/clouds/base.py` promises callers nothing else escapes
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import inspect
 import json
@@ -169,10 +170,8 @@ class FunctionEndpoint:
 def _endpoints(raw: Any) -> dict[str, FunctionEndpoint]:
     """The `endpoints` output: {model: {"function_name", "alias", "url"}}, checked."""
     if isinstance(raw, str):  # a config value may arrive JSON-encoded
-        try:
+        with contextlib.suppress(ValueError):
             raw = json.loads(raw)
-        except ValueError:
-            pass
     if not isinstance(raw, Mapping) or not raw:
         raise ConfigError(
             "aws stack output 'endpoints' must map model names to "

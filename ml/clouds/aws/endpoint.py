@@ -249,8 +249,7 @@ class LambdaEndpoint:
                 return conf
             if time.monotonic() > deadline:
                 raise TandemError(
-                    f"{fn.function_name}: still {state}/{update} after "
-                    f"{self.timeout_seconds:g}s"
+                    f"{fn.function_name}: still {state}/{update} after {self.timeout_seconds:g}s"
                 )
             self.sleep(self.poll_seconds)
 
@@ -426,7 +425,6 @@ class LambdaEndpoint:
             ) from None
         if status == 200 and not (isinstance(payload, dict) and "predictions" in payload):
             raise TandemError(
-                f"{fn.function_name} answered 200 without predictions: "
-                f"{json.dumps(payload)[:300]}"
+                f"{fn.function_name} answered 200 without predictions: {json.dumps(payload)[:300]}"
             )
         return answer_or_error(model, status, payload)

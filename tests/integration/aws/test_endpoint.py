@@ -68,7 +68,9 @@ def test_a_model_without_an_endpoint_is_a_config_error_naming_the_key(
         lambda: stack.endpoint.current("fraud"),
         lambda: stack.endpoint.invoke("fraud", [{}]),
     ):
-        with pytest.raises(ConfigError, match=r"'fraud' has no endpoint on stack 'dev'.*tandem:models"):
+        with pytest.raises(
+            ConfigError, match=r"'fraud' has no endpoint on stack 'dev'.*tandem:models"
+        ):
             call()
 
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Literal
 
-from contract import naming
+from contract import layout, naming
 
 if TYPE_CHECKING:
     from infra.config import StackConfig
@@ -121,7 +121,7 @@ class AwsNames:
 # https://docs.aws.amazon.com/lambda/latest/api/API_CreateFunction.html
 ROLE_NAME_MAX = FUNCTION_NAME_MAX = 64
 # The Lambda code archive's key in the models bucket (outside every prefix the ML side uses).
-LAMBDA_CODE_PREFIX = "lambda/"
+LAMBDA_CODE_PREFIX = layout.LAMBDA_CODE
 
 
 def model_name_problems(prefix: str, model: str) -> list[str]:

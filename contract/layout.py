@@ -12,6 +12,8 @@
     datasets/<model>/<sha256>.<csv|parquet>  staged training data (the data bucket on AWS)
     locks/<name>.json                        a lease that serialises changes to one model
     mlflow/                                  MLflow artifacts, when a stack hosts MLflow
+    lambda/<archive>.zip                     the serving functions' code (AWS; the platform's,
+                                             never listed or written by the ML side)
 
 Keys are '/'-separated and relative; prefixes end with '/'.
 """
@@ -29,6 +31,7 @@ REGISTRY = "registry/"
 DEPLOYMENTS = "deployments/"
 LOCKS = "locks/"
 MLFLOW = "mlflow/"
+LAMBDA_CODE = "lambda/"
 # the models bucket's prefixes the ML side writes (the data bucket holds DATASETS)
 MODEL_PREFIXES = (ARTIFACTS, RUNS, REPORTS, CAPTURES, REGISTRY, DEPLOYMENTS, LOCKS)
 

@@ -49,6 +49,7 @@ LOCAL = OutputContract(
 )
 
 # An AWS stack (infra/aws/platform.py exports these; ml/clouds/aws/ reads them).
+ENDPOINT_KEYS = ("function_name", "alias", "url")  # each entry of AWS's `endpoints`
 AWS = OutputContract(
     cloud="aws",
     required=(
@@ -61,20 +62,23 @@ AWS = OutputContract(
         "models_bucket",
         "sagemaker_role_arn",
         "model_package_groups",
-        "function_name",
-        "function_alias",
-        "function_url",
+        # {model: {"function_name", "alias", "url"}}: one serving function per model
+        "endpoints",
         "metric_namespace",
         "training_image_uri",
+        # the serving container (deploy/Dockerfile) the model packages name for hosting
+        "serving_image_uri",
         "pseudonym_secret_arn",
     ),
     optional=("mlflow_tracking_server_arn",),
     informational=(
         "logs_bucket",
-        "lambda_role_arn",
+        "lambda_role_arns",  # {model: role ARN}
         "alarm_topic_arn",
         "alarm_names",
         "training_image_repository_url",
+        "serving_image_repository_url",
+        "lambda_code_key",  # the serving functions' code archive in the models bucket
         "ci_role_arn",
     ),
 )

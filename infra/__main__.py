@@ -23,9 +23,11 @@ from infra import config  # noqa: E402
 def main() -> None:
     cfg = config.from_pulumi()
     if "aws" in cfg.clouds:
-        from infra.aws import build_aws_platform
+        from infra.aws import build_aws_platform, serving
 
-        platform = build_aws_platform(cfg, pulumi.get_stack())
+        # Every model's function runs this one archive (uploaded once, through S3).
+        archive = serving.lambda_archive(serving.default_build_dir())
+        platform = build_aws_platform(cfg, pulumi.get_stack(), archive_path=str(archive))
         for key, value in platform.outputs().items():
             pulumi.export(key, value)
     if "azure" in cfg.clouds:

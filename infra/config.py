@@ -183,6 +183,20 @@ class StackConfig(_Model):
                 f"must be a CloudWatch Logs retention period, one of {list(LOG_RETENTION_DAYS)}",
                 self.log_retention_days,
             )
+        if self.aws is not None:
+            # One function and one role per model: each name must fit its service's limit.
+            from infra.aws.names import model_name_problems
+
+            for model in self.models:
+                problems = model_name_problems(self.name_prefix, model)
+                if problems:
+                    raise _fail(
+                        "models",
+                        f"model {model!r} with name prefix {self.name_prefix!r}: "
+                        + "; ".join(problems)
+                        + ": shorten the model name or tandem:name_prefix",
+                        model,
+                    )
         for cloud in _SECTIONS:
             if (cloud in self.clouds) != (getattr(self, cloud) is not None):
                 raise _fail(cloud, f"is set only for a stack whose clouds include {cloud!r}")

@@ -7,6 +7,7 @@
         s3: {noncurrent_version_expiration_days: 365, abort_incomplete_multipart_days: 7}
         mlflow: true
         training_image_tag: 2026.11.27-abc123
+        serving_image_tag: 2026.11.27-abc123
         github_oidc_provider_arn: arn:aws:iam::123456789012:oidc-provider/token.actions...
 
 Every field has a default, so a stack may leave the section out. `region` is not a key of
@@ -22,7 +23,6 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 # Commercial, GovCloud and ISO partitions: us-east-1, us-gov-west-1, eu-central-2, ...
 AWS_REGION_RE = re.compile(r"^[a-z]{2}(-gov|-iso[a-z]?)?-[a-z]+-\d{1,2}$")
-S3_URI_RE = re.compile(r"^s3://[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]/\S+$")
 # <account>.dkr.ecr.<region>.amazonaws.com[.cn]/<repository>[:tag|@sha256:digest]
 ECR_IMAGE_RE = re.compile(
     r"^(?P<account>\d{12})\.dkr\.ecr\.(?P<region>[a-z0-9-]+)\.amazonaws\.com(\.cn)?/"
@@ -40,7 +40,7 @@ GITHUB_OIDC_PROVIDER_RE = re.compile(
 # stacks). The repository is created either way: an empty repository costs nothing, CI's
 # push permission keeps one target, and turning the override on or off never tries to
 # delete a repository that holds images (ECR refuses to delete a non-empty repository).
-DEFAULT_TRAINING_IMAGE_TAG = "0.1.0"
+DEFAULT_TRAINING_IMAGE_TAG = DEFAULT_SERVING_IMAGE_TAG = "0.1.0"
 # Docker's tag grammar: a word character, then up to 127 word characters, dots or hyphens.
 # https://docs.docker.com/reference/cli/docker/image/tag/
 IMAGE_TAG_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$")
@@ -73,10 +73,12 @@ class AwsConfig(_Section):
     region: str
     lambda_: LambdaConfig = Field(default_factory=LambdaConfig, alias="lambda")
     s3: S3Config = Field(default_factory=S3Config)
-    model_uri: str | None = None
     mlflow: bool = Field(False, strict=True)
     training_image_tag: str = DEFAULT_TRAINING_IMAGE_TAG
     training_image_uri: str | None = None
+    # The serving image (deploy/Dockerfile) in the stack's `<prefix>-serving` repository,
+    # under the tag CI pushed: what the model packages name for SageMaker hosting.
+    serving_image_tag: str = DEFAULT_SERVING_IMAGE_TAG
     # An account holds one GitHub OIDC provider: a second stack in the same account names
     # the existing one here instead of creating it again (with `tandem:github_oidc` set).
     github_oidc_provider_arn: str | None = None
@@ -88,14 +90,7 @@ class AwsConfig(_Section):
             raise ValueError("must be an AWS region such as 'us-east-1'")
         return value
 
-    @field_validator("model_uri")
-    @classmethod
-    def _model_uri(cls, value: str | None) -> str | None:
-        if value is not None and not S3_URI_RE.fullmatch(value):
-            raise ValueError("must be an S3 URI, s3://<bucket>/<key>")
-        return value
-
-    @field_validator("training_image_tag")
+    @field_validator("training_image_tag", "serving_image_tag")
     @classmethod
     def _image_tag(cls, value: str) -> str:
         if not IMAGE_TAG_RE.fullmatch(value):

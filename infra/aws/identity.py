@@ -1,11 +1,12 @@
-"""The stack's roles: SageMaker execution, the serving Lambda's, and optionally CI's.
+"""The stack's roles: SageMaker execution, one per model's serving Lambda, and optionally CI's.
 
 Each role has exactly one inline policy, built by `infra.aws.policies` (no managed
-``*FullAccess`` policy; no AWSLambdaBasicExecutionRole either: the Lambda policy grants
-its own log group only). The CI role is assumable only through GitHub's OIDC provider, by
-one repository and one environment or branch. The SageMaker role pulls the training image
-from its repository; the CI role pushes it there. The Lambda role reads the pseudonym key
-secret; the CI role describes, initialises and reads it.
+``*FullAccess`` policy; no AWSLambdaBasicExecutionRole either: a Lambda policy grants its
+own log group only). Each model's function runs as ``<prefix>-<model>-lambda``, which reads
+only that model's artifacts and writes only its captures. The CI role is assumable only
+through GitHub's OIDC provider, by one repository and one environment or branch. The
+SageMaker role pulls the training (and serving) image from their repositories; the CI role
+pushes them there, and describes, initialises and reads the pseudonym key secret.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ import pulumi_aws as aws
 from pulumi import Input, Output, ResourceOptions
 
 from infra.aws import policies
+from infra.aws.names import AwsNames, model_name_problems
 
 # Roles' sessions: one hour is enough for a deploy; training jobs refresh their own.
 MAX_SESSION_SECONDS = 3600
@@ -43,10 +45,12 @@ class IdentityArgs:
     components can name the roles before they exist. Bucket, key and repository ARNs may
     be Outputs.
 
-    ecr_repository_arns: repositories the SageMaker role pulls training images from (the
-        repository of the image the stack's jobs run).
-    training_repository_arn: the stack's training image repository, which the CI role
-        pushes to (with GitHub OIDC only).
+    models: the stack's models: one serving role each, ``AwsNames.lambda_role(model)``,
+        for the function ``AwsNames.function(model)``.
+    ecr_repository_arns: repositories the SageMaker role pulls images from (the
+        repository of the image the stack's jobs run, and the serving image's).
+    training_repository_arn, serving_repository_arn: the stack's image repositories, which
+        the CI role pushes to (with GitHub OIDC only).
     pseudonym_secret_arn: the stack's pseudonym key secret (`infra.aws.secrets`).
     """
 
@@ -57,14 +61,13 @@ class IdentityArgs:
     models_bucket_arn: Input[str]
     kms_key_arn: Input[str]
     model_package_group_names: Sequence[str]
-    function_name: str
-    function_log_group_name: str
+    models: Sequence[str]
     sagemaker_role_name: str
-    lambda_role_name: str
     pseudonym_secret_arn: Input[str]
     ci_role_name: str = ""
     ecr_repository_arns: Input[Sequence[Input[str]]] = ()
     training_repository_arn: Input[str] | None = None
+    serving_repository_arn: Input[str] | None = None
     mlflow: bool = False
     tracing: bool = True
     github_oidc: GithubOidcArgs | None = None
@@ -74,9 +77,15 @@ class IdentityArgs:
     def validate(self) -> None:
         if not self.model_package_group_names:
             raise ValueError("Identity: model_package_group_names must name at least one group")
-        for role in (self.sagemaker_role_name, self.lambda_role_name, self.ci_role_name):
+        if not self.models:
+            raise ValueError("Identity: models must name at least one model")
+        for role in (self.sagemaker_role_name, self.ci_role_name):
             if len(role) > 64:
                 raise ValueError(f"Identity: role name {role!r} is longer than 64 characters")
+        for model in self.models:
+            problems = model_name_problems(self.name_prefix, model)
+            if problems:
+                raise ValueError(f"Identity: model {model!r}: {'; '.join(problems)}")
         if self.github_oidc is not None:
             if not self.ci_role_name:
                 raise ValueError("Identity: github_oidc needs ci_role_name")
@@ -88,13 +97,14 @@ class IdentityArgs:
 
 
 class Identity(pulumi.ComponentResource):
-    """``sagemaker_role`` + ``sagemaker_policy``, ``lambda_role`` + ``lambda_policy``; with
-    GitHub OIDC also ``oidc_provider`` (unless reused), ``ci_role`` + ``ci_policy``."""
+    """``sagemaker_role`` + ``sagemaker_policy``, ``lambda_roles[model]`` +
+    ``lambda_policies[model]``; with GitHub OIDC also ``oidc_provider`` (unless reused),
+    ``ci_role`` + ``ci_policy``."""
 
     sagemaker_role: aws.iam.Role
     sagemaker_policy: aws.iam.RolePolicy
-    lambda_role: aws.iam.Role
-    lambda_policy: aws.iam.RolePolicy
+    lambda_roles: dict[str, aws.iam.Role]
+    lambda_policies: dict[str, aws.iam.RolePolicy]
     oidc_provider: aws.iam.OpenIdConnectProvider | None
     ci_role: aws.iam.Role | None
     ci_policy: aws.iam.RolePolicy | None
@@ -149,40 +159,10 @@ class Identity(pulumi.ComponentResource):
             opts=ResourceOptions.merge(child_opts, ResourceOptions(parent=self.sagemaker_role)),
         )
 
-        self.lambda_role = aws.iam.Role(
-            f"{name}-lambda",
-            name=args.lambda_role_name,
-            description=f"{args.name_prefix}: serving function {args.function_name}",
-            assume_role_policy=json.dumps(policies.lambda_trust_policy()),
-            max_session_duration=MAX_SESSION_SECONDS,
-            tags=args.tags,
-            opts=child_opts,
-        )
-        self.lambda_policy = aws.iam.RolePolicy(
-            f"{name}-lambda-policy",
-            role=self.lambda_role.id,
-            name="tandem-lambda-serve",
-            policy=Output.all(
-                args.account_id,
-                args.models_bucket_arn,
-                args.kms_key_arn,
-                args.pseudonym_secret_arn,
-            ).apply(
-                lambda a: json.dumps(
-                    policies.lambda_execution_policy(
-                        region=region,
-                        models_bucket=a[1],
-                        kms_key_arn=a[2],
-                        log_group=policies.log_group_arn(
-                            region, a[0], args.function_log_group_name, partition
-                        ),
-                        pseudonym_secret_arn=a[3],
-                        tracing=args.tracing,
-                    )
-                )
-            ),
-            opts=ResourceOptions.merge(child_opts, ResourceOptions(parent=self.lambda_role)),
-        )
+        names = AwsNames(args.name_prefix)
+        self.lambda_roles, self.lambda_policies = {}, {}
+        for model in args.models:
+            self._serving_role(name, model, names, args, child_opts)
 
         self.oidc_provider = None
         self.ci_role = None
@@ -227,6 +207,7 @@ class Identity(pulumi.ComponentResource):
                     self.sagemaker_role.arn,
                     Output.from_input(args.training_repository_arn),
                     args.pseudonym_secret_arn,
+                    Output.from_input(args.serving_repository_arn),
                 ).apply(
                     lambda a: json.dumps(
                         policies.ci_deploy_policy(
@@ -237,10 +218,11 @@ class Identity(pulumi.ComponentResource):
                             kms_key_arn=a[3],
                             sagemaker_role_arn=a[4],
                             model_package_group_arns=group_arns(a[0]),
-                            function_name=args.function_name,
+                            function_names=[names.function(m) for m in args.models],
                             name_prefix=args.name_prefix,
                             training_repository_arn=a[5],
                             pseudonym_secret_arn=a[6],
+                            serving_repository_arn=a[7],
                             partition=partition,
                         )
                     )
@@ -248,10 +230,52 @@ class Identity(pulumi.ComponentResource):
                 opts=ResourceOptions.merge(child_opts, ResourceOptions(parent=self.ci_role)),
             )
 
-        outputs = {
+        outputs: dict[str, object] = {
             "sagemaker_role_arn": self.sagemaker_role.arn,
-            "lambda_role_arn": self.lambda_role.arn,
+            "lambda_role_arns": {m: r.arn for m, r in self.lambda_roles.items()},
         }
         if self.ci_role is not None:
             outputs["ci_role_arn"] = self.ci_role.arn
         self.register_outputs(outputs)
+
+    def _serving_role(
+        self,
+        name: str,
+        model: str,
+        names: AwsNames,
+        args: IdentityArgs,
+        child_opts: ResourceOptions,
+    ) -> None:
+        """``model``'s function role and its one inline policy (its own prefixes and logs)."""
+        region, partition = args.region, args.partition
+        function = names.function(model)
+        role = aws.iam.Role(
+            f"{name}-{model}-lambda",
+            name=names.lambda_role(model),
+            description=f"{args.name_prefix}: serving function {function}",
+            assume_role_policy=json.dumps(policies.lambda_trust_policy()),
+            max_session_duration=MAX_SESSION_SECONDS,
+            tags={**args.tags, "tandem:model": model},
+            opts=child_opts,
+        )
+        self.lambda_roles[model] = role
+        self.lambda_policies[model] = aws.iam.RolePolicy(
+            f"{name}-{model}-lambda-policy",
+            role=role.id,
+            name="tandem-lambda-serve",
+            policy=Output.all(args.account_id, args.models_bucket_arn, args.kms_key_arn).apply(
+                lambda a: json.dumps(
+                    policies.lambda_execution_policy(
+                        region=region,
+                        model=model,
+                        models_bucket=a[1],
+                        kms_key_arn=a[2],
+                        log_group=policies.log_group_arn(
+                            region, a[0], names.function_log_group(model), partition
+                        ),
+                        tracing=args.tracing,
+                    )
+                )
+            ),
+            opts=ResourceOptions.merge(child_opts, ResourceOptions(parent=role)),
+        )

@@ -1,8 +1,9 @@
 """Alerting: an encrypted SNS topic that only this account's CloudWatch alarms may
 publish to, email subscriptions, and the alarms.
 
-Alarms on the inference Lambda (its ``live`` alias) use CloudWatch anomaly detection
-bands, because "normal" latency, error and traffic levels differ per model and per hour
+Alarms on each model's inference Lambda (its ``live`` alias: latency, errors,
+throttles, a traffic drop) use CloudWatch anomaly detection bands, because "normal"
+latency, error and traffic levels differ per model and per hour
 of the week; a fixed threshold would be either noisy or blind:
 https://docs.aws.amazon.com/AmazonCloudWatch/latest/monitoring/Create_Anomaly_Detection_Alarm.html
 
@@ -71,7 +72,8 @@ class MonitoringArgs:
 
     name_prefix: stack-wide prefix; every alarm is ``<prefix>-...``.
     kms_key_arn: the stack's customer-managed key; encrypts the topic.
-    function_name: the inference Lambda (``Serving.function.name``).
+    functions: each model's inference Lambda (``Serving.endpoints[model].function.name``);
+        its alarms are ``<model>-lambda-<what>``.
     models: models whose drift and quality are alarmed (one pair of alarms each).
     alias_name: the Lambda alias the traffic goes to (``Serving``'s ``live``).
     alarm_emails: addresses subscribed to the topic (each must confirm by email).
@@ -89,7 +91,7 @@ class MonitoringArgs:
 
     name_prefix: str
     kms_key_arn: Input[str]
-    function_name: Input[str]
+    functions: dict[str, Input[str]]
     models: list[str]
     alias_name: str = serving.LIVE_ALIAS
     alarm_emails: list[str] = field(default_factory=list)
@@ -106,6 +108,9 @@ class MonitoringArgs:
         check_name_prefix("Monitoring", self.name_prefix)
         check_arn("Monitoring", "kms_key_arn", self.kms_key_arn)
         check_models("Monitoring", self.models)
+        unknown = sorted(set(self.functions) - set(self.models))
+        if unknown:
+            raise ValueError(f"Monitoring: functions of models not in models: {unknown}")
         check_emails("Monitoring", "alarm_emails", self.alarm_emails)
         if not self.drift_max > 0:
             raise ValueError(f"Monitoring: drift_max={self.drift_max!r} must be > 0")
@@ -131,7 +136,8 @@ class MonitoringArgs:
 class Monitoring(pulumi.ComponentResource):
     """SNS alarm topic + subscriptions + anomaly-band and threshold alarms.
 
-    ``alarms`` maps a short key (``lambda-duration``, ``<model>-drift``, ...) to the alarm;
+    ``alarms`` maps a short key (``<model>-lambda-duration``, ``<model>-drift``, ...) to the
+    alarm;
     ``alarm_names`` lists their names (plain strings, known at preview).
     """
 
@@ -181,7 +187,8 @@ class Monitoring(pulumi.ComponentResource):
         ]
 
         self.alarms = {}
-        self._lambda_alarms(name, args, child_opts)
+        for model, function_name in args.functions.items():
+            self._lambda_alarms(name, model, function_name, args, child_opts)
         self._model_alarms(name, args, child_opts)
         self.alarm_names = [AwsNames(args.name_prefix).alarm(key) for key in self.alarms]
 
@@ -207,12 +214,19 @@ class Monitoring(pulumi.ComponentResource):
             **kwargs,
         )
 
-    def _lambda_alarms(self, name: str, args: MonitoringArgs, child_opts: ResourceOptions) -> None:
+    def _lambda_alarms(
+        self,
+        name: str,
+        model: str,
+        function_name: Input[str],
+        args: MonitoringArgs,
+        child_opts: ResourceOptions,
+    ) -> None:
         # Lambda publishes per-alias metrics under {FunctionName, Resource="<fn>:<alias>"}:
         # https://docs.aws.amazon.com/lambda/latest/dg/monitoring-metrics-types.html#monitoring-metrics-dimensions
         dimensions = {
-            "FunctionName": args.function_name,
-            "Resource": Output.concat(args.function_name, ":", args.alias_name),
+            "FunctionName": function_name,
+            "Resource": Output.concat(function_name, ":", args.alias_name),
         }
         specs = [
             # key, metric, statistic, comparison, treat_missing_data (and why)
@@ -233,6 +247,14 @@ class Monitoring(pulumi.ComponentResource):
                 "notBreaching",
             ),
             (
+                "lambda-throttles",
+                "Throttles",
+                "Sum",
+                "GreaterThanUpperThreshold",
+                # Throttled requests (reserved concurrency reached) count; none is no data.
+                "notBreaching",
+            ),
+            (
                 "lambda-invocations-drop",
                 "Invocations",
                 "Sum",
@@ -245,12 +267,13 @@ class Monitoring(pulumi.ComponentResource):
         for key, metric, stat, comparison, missing in specs:
             self._alarm(
                 name,
-                key,
+                f"{model}-{key}",
                 args,
                 child_opts,
                 alarm_description=(
-                    f"{metric} ({stat}) of the inference Lambda's {args.alias_name} alias left "
-                    f"its anomaly detection band ({args.anomaly_band_width} standard deviations)"
+                    f"{metric} ({stat}) of model {model}'s inference Lambda ({args.alias_name} "
+                    f"alias) left its anomaly detection band ({args.anomaly_band_width} "
+                    "standard deviations)"
                 ),
                 comparison_operator=comparison,
                 evaluation_periods=args.lambda_evaluation_periods,

@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Literal
 
-from contract import naming
+from contract import layout, naming
 
 if TYPE_CHECKING:
     from infra.config import StackConfig
@@ -44,23 +44,28 @@ class AwsNames:
     def key_alias(self) -> str:
         return f"alias/{self.prefix}"
 
-    @property
-    def function(self) -> str:
-        return f"{self.prefix}-serve"
+    def function(self, model: str) -> str:
+        """One serving function per model (at most 24 + 1 + 32 + 6 = 63 characters)."""
+        return f"{self.prefix}-{model}-serve"
 
-    @property
-    def function_log_group(self) -> str:
+    def function_log_group(self, model: str) -> str:
         # Lambda writes to this group, always:
         # https://docs.aws.amazon.com/lambda/latest/dg/monitoring-cloudwatchlogs.html
-        return lambda_log_group(self.function)
+        return lambda_log_group(self.function(model))
+
+    @property
+    def function_log_group_pattern(self) -> str:
+        """Every serving function's log group (the key policy lets CloudWatch Logs use the
+        key for these)."""
+        return lambda_log_group(f"{self.prefix}-*")
 
     @property
     def sagemaker_role(self) -> str:
         return f"{self.prefix}-sagemaker-execution"
 
-    @property
-    def lambda_role(self) -> str:
-        return f"{self.prefix}-lambda-serve"
+    def lambda_role(self, model: str) -> str:
+        """One execution role per serving function (at most 24 + 1 + 32 + 7 = 64)."""
+        return f"{self.prefix}-{model}-lambda"
 
     @property
     def ci_role(self) -> str:
@@ -70,6 +75,11 @@ class AwsNames:
     def training_repository(self) -> str:
         """The stack's ECR repository for Tandem's training image (deploy/training/)."""
         return f"{self.prefix}-training"
+
+    @property
+    def serving_repository(self) -> str:
+        """The stack's ECR repository for Tandem's serving image (deploy/Dockerfile)."""
+        return f"{self.prefix}-serving"
 
     @property
     def training_jobs(self) -> str:
@@ -104,6 +114,31 @@ class AwsNames:
     def pseudonym_secret(self) -> str:
         """The Secrets Manager secret holding the key of personal-data pseudonyms."""
         return f"{self.prefix}/pseudonym-key"
+
+
+# IAM role names and Lambda function names: at most 64 characters.
+# https://docs.aws.amazon.com/IAM/latest/UserGuide/reference_iam-quotas.html
+# https://docs.aws.amazon.com/lambda/latest/api/API_CreateFunction.html
+ROLE_NAME_MAX = FUNCTION_NAME_MAX = 64
+# The Lambda code archive's key in the models bucket (outside every prefix the ML side uses).
+LAMBDA_CODE_PREFIX = layout.LAMBDA_CODE
+
+
+def model_name_problems(prefix: str, model: str) -> list[str]:
+    """What of ``model``'s per-model resources would not fit its service's limit ([] if all do)."""
+    names = AwsNames(prefix)
+    problems = []
+    for kind, name, limit in (
+        ("Lambda function", names.function(model), FUNCTION_NAME_MAX),
+        ("IAM role", names.lambda_role(model), ROLE_NAME_MAX),
+    ):
+        if len(name) > limit:
+            problems.append(f"{kind} name {name!r} is {len(name)} characters (max {limit})")
+    return problems
+
+
+def lambda_archive_key(archive_name: str) -> str:
+    return f"{LAMBDA_CODE_PREFIX}{archive_name}"
 
 
 def lambda_log_group(function_name: str) -> str:

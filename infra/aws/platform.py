@@ -5,15 +5,17 @@ Reached through `infra.aws.build_aws_platform`.
 Order and why:
 1. ``Storage`` (KMS key, data/models/logs buckets). The key policy names the stack's roles
    by ARN (``aws:PrincipalArn``), so it does not wait for them.
-2. ``TrainingImage`` (the ECR repository of the training image, encrypted with the key).
+2. ``TrainingImage`` and ``ServingImage`` (the ECR repositories of the training and the
+   serving image, encrypted with the key).
 3. ``PseudonymSecret`` (the pseudonym key's secret, encrypted with the key, no value).
-4. ``Identity`` (SageMaker, Lambda and CI roles), scoped to the buckets, the key, the
-   repository (SageMaker pulls from it, CI pushes to it) and the secret.
+4. ``Identity`` (SageMaker, one Lambda role per model, CI), scoped to the buckets, the key,
+   the repositories (SageMaker pulls from them, CI pushes to them) and the secret.
 5. ``Registry (model package groups, optional MLflow server on the SageMaker role).
 6. ``Audit`` (CloudTrail into the logs bucket), after the logs bucket policy that lets the
    trail deliver.
-7. ``Serving`` (Lambda, ``live`` alias, IAM Function URL) on the Lambda role.
-8. ``Monitoring`` (encrypted SNS topic, alarms on the function and the models).
+7. ``Serving`` (the code archive in the models bucket; per model a Lambda, its ``live``
+   alias and IAM Function URL, on that model's role).
+8. ``Monitoring`` (encrypted SNS topic, alarms on each function and each model).
 
 `AwsPlatform.outputs` is the contract with the ML side (`contract.outputs.AWS`:
 `ml/clouds/aws/` is built from these keys alone). Every name comes from `AwsNames`.
@@ -33,10 +35,10 @@ from contract.serving import LIVE_ALIAS
 from infra.aws import policies
 from infra.aws.config import ECR_IMAGE_RE
 from infra.aws.identity import GithubOidcArgs, Identity, IdentityArgs
+from infra.aws.images import ImageArgs, ServingImage, TrainingImage
 from infra.aws.names import BUCKET_KINDS, AwsNames
 from infra.aws.secrets import PseudonymSecret, PseudonymSecretArgs
 from infra.aws.storage import Storage, StorageArgs
-from infra.aws.training import TrainingImage, TrainingImageArgs
 
 if TYPE_CHECKING:
     from infra.config import StackConfig
@@ -60,6 +62,7 @@ class AwsPlatform(pulumi.ComponentResource):
 
     storage: Storage
     training: TrainingImage
+    serving_image: ServingImage
     secrets: PseudonymSecret
     identity: Identity
     registry: Any
@@ -74,6 +77,7 @@ class AwsPlatform(pulumi.ComponentResource):
         stack: str,
         opts: ResourceOptions | None = None,
         *,
+        archive_path: str | None = None,
         build_dir: str | None = None,
     ) -> None:
         super().__init__("tandem:aws:Platform", name, None, opts)
@@ -99,7 +103,7 @@ class AwsPlatform(pulumi.ComponentResource):
         caller = aws.get_caller_identity_output(opts=pulumi.InvokeOutputOptions(parent=self))
         account_id = caller.account_id
 
-        role_names = [names.sagemaker_role, names.lambda_role]
+        role_names = [names.sagemaker_role, *(names.lambda_role(m) for m in cfg.models)]
         if cfg.github_oidc is not None:
             role_names.append(names.ci_role)
         key_users = account_id.apply(
@@ -130,7 +134,7 @@ class AwsPlatform(pulumi.ComponentResource):
                 deployer_principal_arns=caller.arn.apply(policies.principal_arn_of_caller),
                 key_log_group_patterns=(
                     names.trail_log_group.rsplit("/", 1)[0] + "/*",
-                    names.function_log_group,
+                    names.function_log_group_pattern,
                 ),
                 logs_bucket_statements=trail_statements,
                 noncurrent_version_expiration_days=aws_cfg.s3.noncurrent_version_expiration_days,
@@ -143,23 +147,32 @@ class AwsPlatform(pulumi.ComponentResource):
         )
         storage = self.storage
 
-        self.training = TrainingImage(
-            "training",
-            TrainingImageArgs(
+        def image_args(tag: str) -> ImageArgs:
+            return ImageArgs(
                 name_prefix=prefix,
                 kms_key_arn=storage.key.arn,
-                tag=aws_cfg.training_image_tag,
+                tag=tag,
                 force_delete=cfg.environment == "dev",
                 tags=tags,
-            ),
-            opts=child_opts,
+            )
+
+        self.training = TrainingImage(
+            "training", image_args(aws_cfg.training_image_tag), opts=child_opts
+        )
+        self.serving_image = ServingImage(
+            "serving-image", image_args(aws_cfg.serving_image_tag), opts=child_opts
         )
         repository_arn = self.training.repository.arn
-        # The SageMaker role pulls the image the jobs run: the stack's own, or the override's.
-        pull_from = (
-            ecr_repository_arns(aws_cfg.training_image_uri, partition)
-            if aws_cfg.training_image_uri is not None
-            else [repository_arn]
+        serving_repository_arn = self.serving_image.repository.arn
+        # The SageMaker role pulls the image the jobs run (the stack's own, or the
+        # override's) and the serving image a model package names for SageMaker hosting.
+        pull_from = Output.all(
+            *(
+                ecr_repository_arns(aws_cfg.training_image_uri, partition)
+                if aws_cfg.training_image_uri is not None
+                else [repository_arn]
+            ),
+            serving_repository_arn,
         )
 
         self.secrets = PseudonymSecret(
@@ -185,14 +198,13 @@ class AwsPlatform(pulumi.ComponentResource):
                 models_bucket_arn=storage.models_bucket.arn,
                 kms_key_arn=storage.key.arn,
                 model_package_group_names=[names.model_package_group(m) for m in cfg.models],
-                function_name=names.function,
-                function_log_group_name=names.function_log_group,
+                models=list(cfg.models),
                 sagemaker_role_name=names.sagemaker_role,
-                lambda_role_name=names.lambda_role,
                 pseudonym_secret_arn=self.secrets.secret.arn,
                 ci_role_name=names.ci_role if gh is not None else "",
                 ecr_repository_arns=pull_from,
                 training_repository_arn=repository_arn if gh is not None else None,
+                serving_repository_arn=serving_repository_arn if gh is not None else None,
                 mlflow=aws_cfg.mlflow,
                 github_oidc=(
                     GithubOidcArgs(
@@ -243,10 +255,11 @@ class AwsPlatform(pulumi.ComponentResource):
             "serving",
             serving.ServingArgs(
                 name_prefix=prefix,
-                function_name=names.function,
-                role_arn=identity.lambda_role.arn,
+                models=list(cfg.models),
+                role_arns={m: role.arn for m, role in identity.lambda_roles.items()},
                 kms_key_arn=storage.key.arn,
-                model_uri=aws_cfg.model_uri,
+                models_bucket=storage.models_bucket.bucket,
+                archive_path=archive_path,
                 memory_mb=aws_cfg.lambda_.memory_mb,
                 timeout_s=aws_cfg.lambda_.timeout_s,
                 reserved_concurrency=aws_cfg.lambda_.reserved_concurrency,
@@ -254,8 +267,9 @@ class AwsPlatform(pulumi.ComponentResource):
                 build_dir=build_dir,
                 tags=tags,
             ),
-            # The function's first start needs its role's permissions in place.
-            opts=after(identity.lambda_policy),
+            # A function's first start needs its role's permissions in place; the code
+            # object is written under the bucket's policy.
+            opts=after(*identity.lambda_policies.values(), storage.policies["models"]),
         )
 
         self.monitoring = monitoring.Monitoring(
@@ -263,7 +277,7 @@ class AwsPlatform(pulumi.ComponentResource):
             monitoring.MonitoringArgs(
                 name_prefix=prefix,
                 kms_key_arn=storage.key.arn,
-                function_name=self.serving.function.name,
+                functions={m: e.function.name for m, e in self.serving.endpoints.items()},
                 models=list(cfg.models),
                 alias_name=LIVE_ALIAS,
                 alarm_emails=list(cfg.alarm_emails),
@@ -292,18 +306,26 @@ class AwsPlatform(pulumi.ComponentResource):
                 model: group.model_package_group_name
                 for model, group in self.registry.groups.items()
             },
-            "function_name": self.serving.function.name,
-            "function_alias": self.serving.alias.name,
-            "function_url": self.serving.function_url.function_url,
+            "endpoints": {
+                model: {
+                    "function_name": e.function.name,
+                    "alias": e.alias.name,
+                    "url": e.function_url.function_url,
+                }
+                for model, e in self.serving.endpoints.items()
+            },
             "metric_namespace": metrics.NAMESPACE,
             "training_image_uri": cfg.aws.training_image_uri or self.training.image_uri,
+            "serving_image_uri": self.serving_image.image_uri,
             "pseudonym_secret_arn": self.secrets.secret.arn,
             # informational: for people and tools, read by no adapter
             "logs_bucket": storage.logs_bucket.bucket,
-            "lambda_role_arn": identity.lambda_role.arn,
+            "lambda_role_arns": {m: r.arn for m, r in identity.lambda_roles.items()},
             "alarm_topic_arn": self.monitoring.topic.arn,
             "alarm_names": self.monitoring.alarm_names,
             "training_image_repository_url": self.training.repository.repository_url,
+            "serving_image_repository_url": self.serving_image.repository.repository_url,
+            "lambda_code_key": self.serving.code.key,
             # Every stack exports the same keys; "" says this stack has no CI role.
             "ci_role_arn": identity.ci_role.arn if identity.ci_role is not None else "",
         }

@@ -1,26 +1,32 @@
-"""The inference endpoint on AWS: a Lambda function behind a ``live`` alias, reached
-through an IAM-authenticated Function URL on that alias.
+"""The inference endpoints on AWS: one Lambda function per model, each behind its own ``live``
+alias, reached through an IAM-authenticated Function URL on that alias.
 
-Infrastructure and deploys own different things. Pulumi creates the function, its first
-published version and the alias; after that the Tandem deploy (``ml/clouds/aws/``)
-sets ``MODEL_URI``, publishes a version and moves ``live`` to it, and a rollback moves
-``live`` back. So the function's environment and the alias's version are ignored by
-Pulumi after creation; ``pulumi up`` never rolls a deploy back.
+One function per model (``<prefix>-<model>-serve``), so deploying or rolling back one model
+never changes what another serves, each has its own role (``<prefix>-<model>-lambda``, from
+identity: that model's artifacts and captures only), log group, alarms and reserved
+concurrency. Every function runs the same code archive, uploaded once to the models bucket
+(``lambda/<archive name>``, KMS-encrypted): with numpy and onnxruntime it is ~37 MB zipped,
+too close to Lambda's 50 MB direct-upload limit, so functions are created from S3.
+
+Infrastructure and deploys own different things. Pulumi creates each function (with
+``MODEL_NAME``), its first published version and the alias; after that the Tandem deploy
+(``ml/clouds/aws/``) sets ``MODEL_URI``/``MODEL_VERSION``, publishes a version and moves
+``live`` to it, and a rollback moves ``live`` back. So the functions' environment and the
+aliases' versions are ignored by Pulumi after creation; ``pulumi up`` never rolls a deploy
+back.
 
 Controls: CKV_AWS_50 (tracing), CKV_AWS_115 (reserved concurrency), CKV_AWS_173
 (environment encrypted with the CMK), CKV_AWS_258 (URL auth AWS_IAM), CKV_AWS_301 (no
 resource policy at all), CKV_AWS_363 (supported runtime), CKV2_AWS_75 (no ``*`` origin),
 CKV_AWS_66/158 (log group retention and CMK).
-
-The function's role (from identity) needs: ``kms:Decrypt`` on the key (to read its
-environment), ``xray:PutTraceSegments``/``xray:PutTelemetryRecords`` (active tracing),
-``logs:CreateLogStream``/``logs:PutLogEvents`` on ``lambda_log_group(function_name)``, and read
-access to the models bucket.
 """
 
 from __future__ import annotations
 
+import inspect
+import os
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -31,16 +37,13 @@ from pulumi import Input, ResourceOptions
 from contract import serving as endpoint
 from deploy import bundle
 from infra.aws._checks import check_arn, check_log_retention
-from infra.aws.names import AwsNames, lambda_log_group
-from infra.common.checks import check_name_prefix
+from infra.aws.names import AwsNames, lambda_archive_key, lambda_log_group, model_name_problems
+from infra.common.checks import check_models, check_name_prefix
 
 # Runtimes we ship for: supported by Lambda (not deprecated) and by this project's
 # Python range (pyproject: >=3.11,<3.14), with onnxruntime wheels for arm64:
 # https://docs.aws.amazon.com/lambda/latest/dg/lambda-runtimes.html
 SUPPORTED_RUNTIMES = ("python3.12", "python3.13")
-# Function names: letters, digits, hyphens, underscores, at most 64 characters:
-# https://docs.aws.amazon.com/lambda/latest/api/API_CreateFunction.html
-_FUNCTION_NAME_RE = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 # Headers a browser needs to send a SigV4-signed request to an AWS_IAM Function URL.
 _CORS_HEADERS = (
     "authorization",
@@ -50,38 +53,51 @@ _CORS_HEADERS = (
     "x-amz-security-token",
 )
 _ORIGIN_RE = re.compile(r"^https://[A-Za-z0-9.-]+(:[0-9]{1,5})?$|^http://localhost(:[0-9]{1,5})?$")
+# Set to 1 where the archive is never uploaded (Pulumi mocks): the project sources only,
+# no numpy/onnxruntime download.
+CODE_ONLY_ENV = "TANDEM_LAMBDA_CODE_ONLY"
 
 
 def default_build_dir() -> Path:
     return bundle.REPO_ROOT / "build" / "lambda"
 
 
+def lambda_archive(build_dir: str | os.PathLike[str]) -> Path:
+    """The serving functions' code archive, built in ``build_dir``: the one place the
+    program builds it. With its dependencies for ``pulumi up``; sources only under
+    ``TANDEM_LAMBDA_CODE_ONLY=1``."""
+    build = bundle.build_lambda_zip
+    if "dependencies" in inspect.signature(build).parameters:
+        return build(build_dir, dependencies=os.environ.get(CODE_ONLY_ENV) != "1")
+    return build(build_dir)  # a bundle that ships the sources only
+
+
 @dataclass
 class ServingArgs:
-    """Inputs of the inference endpoint.
+    """Inputs of the inference endpoints.
 
     name_prefix: stack-wide prefix.
-    role_arn: the function's execution role (see the module docstring for what it needs).
-    kms_key_arn: the stack's customer-managed key: encrypts the environment and the logs.
-    model_uri: initial ``MODEL_URI``, e.g.
-        ``s3://<models bucket>/artifacts/<model>/<version>/model.tar.gz``; None leaves it
-        unset and the endpoint answers 503 until the first deploy sets it.
+    models: one function each, ``AwsNames.function(model)``.
+    role_arns: each model's execution role (identity's ``lambda_roles``).
+    kms_key_arn: the stack's customer-managed key: encrypts environments, logs and the code.
+    models_bucket: the models bucket's name; the code archive goes to ``lambda/`` in it.
+    archive_path: a prebuilt code archive; None builds one with `lambda_archive` in
+        ``build_dir`` (default ``build/lambda``).
     runtime: one of ``SUPPORTED_RUNTIMES``.
-    memory_mb, timeout_s: function sizing.
-    reserved_concurrency: concurrent executions reserved for (and capping) the function.
-    log_retention_days: retention of ``/aws/lambda/<name>`` (a CloudWatch Logs value).
+    memory_mb, timeout_s: each function's sizing.
+    reserved_concurrency: concurrent executions reserved for (and capping) each function.
+    log_retention_days: retention of ``/aws/lambda/<function>`` (a CloudWatch Logs value).
     allowed_origins: browser origins allowed by CORS (``https://host[:port]`` or
         ``http://localhost[:port]``); empty (the default) means no CORS at all.
-    build_dir: where the code archive is written; defaults to ``build/lambda``.
-    function_name: the function's name; defaults to ``<prefix>-serve``
-        (``AwsNames.function``), which role and deploy policies name in advance.
     tags: applied to every resource.
     """
 
     name_prefix: str
-    role_arn: Input[str]
+    models: list[str]
+    role_arns: Mapping[str, Input[str]]
     kms_key_arn: Input[str]
-    model_uri: Input[str] | None = None
+    models_bucket: Input[str]
+    archive_path: str | os.PathLike[str] | None = None
     runtime: str = "python3.12"
     memory_mb: int = 1024
     timeout_s: int = 30
@@ -89,27 +105,30 @@ class ServingArgs:
     log_retention_days: int = 365
     allowed_origins: list[str] = field(default_factory=list)
     build_dir: str | None = None
-    function_name: str | None = None
     tags: dict[str, str] = field(default_factory=dict)
-
-    @property
-    def resolved_function_name(self) -> str:
-        return self.function_name or AwsNames(self.name_prefix).function
 
     def validate(self) -> None:
         check_name_prefix("Serving", self.name_prefix)
-        check_arn("Serving", "role_arn", self.role_arn)
+        check_models("Serving", self.models)
+        for model in self.models:
+            problems = model_name_problems(self.name_prefix, model)
+            if problems:
+                raise ValueError(f"Serving: model {model!r}: {'; '.join(problems)}")
+        if set(self.role_arns) != set(self.models):
+            raise ValueError(
+                f"Serving: role_arns must name one role per model: models {sorted(self.models)}, "
+                f"roles for {sorted(self.role_arns)}"
+            )
+        for model, arn in self.role_arns.items():
+            check_arn("Serving", f"role_arns[{model!r}]", arn)
         check_arn("Serving", "kms_key_arn", self.kms_key_arn)
         check_log_retention("Serving", self.log_retention_days)
+        if self.archive_path is not None and not Path(self.archive_path).is_file():
+            raise ValueError(f"Serving: archive_path {str(self.archive_path)!r} is not a file")
         if self.runtime not in SUPPORTED_RUNTIMES:
             raise ValueError(
                 f"Serving: runtime {self.runtime!r} is not supported; use one of "
                 f"{SUPPORTED_RUNTIMES}"
-            )
-        if not _FUNCTION_NAME_RE.fullmatch(self.resolved_function_name):
-            raise ValueError(
-                f"Serving: function name {self.resolved_function_name!r} must be 1-64 "
-                "letters, digits, hyphens or underscores"
             )
         # Limits: https://docs.aws.amazon.com/lambda/latest/dg/gettingstarted-limits.html
         if not 128 <= self.memory_mb <= 10240:
@@ -129,60 +148,119 @@ class ServingArgs:
                 )
 
 
-class Serving(pulumi.ComponentResource):
-    """Log group, function (published), ``live`` alias and its IAM-authenticated URL."""
+@dataclass
+class ModelEndpoint:
+    """One model's log group, function (published), ``live`` alias and its URL."""
 
-    archive_path: Path
     log_group: aws.cloudwatch.LogGroup
     function: aws.lambda_.Function
     alias: aws.lambda_.Alias
     function_url: aws.lambda_.FunctionUrl
+
+
+class Serving(pulumi.ComponentResource):
+    """The code archive in S3 (``code``) and one `ModelEndpoint` per model (``endpoints``)."""
+
+    archive_path: Path
+    code: aws.s3.BucketObjectv2
+    endpoints: dict[str, ModelEndpoint]
 
     def __init__(self, name: str, args: ServingArgs, opts: ResourceOptions | None = None) -> None:
         args.validate()
         super().__init__("tandem:aws:Serving", name, None, opts)
         child_opts = ResourceOptions.merge(opts, ResourceOptions(parent=self))
 
-        self.archive_path = bundle.build_lambda_zip(args.build_dir or default_build_dir())
-
-        # The function's own log group, created before the function, so Lambda does not
-        # create it implicitly without retention or encryption.
-        self.log_group = aws.cloudwatch.LogGroup(
-            f"{name}-logs",
-            name=lambda_log_group(args.resolved_function_name),
-            retention_in_days=args.log_retention_days,
+        self.archive_path = Path(
+            args.archive_path or lambda_archive(args.build_dir or default_build_dir())
+        )
+        # Through S3: the archive with its dependencies is over what a direct upload takes
+        # comfortably (50 MB zipped). Encrypted with the stack key, like everything there.
+        self.code = aws.s3.BucketObjectv2(
+            f"{name}-code",
+            bucket=args.models_bucket,
+            key=lambda_archive_key(self.archive_path.name),
+            source=pulumi.FileAsset(str(self.archive_path)),
+            content_type="application/zip",
+            server_side_encryption="aws:kms",
             kms_key_id=args.kms_key_arn,
+            bucket_key_enabled=True,
             tags=args.tags,
             opts=child_opts,
         )
+        code_hash = bundle.sha256_base64(self.archive_path)
+        names = AwsNames(args.name_prefix)
+        self.endpoints = {
+            model: self._endpoint(name, model, names, args, code_hash, child_opts)
+            for model in args.models
+        }
 
-        variables = {} if args.model_uri is None else {endpoint.ENV_MODEL_URI: args.model_uri}
-        self.function = aws.lambda_.Function(
-            f"{name}-function",
-            name=args.resolved_function_name,
-            description="Tandem inference endpoint",
-            role=args.role_arn,
+        self.register_outputs(
+            {
+                "endpoints": {
+                    model: {
+                        "function_name": e.function.name,
+                        "alias": e.alias.name,
+                        "url": e.function_url.function_url,
+                    }
+                    for model, e in self.endpoints.items()
+                },
+                "code_key": self.code.key,
+            }
+        )
+
+    def _endpoint(
+        self,
+        name: str,
+        model: str,
+        names: AwsNames,
+        args: ServingArgs,
+        code_hash: str,
+        child_opts: ResourceOptions,
+    ) -> ModelEndpoint:
+        function_name = names.function(model)
+        tags = {**args.tags, "tandem:model": model}
+        # The function's own log group, created before the function, so Lambda does not
+        # create it implicitly without retention or encryption.
+        log_group = aws.cloudwatch.LogGroup(
+            f"{name}-{model}-logs",
+            name=lambda_log_group(function_name),
+            retention_in_days=args.log_retention_days,
+            kms_key_id=args.kms_key_arn,
+            tags=tags,
+            opts=child_opts,
+        )
+        function = aws.lambda_.Function(
+            f"{name}-{model}-function",
+            name=function_name,
+            description=f"Tandem inference endpoint of model {model}",
+            role=args.role_arns[model],
             runtime=args.runtime,
             # Graviton: cheaper per GB-second, and onnxruntime ships aarch64 wheels.
             architectures=["arm64"],
             handler=bundle.LAMBDA_HANDLER,
-            code=pulumi.FileArchive(str(self.archive_path)),
-            source_code_hash=bundle.sha256_base64(self.archive_path),
+            s3_bucket=self.code.bucket,
+            s3_key=self.code.key,
+            s3_object_version=self.code.version_id,
+            source_code_hash=code_hash,
             memory_size=args.memory_mb,
             timeout=args.timeout_s,
             reserved_concurrent_executions=args.reserved_concurrency,
-            environment=aws.lambda_.FunctionEnvironmentArgs(variables=variables),
+            # MODEL_URI / MODEL_VERSION come with the first deploy; until then the function
+            # answers 503.
+            environment=aws.lambda_.FunctionEnvironmentArgs(
+                variables={endpoint.ENV_MODEL_NAME: model}
+            ),
             kms_key_arn=args.kms_key_arn,
             tracing_config=aws.lambda_.FunctionTracingConfigArgs(mode="Active"),
             logging_config=aws.lambda_.FunctionLoggingConfigArgs(
-                log_format="JSON", log_group=self.log_group.name
+                log_format="JSON", log_group=log_group.name
             ),
             publish=True,
-            tags=args.tags,
+            tags=tags,
             opts=ResourceOptions.merge(
                 child_opts,
                 ResourceOptions(
-                    depends_on=[self.log_group],
+                    depends_on=[log_group, self.code],
                     # MODEL_URI is set by the Tandem deploy, which then publishes a
                     # version; reverting it here would silently change what a later
                     # published version serves.
@@ -190,21 +268,20 @@ class Serving(pulumi.ComponentResource):
                 ),
             ),
         )
-
-        self.alias = aws.lambda_.Alias(
-            f"{name}-live",
+        alias = aws.lambda_.Alias(
+            f"{name}-{model}-live",
             name=endpoint.LIVE_ALIAS,
-            description="Traffic goes here; the Tandem deploy and rollback move it",
-            function_name=self.function.name,
-            function_version=self.function.version,
+            description=f"Traffic to model {model}; the Tandem deploy and rollback move it",
+            function_name=function.name,
+            function_version=function.version,
             opts=ResourceOptions.merge(
                 child_opts,
                 # Only the first version comes from Pulumi. Afterwards deploys and
-                # rollbacks move the alias; `pulumi up` must not move it back.
-                ResourceOptions(ignore_changes=["function_version"]),
+                # rollbacks move the alias (and its canary weights); `pulumi up` must
+                # not move it back.
+                ResourceOptions(ignore_changes=["function_version", "routing_config"]),
             ),
         )
-
         cors = None
         if args.allowed_origins:
             cors = aws.lambda_.FunctionUrlCorsArgs(
@@ -217,19 +294,12 @@ class Serving(pulumi.ComponentResource):
         # October 2025) lambda:InvokeFunction on the alias, through their own IAM
         # policies: https://docs.aws.amazon.com/lambda/latest/dg/urls-auth.html
         # No resource-based policy is added, so nothing is public.
-        self.function_url = aws.lambda_.FunctionUrl(
-            f"{name}-url",
-            function_name=self.function.name,
-            qualifier=self.alias.name,
+        function_url = aws.lambda_.FunctionUrl(
+            f"{name}-{model}-url",
+            function_name=function.name,
+            qualifier=alias.name,
             authorization_type="AWS_IAM",
             cors=cors,
             opts=child_opts,
         )
-
-        self.register_outputs(
-            {
-                "function_name": self.function.name,
-                "alias_arn": self.alias.arn,
-                "url": self.function_url.function_url,
-            }
-        )
+        return ModelEndpoint(log_group, function, alias, function_url)

@@ -1,12 +1,15 @@
 """Lambda's side of `Invoke`, for moto: the stack's real handler, run in-process.
 
-moto cannot invoke a Lambda function without Docker. `answer_invoke` is a botocore
-`before-send` handler (the hook moto itself uses) that answers `Invoke` at the HTTP boundary
-as Lambda would: it resolves the qualifier (the `live` alias, its primary version for a
-canary) to a published version, runs `deploy/aws_lambda/handler.py`'s `handler(event,
-context)` with that version's environment, and returns the handler's result as the payload
+moto cannot invoke a Lambda function without Docker, so this fakes that one call and
+nothing else: every other Lambda request (create, publish, aliases, configuration) goes to
+moto. `LambdaInvoke` is a botocore `before-send` handler (the hook moto itself uses) that
+answers `Invoke` at the HTTP boundary as Lambda would: it resolves the qualifier (a version
+number, or the `live` alias: its primary version, since the fake splits no traffic) to a
+published version, runs `deploy/aws_lambda/handler.py`'s `handler(event, context)` with
+that version's environment in `os.environ`, and returns the handler's result as the payload
 (`X-Amz-Function-Error: Unhandled` if it raised). Each published version gets its own copy
-of the handler module, as each Lambda version gets its own execution environment.
+of the handler module, as each Lambda version gets its own execution environment. The
+handler is whatever the repository holds: the serving handler answers with predictions.
 """
 
 from __future__ import annotations
@@ -65,8 +68,10 @@ class LambdaInvoke:
         self._modules: dict[tuple[str, str], Any] = {}
         self._env_lock = threading.Lock()  # os.environ is process-wide
 
-    def _published(self, function: str, qualifier: str) -> tuple[str, dict[str, str]]:
-        lam = client("lambda")
+    def _published(
+        self, function: str, qualifier: str, endpoint_url: str | None
+    ) -> tuple[str, dict[str, str]]:
+        lam = client("lambda", endpoint_url)
         version = qualifier or "$LATEST"
         if not version.isdigit() and version != "$LATEST":
             version = lam.get_alias(FunctionName=function, Name=qualifier)["FunctionVersion"]
@@ -87,7 +92,10 @@ class LambdaInvoke:
         url = urlparse(request.url)
         function = unquote(url.path.split("/functions/", 1)[1].split("/", 1)[0])
         qualifier = parse_qs(url.query).get("Qualifier", [""])[0]
-        version, variables = self._published(function, qualifier)
+        # moto in-process answers any AWS host; a moto server is on a loopback address
+        server = url.hostname in ("127.0.0.1", "localhost")
+        endpoint_url = f"{url.scheme}://{url.netloc}" if server else None
+        version, variables = self._published(function, qualifier, endpoint_url)
         body = request.body or b"{}"
         event = json.loads(body.decode() if isinstance(body, bytes) else body)
         context = SimpleNamespace(

@@ -108,7 +108,7 @@ def pytest_configure(config):
 
 
 @pytest.fixture(autouse=True)
-def pulumi_mocks():
+def pulumi_mocks(monkeypatch):
     """A fresh event loop, mocks and root stack per test, so nothing leaks between tests.
 
     The Pulumi SDK keeps the root Stack resource in a process-wide variable and creates it
@@ -117,6 +117,8 @@ def pulumi_mocks():
     different loop"), so the outcome would depend on test order (e.g. under xdist).
     `reset_options` forgets it; `set_mocks` then registers a new one in this test's loop.
     """
+    # Nothing is uploaded under mocks: the Lambda archive without its dependencies will do.
+    monkeypatch.setenv("TANDEM_LAMBDA_CODE_ONLY", "1")
     loop = asyncio.new_event_loop()
     asyncio.set_event_loop(loop)
     pulumi.runtime.reset_options(project="tandem", stack="dev", preview=False)

@@ -16,7 +16,7 @@ from hypothesis import strategies as st
 from contract import naming
 from infra import config
 from infra.aws import config as aws_config
-from infra.aws.names import AwsNames
+from infra.aws.names import AwsNames, model_name_problems
 from infra.common import checks
 from infra.config import ConfigError, load
 
@@ -98,7 +98,8 @@ def test_defaults():
     assert cfg.name_prefix == "tandem-dev"
     assert cfg.log_retention_days == 30
     assert cfg.aws.lambda_.reserved_concurrency >= 1
-    assert cfg.aws.model_uri is None and cfg.github_oidc is None and cfg.aws.mlflow is False
+    assert cfg.github_oidc is None and cfg.aws.mlflow is False
+    assert cfg.aws.serving_image_tag == aws_config.DEFAULT_SERVING_IMAGE_TAG
     assert cfg.aws.s3 == aws_config.S3Config()
     # Tandem's own training image, from the stack's repository, unless overridden
     assert cfg.aws.training_image_uri is None
@@ -207,8 +208,9 @@ def test_an_aws_section_without_aws_among_the_clouds_is_refused():
         ),
         (
             "dev",
-            base(aws={"model_uri": "https://x/y"}),
-            "stack 'dev': tandem:aws.model_uri: must be an S3",
+            # one URI cannot serve several functions: each model's deploy sets its own
+            base(aws={"model_uri": "s3://b/artifacts/credit/run-1"}),
+            "stack 'dev': tandem:aws.model_uri: is not a known key",
         ),
         ("dev", base(aws={"lambda": 1}), "stack 'dev': tandem:aws.lambda: must be a mapping"),
         ("dev", base(aws="on"), "stack 'dev': tandem:aws: must be a mapping"),
@@ -332,9 +334,11 @@ def test_any_valid_prefix_and_model_give_names_aws_accepts(prefix, model):
         # S3 bucket naming rules (general purpose buckets)
         assert re.fullmatch(r"[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]", bucket), bucket
         assert ".." not in bucket and not bucket.startswith("xn--"), bucket
-    for role in (names.sagemaker_role, names.lambda_role, names.ci_role):
+    for role in (names.sagemaker_role, names.lambda_role(model), names.ci_role):
         assert len(role) <= 64, role
-    assert len(names.function) <= 64
+    # https://docs.aws.amazon.com/lambda/latest/api/API_CreateFunction.html
+    assert re.fullmatch(r"[a-zA-Z0-9-_]{1,64}", names.function(model)), names.function(model)
+    assert not model_name_problems(prefix, model)
     # Secrets Manager names: 1-512 of letters, digits and /_+=.@-
     assert re.fullmatch(r"[A-Za-z0-9/_+=.@-]{1,512}", names.pseudonym_secret)
     # the components accept what the config accepts
@@ -415,3 +419,18 @@ def test_from_pulumi_rejects_a_misspelt_key():
             config.from_pulumi()
     finally:
         _set_pulumi_config({})
+
+
+def test_a_per_model_name_over_its_service_limit_is_named():
+    """The naming rules keep `<prefix>-<model>-lambda` within IAM's 64; what the config
+    check reports if a longer name ever got through."""
+    prefix, model = "p" * naming.NAME_PREFIX_MAX, "m" * (naming.MODEL_NAME_MAX + 1)
+    assert model_name_problems(prefix, model) == [
+        f"IAM role name '{prefix}-{model}-lambda' is 65 characters (max 64)"
+    ]
+    longer = model + "mm"  # the function name passes its 64 too
+    assert [p.split(" name ")[0] for p in model_name_problems(prefix, longer)] == [
+        "Lambda function",
+        "IAM role",
+    ]
+    assert not model_name_problems(prefix, "m" * naming.MODEL_NAME_MAX)

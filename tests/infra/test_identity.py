@@ -26,6 +26,7 @@ SECRET = f"arn:aws:secretsmanager:{REGION}:{ACCOUNT}:secret:tandem-dev/pseudonym
 GROUPS = ["tandem-dev-churn", "tandem-dev-fraud"]
 GROUP_ARNS = [f"arn:aws:sagemaker:{REGION}:{ACCOUNT}:model-package-group/{g}" for g in GROUPS]
 SUBJECT = "repo:example-org/tandem:environment:production"
+SERVED = ["churn", "fraud"]  # one serving function (and role) each
 
 
 def make(**overrides) -> Identity:
@@ -37,10 +38,8 @@ def make(**overrides) -> Identity:
         "models_bucket_arn": MODELS,
         "kms_key_arn": KEY,
         "model_package_group_names": GROUPS,
-        "function_name": "tandem-dev-serve",
-        "function_log_group_name": "/aws/lambda/tandem-dev-serve",
+        "models": SERVED,
         "sagemaker_role_name": "tandem-dev-sagemaker-execution",
-        "lambda_role_name": "tandem-dev-lambda-serve",
         "pseudonym_secret_arn": SECRET,
         "ci_role_name": "tandem-dev-ci-deploy",
         "tags": {"tandem:stack": "dev"},
@@ -146,7 +145,7 @@ def test_sagemaker_policy_reaches_mlflow_prefix_only_with_mlflow_and_ecr_only_wh
         doc = json.loads(policy)
         assert_least_privilege(doc, urn)
         assert {"s3:GetObject", "s3:PutObject"} <= actions_on(doc, f"{MODELS}/mlflow/*"), urn
-        assert by_sid(doc, "PullTrainingImage")["Resource"] == [repo], urn
+        assert by_sid(doc, "PullImages")["Resource"] == [repo], urn
 
     return pulumi.Output.all(identity.sagemaker_policy.urn, identity.sagemaker_policy.policy).apply(
         check
@@ -154,51 +153,61 @@ def test_sagemaker_policy_reaches_mlflow_prefix_only_with_mlflow_and_ecr_only_wh
 
 
 @pulumi.runtime.test
-def test_lambda_role_reads_artifacts_writes_captures_and_nothing_else():
+def test_each_models_lambda_role_reaches_only_its_own_artifacts_captures_and_logs():
     identity = make()
-    role, pol = identity.lambda_role, identity.lambda_policy
+    assert sorted(identity.lambda_roles) == sorted(identity.lambda_policies) == SERVED
 
-    def check(values):
-        role_urn, trust, managed, urn, attached, role_id, policy = values
-        assert_single_service_trust(trust, "lambda.amazonaws.com", role_urn)
-        assert not managed, f"{role_urn}: managed policies {managed!r}"
-        assert attached == role_id, f"{urn}: attached to {attached!r}"
-        doc = json.loads(policy)
-        assert_least_privilege(doc, urn)
-        s3 = {
-            (a, r)
-            for st in statements(doc)
-            for a in as_list(st["Action"])
-            if a.startswith("s3:")
-            for r in as_list(st["Resource"])
-        }
-        assert s3 == {
-            ("s3:GetObject", f"{MODELS}/artifacts/*"),
-            ("s3:PutObject", f"{MODELS}/captures/*"),
-        }, f"{urn}: S3 grants {sorted(s3)}"
-        logs = by_sid(doc, "WriteOwnLogs")
-        assert logs["Resource"] == (
-            f"arn:aws:logs:{REGION}:{ACCOUNT}:log-group:/aws/lambda/tandem-dev-serve:*"
-        ), f"{urn}: log resource {logs['Resource']!r}"
-        assert "logs:CreateLogGroup" not in logs["Action"], f"{urn}: may create log groups"
-        metrics = by_sid(doc, "PublishMetrics")
-        assert metrics["Condition"] == {"StringEquals": {"cloudwatch:namespace": ["Tandem"]}}, urn
-        kms = by_sid(doc, "UseStackKeyThroughS3AndLambda")
-        assert kms["Resource"] == KEY and "kms:ViaService" in kms["Condition"]["StringEquals"], (
-            f"{urn}: KMS statement {kms!r}"
-        )
-        xray = by_sid(doc, "XRayActiveTracing")
-        assert set(xray["Action"]) == {"xray:PutTelemetryRecords", "xray:PutTraceSegments"}, urn
+    def check_one(model):
+        role, pol = identity.lambda_roles[model], identity.lambda_policies[model]
 
-    return pulumi.Output.all(
-        role.urn,
-        role.assume_role_policy,
-        role.managed_policy_arns,
-        pol.urn,
-        pol.role,
-        role.id,
-        pol.policy,
-    ).apply(check)
+        def check(values):
+            role_urn, name, trust, managed, urn, attached, role_id, policy = values
+            assert name == f"tandem-dev-{model}-lambda", f"{role_urn}: name {name!r}"
+            assert_single_service_trust(trust, "lambda.amazonaws.com", role_urn)
+            assert not managed, f"{role_urn}: managed policies {managed!r}"
+            assert attached == role_id, f"{urn}: attached to {attached!r}"
+            doc = json.loads(policy)
+            assert_least_privilege(doc, urn)
+            s3 = {
+                (a, r)
+                for st in statements(doc)
+                for a in as_list(st["Action"])
+                if a.startswith("s3:")
+                for r in as_list(st["Resource"])
+            }
+            assert s3 == {
+                ("s3:GetObject", f"{MODELS}/artifacts/{model}/*"),
+                ("s3:PutObject", f"{MODELS}/captures/{model}/*"),
+            }, f"{urn}: S3 grants {sorted(s3)}: not only model {model}'s prefixes"
+            logs = by_sid(doc, "WriteOwnLogs")
+            assert logs["Resource"] == (
+                f"arn:aws:logs:{REGION}:{ACCOUNT}:log-group:/aws/lambda/tandem-dev-{model}-serve:*"
+            ), f"{urn}: log resource {logs['Resource']!r}"
+            assert "logs:CreateLogGroup" not in logs["Action"], f"{urn}: may create log groups"
+            kms = by_sid(doc, "UseStackKeyThroughS3AndLambda")
+            assert (
+                kms["Resource"] == KEY and "kms:ViaService" in kms["Condition"]["StringEquals"]
+            ), f"{urn}: KMS statement {kms!r}"
+            xray = by_sid(doc, "XRayActiveTracing")
+            assert set(xray["Action"]) == {"xray:PutTelemetryRecords", "xray:PutTraceSegments"}, urn
+            # metrics are EMF log lines, captures drop personal columns: neither API is needed
+            actions = {a for st in statements(doc) for a in as_list(st["Action"])}
+            assert not {a for a in actions if a.startswith(("cloudwatch:", "secretsmanager:"))}, (
+                f"{urn}: {sorted(actions)}"
+            )
+
+        return pulumi.Output.all(
+            role.urn,
+            role.name,
+            role.assume_role_policy,
+            role.managed_policy_arns,
+            pol.urn,
+            pol.role,
+            role.id,
+            pol.policy,
+        ).apply(check)
+
+    return pulumi.Output.all(*(check_one(m) for m in SERVED))
 
 
 def secret_grants(doc: dict) -> dict[str, set[str]]:
@@ -217,25 +226,6 @@ def secret_key_use(doc: dict) -> list[dict]:
     return [
         st for st in statements(doc) if "secretsmanager." in json.dumps(st.get("Condition", {}))
     ]
-
-
-@pulumi.runtime.test
-def test_lambda_role_only_reads_the_pseudonym_key():
-    identity = make()
-
-    def check(values):
-        urn, policy = values
-        doc = json.loads(policy)
-        assert secret_grants(doc) == {SECRET: {"secretsmanager:GetSecretValue"}}, (
-            f"{urn}: Secrets Manager grants {secret_grants(doc)!r}"
-        )
-        (kms,) = secret_key_use(doc)
-        assert (kms["Action"], kms["Resource"]) == (["kms:Decrypt"], KEY), f"{urn}: {kms!r}"
-        assert kms["Condition"] == {
-            "StringEquals": {"kms:ViaService": [f"secretsmanager.{REGION}.amazonaws.com"]}
-        }, f"{urn}: {kms['Condition']!r}"
-
-    return pulumi.Output.all(identity.lambda_policy.urn, identity.lambda_policy.policy).apply(check)
 
 
 @pulumi.runtime.test
@@ -267,7 +257,7 @@ def test_no_ci_role_without_github_oidc():
         assert identity.ci_role is None and identity.ci_policy is None, urns
         assert identity.oidc_provider is None, urns
 
-    return pulumi.Output.all(identity.urn, identity.lambda_role.urn).apply(check)
+    return pulumi.Output.all(identity.urn, identity.lambda_roles["churn"].urn).apply(check)
 
 
 @pulumi.runtime.test
@@ -347,9 +337,13 @@ def test_ci_policy_passes_only_the_sagemaker_role_only_to_sagemaker():
             f"arn:aws:sagemaker:{REGION}:{ACCOUNT}:training-job/tandem-dev-*"
         ), f"{urn}: training jobs {jobs['Resource']!r}"
         deploy = by_sid(doc, "DeployToTheFunctionAlias")
-        fn = f"arn:aws:lambda:{REGION}:{ACCOUNT}:function:tandem-dev-serve"
-        assert deploy["Resource"] == [fn, f"{fn}:*"], f"{urn}: {deploy['Resource']!r}"
+        fns = [f"arn:aws:lambda:{REGION}:{ACCOUNT}:function:tandem-dev-{m}-serve" for m in SERVED]
+        assert deploy["Resource"] == [a for fn in fns for a in (fn, f"{fn}:*")], (
+            f"{urn}: {deploy['Resource']!r}"
+        )
         assert "lambda:UpdateFunctionCode" not in deploy["Action"], f"{urn}: may replace code"
+        invoke = by_sid(doc, "InvokeTheFunctions")
+        assert invoke["Resource"] == [f"{fn}:*" for fn in fns], f"{urn}: {invoke['Resource']!r}"
 
     return pulumi.Output.all(
         pol.urn, pol.role, identity.ci_role.id, pol.policy, identity.sagemaker_role.arn
@@ -357,18 +351,23 @@ def test_ci_policy_passes_only_the_sagemaker_role_only_to_sagemaker():
 
 
 REPO = f"arn:aws:ecr:{REGION}:{ACCOUNT}:repository/tandem-dev-training"
+SERVING_REPO = f"arn:aws:ecr:{REGION}:{ACCOUNT}:repository/tandem-dev-serving"
 
 
 @pulumi.runtime.test
-def test_ci_policy_pushes_the_training_image_to_the_stack_repository_only():
-    identity = with_ci(training_repository_arn=REPO, ecr_repository_arns=[REPO])
+def test_ci_policy_pushes_the_images_to_the_stack_repositories_only():
+    identity = with_ci(
+        training_repository_arn=REPO,
+        serving_repository_arn=SERVING_REPO,
+        ecr_repository_arns=[REPO, SERVING_REPO],
+    )
 
     def check(values):
         urn, ci_policy, sagemaker_policy = values
         doc = json.loads(ci_policy)
         assert_least_privilege(doc, urn)
-        push = by_sid(doc, "PushTrainingImage")
-        assert push["Resource"] == REPO, f"{urn}: pushes to {push['Resource']!r}"
+        push = by_sid(doc, "PushImages")
+        assert push["Resource"] == [REPO, SERVING_REPO], f"{urn}: pushes to {push['Resource']!r}"
         assert set(push["Action"]) == {
             "ecr:BatchCheckLayerAvailability",
             "ecr:BatchGetImage",
@@ -379,9 +378,9 @@ def test_ci_policy_pushes_the_training_image_to_the_stack_repository_only():
         }, f"{urn}: push actions {push['Action']}"
         login = by_sid(doc, "EcrLogin")
         assert (login["Action"], login["Resource"]) == ("ecr:GetAuthorizationToken", "*"), urn
-        # and the SageMaker role pulls from the same repository, nothing more
-        pull = by_sid(json.loads(sagemaker_policy), "PullTrainingImage")
-        assert pull["Resource"] == [REPO], f"SageMaker pulls from {pull['Resource']!r}"
+        # and the SageMaker role pulls from the same repositories, nothing more
+        pull = by_sid(json.loads(sagemaker_policy), "PullImages")
+        assert pull["Resource"] == [REPO, SERVING_REPO], f"pulls from {pull['Resource']!r}"
 
     return pulumi.Output.all(
         identity.ci_policy.urn, identity.ci_policy.policy, identity.sagemaker_policy.policy
@@ -452,7 +451,8 @@ def test_ci_policy_reads_and_writes_the_adapters_record_prefixes():
     ("overrides", "message"),
     [
         ({"model_package_group_names": []}, "model_package_group_names must name at least one"),
-        ({"lambda_role_name": "x" * 65}, "longer than 64 characters"),
+        ({"ci_role_name": "x" * 65}, "longer than 64 characters"),
+        ({"models": []}, "models must name at least one model"),
         (
             {
                 "github_oidc": GithubOidcArgs(

@@ -1,4 +1,4 @@
-"""Monitoring: encrypted, non-public alarm topic; anomaly-band alarms on the Lambda;
+"""Monitoring: encrypted, non-public alarm topic; anomaly-band alarms on each model's Lambda;
 threshold alarms on Tandem's drift and quality metrics; every alarm acts."""
 
 from __future__ import annotations
@@ -18,6 +18,7 @@ ALARM_SOURCE = f"arn:aws:cloudwatch:{REGION}:{ACCOUNT}:alarm:tandem-dev-*"
 LAMBDA_ALARMS = {
     "lambda-duration": ("Duration", "GreaterThanUpperThreshold", "notBreaching"),
     "lambda-errors": ("Errors", "GreaterThanUpperThreshold", "notBreaching"),
+    "lambda-throttles": ("Throttles", "GreaterThanUpperThreshold", "notBreaching"),
     "lambda-invocations-drop": ("Invocations", "LessThanLowerThreshold", "breaching"),
 }
 
@@ -26,7 +27,9 @@ def _args(**overrides) -> MonitoringArgs:
     values = {
         "name_prefix": "tandem-dev",
         "kms_key_arn": KEY,
-        "function_name": pulumi.Output.from_input("tandem-dev-serve"),
+        "functions": {
+            m: pulumi.Output.from_input(f"tandem-dev-{m}-serve") for m in ("churn", "fraud")
+        },
         "models": ["churn", "fraud"],
         "alarm_emails": EMAILS,
         "tags": TAGS,
@@ -97,11 +100,12 @@ def test_each_email_is_subscribed_to_the_topic():
 
 
 @pulumi.runtime.test
-def test_lambda_alarms_use_anomaly_detection_bands_on_the_live_alias():
+def test_each_models_lambda_alarms_use_anomaly_detection_bands_on_its_live_alias():
     monitoring = Monitoring("monitoring", _args())
-    assert set(LAMBDA_ALARMS) <= set(monitoring.alarms), sorted(monitoring.alarms)
+    keys = {f"{m}-{k}" for m in ("churn", "fraud") for k in LAMBDA_ALARMS}
+    assert keys <= set(monitoring.alarms), sorted(monitoring.alarms)
 
-    def check_alarm(key, alarm):
+    def check_alarm(model, key, alarm):
         metric_name, comparison, missing = LAMBDA_ALARMS[key]
 
         def check(values):
@@ -122,9 +126,9 @@ def test_lambda_alarms_use_anomaly_detection_bands_on_the_live_alias():
             assert metric["namespace"] == "AWS/Lambda", f"{urn}: {metric!r}"
             assert metric["metric_name"] == metric_name, f"{urn}: metric {metric!r}"
             assert metric["dimensions"] == {
-                "FunctionName": "tandem-dev-serve",
-                "Resource": "tandem-dev-serve:live",
-            }, f"{urn}: dimensions {metric['dimensions']!r}"
+                "FunctionName": f"tandem-dev-{model}-serve",
+                "Resource": f"tandem-dev-{model}-serve:live",
+            }, f"{urn}: dimensions {metric['dimensions']!r}: not model {model}'s function"
             assert all(q.get("return_data") for q in queries), f"{urn}: {queries!r}"
 
         return pulumi.Output.all(
@@ -140,7 +144,13 @@ def test_lambda_alarms_use_anomaly_detection_bands_on_the_live_alias():
             alarm.threshold,
         ).apply(check)
 
-    return pulumi.Output.all(*[check_alarm(k, monitoring.alarms[k]) for k in LAMBDA_ALARMS])
+    return pulumi.Output.all(
+        *[
+            check_alarm(m, k, monitoring.alarms[f"{m}-{k}"])
+            for m in ("churn", "fraud")
+            for k in LAMBDA_ALARMS
+        ]
+    )
 
 
 @pulumi.runtime.test
@@ -208,7 +218,7 @@ def test_model_alarms_watch_drift_and_quality_per_model_dimension():
 def test_alarm_names_list_every_alarm_under_the_prefix():
     monitoring = Monitoring("monitoring", _args())
     names = monitoring.alarm_names
-    assert len(names) == 3 + 2 * 2, names
+    assert len(names) == 2 * (len(LAMBDA_ALARMS) + 2), names
     assert all(n.startswith("tandem-dev-") for n in names), names
 
     def check(created):
@@ -220,7 +230,7 @@ def test_alarm_names_list_every_alarm_under_the_prefix():
 @pulumi.runtime.test
 def test_idle_stacks_can_turn_off_the_no_traffic_alarm():
     monitoring = Monitoring("monitoring", _args(alert_on_no_traffic=False))
-    alarm = monitoring.alarms["lambda-invocations-drop"]
+    alarm = monitoring.alarms["churn-lambda-invocations-drop"]
 
     def check(values):
         urn, treat = values
@@ -240,6 +250,7 @@ def test_idle_stacks_can_turn_off_the_no_traffic_alarm():
         ({"drift_max": 0}, "drift_max=0 must be > 0"),
         ({"anomaly_band_width": -1.0}, "anomaly_band_width"),
         ({"kms_key_arn": "alias/aws/sns"}, "kms_key_arn must be an ARN"),
+        ({"functions": {"other": "tandem-dev-other-serve"}}, r"not in models: \['other'\]"),
     ],
 )
 def test_bad_args_raise_a_clear_value_error(overrides, message):

@@ -75,9 +75,11 @@ def test_outputs_have_exactly_the_contract_keys(stack, tmp_path):
         assert out["region"] == cfg.aws.region, f"{where}: region {out['region']!r}"
         assert out["name_prefix"] == cfg.name_prefix, where
         assert out["metric_namespace"] == "Tandem", where
-        assert out["function_alias"] == "live", f"{where}: alias {out['function_alias']!r}"
-        assert out["function_name"] == names.function, where
-        assert out["function_url"].startswith("https://"), f"{where}: {out['function_url']!r}"
+        assert set(out["endpoints"]) == set(cfg.models), f"{where}: {out['endpoints']!r}"
+        for model, endpoint in out["endpoints"].items():
+            assert endpoint["function_name"] == names.function(model), f"{where}: {endpoint!r}"
+            assert endpoint["alias"] == "live", f"{where}: {endpoint!r}"
+            assert endpoint["url"].startswith("https://"), f"{where}: {endpoint!r}"
         for kind in ("data", "models", "logs"):
             assert out[f"{kind}_bucket"] == names.bucket(kind, ACCOUNT), (
                 f"{where}: {kind}_bucket {out[f'{kind}_bucket']!r}"
@@ -89,7 +91,10 @@ def test_outputs_have_exactly_the_contract_keys(stack, tmp_path):
         assert out["sagemaker_role_arn"] == (
             f"arn:aws:iam::{ACCOUNT}:role/{names.sagemaker_role}"
         ), f"{where}: sagemaker_role_arn {out['sagemaker_role_arn']!r}"
-        assert out["lambda_role_arn"] == f"arn:aws:iam::{ACCOUNT}:role/{names.lambda_role}", where
+        assert out["lambda_role_arns"] == {
+            m: f"arn:aws:iam::{ACCOUNT}:role/{names.lambda_role(m)}" for m in cfg.models
+        }, f"{where}: {out['lambda_role_arns']!r}"
+        assert out["lambda_code_key"] == "lambda/tandem-lambda.zip", where
         assert out["alarm_topic_arn"].startswith("arn:aws:sns:"), where
         assert out["alarm_names"] and all(
             isinstance(n, str) and n.startswith(f"{cfg.name_prefix}-") for n in out["alarm_names"]
@@ -105,6 +110,11 @@ def test_outputs_have_exactly_the_contract_keys(stack, tmp_path):
         )
         assert ECR_IMAGE_RE.fullmatch(out["training_image_uri"]), where
         assert "/sagemaker-scikit-learn:" not in out["training_image_uri"], where
+        serving_url = out["serving_image_repository_url"]
+        assert serving_url == (
+            f"{ACCOUNT}.dkr.ecr.{REGION}.amazonaws.com/{names.serving_repository}"
+        ), f"{where}: serving_image_repository_url {serving_url!r}"
+        assert out["serving_image_uri"] == f"{serving_url}:{cfg.aws.serving_image_tag}", where
         if cfg.github_oidc is not None:
             assert out["ci_role_arn"] == f"arn:aws:iam::{ACCOUNT}:role/{names.ci_role}", where
         else:
@@ -140,10 +150,20 @@ def test_outputs_are_the_components_own_values(tmp_path):
             sagemaker_role_arn=p.identity.sagemaker_role.arn,
             ci_role_arn=p.identity.ci_role.arn,
             alarm_topic_arn=p.monitoring.topic.arn,
-            function_name=p.serving.function.name,
-            function_url=p.serving.function_url.function_url,
+            endpoints=pulumi.Output.all(
+                **{
+                    m: pulumi.Output.all(
+                        function_name=e.function.name,
+                        alias=e.alias.name,
+                        url=e.function_url.function_url,
+                    )
+                    for m, e in p.serving.endpoints.items()
+                }
+            ),
             mlflow_tracking_server_arn=p.registry.mlflow_server.arn,
             training_image_uri=p.training.image_uri,
+            serving_image_uri=p.serving_image.image_uri,
+            lambda_code_key=p.serving.code.key,
             training_image_repository_url=p.training.repository.repository_url,
             pseudonym_secret_arn=p.secrets.secret.arn,
         ),
@@ -152,18 +172,18 @@ def test_outputs_are_the_components_own_values(tmp_path):
 
 @pulumi.runtime.test
 def test_pseudonym_key_is_encrypted_with_the_stack_key_and_usable_by_its_readers(tmp_path):
-    """CKV_AWS_149, and the key policy lets the Lambda and CI roles use the key through
-    Secrets Manager (their own policies allow only that secret); the deployer, who
-    initialises it on a stack without CI, too, through Secrets Manager only."""
+    """CKV_AWS_149, and the key policy lets the CI role use the key through Secrets Manager
+    (its own policy allows only that secret); the deployer, who initialises it on a stack
+    without CI, too, through Secrets Manager only."""
     cfg = stack_config("prod")
     p = build_aws_platform(cfg, "prod", build_dir=str(tmp_path))
 
     def check(values):
-        urn, secret_key, key_arn, policy, lambda_role, ci_role = values
+        urn, secret_key, key_arn, policy, ci_role = values
         assert secret_key == key_arn, f"{urn}: secret encrypted with {secret_key!r}"
         use = by_sid(policy, "KeyUseByStackRoles")
         users = use["Condition"]["ArnEquals"]["aws:PrincipalArn"]
-        assert {lambda_role, ci_role} <= set(users), f"{urn}: key users {users!r}"
+        assert ci_role in users, f"{urn}: key users {users!r}"
         assert {"kms:Decrypt", "kms:GenerateDataKey*"} <= set(use["Action"]), urn
         assert "kms:ViaService" not in json.dumps(use.get("Condition", {})), (
             f"{urn}: the stack roles' use of the key is limited by their own policies"
@@ -179,30 +199,33 @@ def test_pseudonym_key_is_encrypted_with_the_stack_key_and_usable_by_its_readers
         p.secrets.secret.kms_key_id,
         p.storage.key.arn,
         p.storage.key.policy,
-        p.identity.lambda_role.arn,
         p.identity.ci_role.arn,
     ).apply(check)
 
 
 @pulumi.runtime.test
-def test_sagemaker_pulls_from_and_ci_pushes_to_the_stack_repository_only(tmp_path):
+def test_sagemaker_pulls_from_and_ci_pushes_to_the_stack_repositories_only(tmp_path):
     cfg = stack_config("prod")
     p = build_aws_platform(cfg, "prod", build_dir=str(tmp_path))
 
     def check(values):
-        urn, repo_arn, sagemaker_policy, ci_policy = values
+        urn, repo_arn, serving_arn, sagemaker_policy, ci_policy = values
+        names = AwsNames.of(cfg)
         assert repo_arn == (
-            f"arn:aws:ecr:{REGION}:{ACCOUNT}:repository/{AwsNames.of(cfg).training_repository}"
+            f"arn:aws:ecr:{REGION}:{ACCOUNT}:repository/{names.training_repository}"
         ), f"{urn}: repository {repo_arn!r}"
-        pull = by_sid(sagemaker_policy, "PullTrainingImage")
-        assert pull["Resource"] == [repo_arn], f"{urn}: SageMaker pulls from {pull['Resource']}"
+        assert serving_arn == (
+            f"arn:aws:ecr:{REGION}:{ACCOUNT}:repository/{names.serving_repository}"
+        ), f"{urn}: repository {serving_arn!r}"
+        pull = by_sid(sagemaker_policy, "PullImages")
+        assert pull["Resource"] == [repo_arn, serving_arn], f"{urn}: pulls {pull['Resource']}"
         assert set(pull["Action"]) == {
             "ecr:BatchCheckLayerAvailability",
             "ecr:BatchGetImage",
             "ecr:GetDownloadUrlForLayer",
         }, f"{urn}: pull actions {pull['Action']}"
-        push = by_sid(ci_policy, "PushTrainingImage")
-        assert push["Resource"] == repo_arn, f"{urn}: CI pushes to {push['Resource']!r}"
+        push = by_sid(ci_policy, "PushImages")
+        assert push["Resource"] == [repo_arn, serving_arn], f"{urn}: pushes {push['Resource']!r}"
         assert "ecr:PutImage" in push["Action"], urn
         for doc in (sagemaker_policy, ci_policy):
             ecr = [
@@ -214,7 +237,7 @@ def test_sagemaker_pulls_from_and_ci_pushes_to_the_stack_repository_only(tmp_pat
             ]
             # the login is the only ECR action on "*" (it supports no resource scoping)
             assert {a for a, r in ecr if r == "*"} == {"ecr:GetAuthorizationToken"}, (urn, ecr)
-            assert {r for a, r in ecr} == {repo_arn, "*"}, (urn, ecr)
+            assert {r for a, r in ecr} == {repo_arn, serving_arn, "*"}, (urn, ecr)
         sagemaker_actions = {
             a for st in statements(sagemaker_policy) for a in as_list(st["Action"])
         }
@@ -225,6 +248,7 @@ def test_sagemaker_pulls_from_and_ci_pushes_to_the_stack_repository_only(tmp_pat
     return pulumi.Output.all(
         p.urn,
         p.training.repository.arn,
+        p.serving_image.repository.arn,
         p.identity.sagemaker_policy.policy,
         p.identity.ci_policy.policy,
     ).apply(check)
@@ -241,19 +265,21 @@ def test_training_image_override_is_exported_and_pulled_but_the_repository_stays
     outputs = p.outputs()
 
     def check(values):
-        urn, out, repo_arn, sagemaker_policy, ci_policy = values
+        urn, out, repo_arn, serving_arn, sagemaker_policy, ci_policy = values
         assert out["training_image_uri"] == shared, f"{urn}: {out['training_image_uri']!r}"
         assert out["training_image_repository_url"].endswith("/tandem-staging-training"), urn
-        pull = by_sid(sagemaker_policy, "PullTrainingImage")
+        pull = by_sid(sagemaker_policy, "PullImages")
         assert pull["Resource"] == [
-            "arn:aws:ecr:us-east-1:210987654321:repository/shared/tandem-training"
+            "arn:aws:ecr:us-east-1:210987654321:repository/shared/tandem-training",
+            serving_arn,
         ], f"{urn}: SageMaker pulls from {pull['Resource']}"
-        assert by_sid(ci_policy, "PushTrainingImage")["Resource"] == repo_arn, urn
+        assert by_sid(ci_policy, "PushImages")["Resource"] == [repo_arn, serving_arn], urn
 
     return pulumi.Output.all(
         p.urn,
         pulumi.Output.all(**outputs),
         p.training.repository.arn,
+        p.serving_image.repository.arn,
         p.identity.sagemaker_policy.policy,
         p.identity.ci_policy.policy,
     ).apply(check)
@@ -299,7 +325,7 @@ def test_key_policy_admits_exactly_the_stack_roles(tmp_path):
         p.storage.key.urn,
         p.storage.key.policy,
         p.identity.sagemaker_role.arn,
-        p.identity.lambda_role.arn,
+        *(role.arn for role in p.identity.lambda_roles.values()),
         p.identity.ci_role.arn,
     ).apply(check)
 
@@ -332,26 +358,37 @@ def test_roles_and_key_name_the_log_groups_the_components_create(tmp_path):
     cfg = stack_config("dev")
     p = build_aws_platform(cfg, "dev", build_dir=str(tmp_path))
 
+    models = list(cfg.models)
+
     def check(values):
-        urn, lambda_policy, key_policy, serving_group, audit_group = values
-        logs = by_sid(lambda_policy, "WriteOwnLogs")
-        assert logs["Resource"] == f"{serving_group}:*", (
-            f"{urn}: Lambda role writes {logs['Resource']!r}, function logs to {serving_group}"
-        )
+        urn, key_policy, audit_group, *pairs = values
         patterns = by_sid(key_policy, "CloudWatchLogsForThisAccount")["Condition"]["ArnLike"][
             "kms:EncryptionContext:aws:logs:arn"
         ]
-        for group in (serving_group, audit_group):
+        groups = [audit_group]
+        for model, (lambda_policy, serving_group) in zip(
+            models, zip(*[iter(pairs)] * 2, strict=True), strict=True
+        ):
+            logs = by_sid(lambda_policy, "WriteOwnLogs")
+            assert logs["Resource"] == f"{serving_group}:*", (
+                f"{urn}: {model}'s role writes {logs['Resource']!r}, its function logs to "
+                f"{serving_group}"
+            )
+            groups.append(serving_group)
+        for group in groups:
             assert any(fnmatch.fnmatchcase(group, pat) for pat in patterns), (
                 f"{urn}: key policy lets CloudWatch Logs encrypt {patterns}, not {group}"
             )
 
     return pulumi.Output.all(
         p.urn,
-        p.identity.lambda_policy.policy,
         p.storage.key.policy,
-        p.serving.log_group.arn,
         p.audit.log_group.arn,
+        *(
+            v
+            for m in models
+            for v in (p.identity.lambda_policies[m].policy, p.serving.endpoints[m].log_group.arn)
+        ),
     ).apply(check)
 
 
@@ -380,10 +417,12 @@ def test_every_iam_policy_in_the_platform_is_least_privilege(recording, tmp_path
             assert "policyArn" not in inputs or "FullAccess" not in inputs["policyArn"], (
                 f"{typ} {name}: {inputs['policyArn']}"
             )
-        # The training image repository has no resource policy at all (CKV_AWS_32).
+        # The image repositories have no resource policy at all (CKV_AWS_32).
         ecr = [r for r in recording.resources if r[0].startswith("aws:ecr/")]
         assert sorted(r[0] for r in ecr) == [
             "aws:ecr/lifecyclePolicy:LifecyclePolicy",
+            "aws:ecr/lifecyclePolicy:LifecyclePolicy",
+            "aws:ecr/repository:Repository",
             "aws:ecr/repository:Repository",
         ], f"ECR resources: {sorted(r[0] for r in ecr)}"
         bucket_policies = [
@@ -398,7 +437,7 @@ def test_every_iam_policy_in_the_platform_is_least_privilege(recording, tmp_path
         p.urn,
         p.identity.ci_policy.policy,
         p.identity.sagemaker_policy.policy,
-        p.identity.lambda_policy.policy,
+        *(pol.policy for pol in p.identity.lambda_policies.values()),
         p.audit.logs_role_policy.policy,
         *(pol.policy for pol in p.storage.policies.values()),
     ).apply(check)

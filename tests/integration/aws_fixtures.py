@@ -41,8 +41,8 @@ REPO = Path(__file__).resolve().parents[2]
 TRAINING_ENTRYPOINT = REPO / "deploy" / "training" / "entrypoint.py"
 REGION = "us-east-1"
 ACCOUNT = "123456789012"  # moto's default account
-MODELS = ("credit",)
-TRAINING_IMAGE_TAG = "0.1.0"
+MODELS = ("credit", "churn")  # two models: two functions, two roles
+TRAINING_IMAGE_TAG = SERVING_IMAGE_TAG = "0.1.0"
 SKLEARN_IMAGE = f"683313688378.dkr.ecr.{REGION}.amazonaws.com/sagemaker-scikit-learn:1.2-1-cpu-py3"
 HANDLER = "deploy.aws_lambda.handler.handler"
 FUNCTION_ENV = {"LOG_LEVEL": "INFO", "POWERTOOLS_SERVICE_NAME": "tandem"}
@@ -159,11 +159,12 @@ def create_stack(
 
     The training image is Tandem's own, `<prefix>-training:<tag>` in the stack's ECR
     repository, unless `training_image_uri` overrides it (as `tandem:aws.training_image_uri`
-    does). Names come from the program's own `AwsNames`; the keys are exactly the ones
-    `contract.outputs.AWS` says a stack without CI role or MLflow exports."""
+    does). Each model gets its own function, alias, URL and role, all from one code archive
+    in the models bucket. Names come from the program's own `AwsNames`; the keys are exactly
+    the ones `contract.outputs.AWS` says a stack without CI role or MLflow exports."""
     from contract import metrics, serving
     from contract.outputs import AWS
-    from infra.aws.names import BUCKET_KINDS, AwsNames
+    from infra.aws.names import BUCKET_KINDS, AwsNames, lambda_archive_key
 
     names = AwsNames(f"tandem-{stack}")
     prefix = names.prefix
@@ -201,19 +202,27 @@ def create_stack(
         )
 
     ecr = client("ecr", endpoint_url)
-    repository = ecr.create_repository(
-        repositoryName=names.training_repository,
-        imageTagMutability="IMMUTABLE",
-        imageScanningConfiguration={"scanOnPush": True},
-        encryptionConfiguration={"encryptionType": "KMS", "kmsKey": key_arn},
-    )["repository"]
+    repository, serving_repository = (
+        ecr.create_repository(
+            repositoryName=name,
+            imageTagMutability="IMMUTABLE",
+            imageScanningConfiguration={"scanOnPush": True},
+            encryptionConfiguration={"encryptionType": "KMS", "kmsKey": key_arn},
+        )["repository"]
+        for name in (names.training_repository, names.serving_repository)
+    )
     if training_image_uri is None:
         training_image_uri = f"{repository['repositoryUri']}:{TRAINING_IMAGE_TAG}"
 
     iam = client("iam", endpoint_url)
-    roles = {
-        kind: iam.create_role(RoleName=name, AssumeRolePolicyDocument=_trust(kind))["Role"]["Arn"]
-        for kind, name in (("sagemaker", names.sagemaker_role), ("lambda", names.lambda_role))
+    sagemaker_role = iam.create_role(
+        RoleName=names.sagemaker_role, AssumeRolePolicyDocument=_trust("sagemaker")
+    )["Role"]["Arn"]
+    lambda_roles = {
+        model: iam.create_role(
+            RoleName=names.lambda_role(model), AssumeRolePolicyDocument=_trust("lambda")
+        )["Role"]["Arn"]
+        for model in models
     }
 
     # The pseudonym key's secret, encrypted with the stack key, with no value: the ML side
@@ -231,29 +240,41 @@ def create_stack(
             ModelPackageGroupDescription=f"Versions of {model}",
         )
 
+    # One code archive in the models bucket, one function per model created from it.
+    code_key = lambda_archive_key("tandem-lambda.zip")
+    s3.put_object(
+        Bucket=buckets["models"],
+        Key=code_key,
+        Body=_function_zip(),
+        ServerSideEncryption="aws:kms",
+        SSEKMSKeyId=key_arn,
+    )
     lam = client("lambda", endpoint_url)
-    function = names.function
-    created = lam.create_function(
-        FunctionName=function,
-        Description="Tandem inference endpoint",
-        Runtime="python3.12",
-        Role=roles["lambda"],
-        Handler=HANDLER,
-        Code={"ZipFile": _function_zip()},
-        Architectures=["arm64"],
-        MemorySize=1024,
-        Timeout=30,
-        Environment={"Variables": dict(FUNCTION_ENV)},
-        KMSKeyArn=key_arn,
-        TracingConfig={"Mode": "Active"},
-        Publish=True,
-    )
-    lam.create_alias(
-        FunctionName=function, Name=serving.LIVE_ALIAS, FunctionVersion=created["Version"]
-    )
-    url = lam.create_function_url_config(
-        FunctionName=function, Qualifier=serving.LIVE_ALIAS, AuthType="AWS_IAM"
-    )["FunctionUrl"]
+    endpoints = {}
+    for model in models:
+        function = names.function(model)
+        created = lam.create_function(
+            FunctionName=function,
+            Description=f"Tandem inference endpoint of model {model}",
+            Runtime="python3.12",
+            Role=lambda_roles[model],
+            Handler=HANDLER,
+            Code={"S3Bucket": buckets["models"], "S3Key": code_key},
+            Architectures=["arm64"],
+            MemorySize=1024,
+            Timeout=30,
+            Environment={"Variables": {**FUNCTION_ENV, serving.ENV_MODEL_NAME: model}},
+            KMSKeyArn=key_arn,
+            TracingConfig={"Mode": "Active"},
+            Publish=True,
+        )
+        lam.create_alias(
+            FunctionName=function, Name=serving.LIVE_ALIAS, FunctionVersion=created["Version"]
+        )
+        url = lam.create_function_url_config(
+            FunctionName=function, Qualifier=serving.LIVE_ALIAS, AuthType="AWS_IAM"
+        )["FunctionUrl"]
+        endpoints[model] = {"function_name": function, "alias": serving.LIVE_ALIAS, "url": url}
 
     sns = client("sns", endpoint_url)
     topic = sns.create_topic(Name=names.alarm_topic, Attributes={"KmsMasterKeyId": key_arn})
@@ -289,17 +310,18 @@ def create_stack(
         "data_bucket": buckets["data"],
         "models_bucket": buckets["models"],
         "logs_bucket": buckets["logs"],
-        "sagemaker_role_arn": roles["sagemaker"],
-        "lambda_role_arn": roles["lambda"],
+        "sagemaker_role_arn": sagemaker_role,
+        "lambda_role_arns": lambda_roles,
         "model_package_groups": groups,
-        "function_name": function,
-        "function_alias": serving.LIVE_ALIAS,
-        "function_url": url,
+        "endpoints": endpoints,
         "alarm_topic_arn": topic["TopicArn"],
         "alarm_names": alarms,
         "metric_namespace": metrics.NAMESPACE,
         "training_image_uri": training_image_uri,
         "training_image_repository_url": repository["repositoryUri"],
+        "serving_image_uri": f"{serving_repository['repositoryUri']}:{SERVING_IMAGE_TAG}",
+        "serving_image_repository_url": serving_repository["repositoryUri"],
+        "lambda_code_key": code_key,
         "pseudonym_secret_arn": secret_arn,
         "ci_role_arn": "",  # no CI role, as on a stack without tandem:github_oidc
     }

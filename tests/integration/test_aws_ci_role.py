@@ -88,7 +88,8 @@ class Translator:
     def __init__(self, outputs: dict[str, Any], key_arn: str) -> None:
         self.outputs = outputs
         self.key = key_arn
-        self.function = f"arn:aws:lambda:{REGION}:{ACCOUNT}:function:{outputs['function_name']}"
+        function = outputs["endpoints"]["credit"]["function_name"]  # the model a deploy moves
+        self.function = f"arn:aws:lambda:{REGION}:{ACCOUNT}:function:{function}"
 
     def __call__(self, service: str, operation: str, p: dict[str, Any]) -> list[Request]:
         method = getattr(self, f"_{service}_{operation}", None)
@@ -182,9 +183,13 @@ class Translator:
 
     # lambda (the function's environment is encrypted with the stack key)
     def _fn(self, p: dict[str, Any], qualifier: str | None = None) -> str:
-        assert p["FunctionName"] == self.outputs["function_name"], p
+        assert p["FunctionName"] == self.outputs["endpoints"]["credit"]["function_name"], p
         qualifier = qualifier or p.get("Qualifier")
         return f"{self.function}:{qualifier}" if qualifier else self.function
+
+    def _lambda_Invoke(self, p):
+        # the smoke request: the alias, or a published version pinned by number
+        return [("lambda:InvokeFunction", self._fn(p), {})]
 
     def _lambda_GetAlias(self, p):
         return [("lambda:GetAlias", self._fn(p, p["Name"]), {})]
@@ -256,7 +261,8 @@ def ci_steps_outside_the_adapter(outputs: dict[str, Any]) -> list[Request]:
     smoke-test the deployed model through the IAM Function URL of the `live` alias
     (https://docs.aws.amazon.com/lambda/latest/dg/urls-auth.html)."""
     repository = policies.ecr_repository_arn(REGION, ACCOUNT, f"{outputs['name_prefix']}-training")
-    live = f"arn:aws:lambda:{REGION}:{ACCOUNT}:function:{outputs['function_name']}:live"
+    function = outputs["endpoints"]["credit"]["function_name"]
+    live = f"arn:aws:lambda:{REGION}:{ACCOUNT}:function:{function}:live"
     return [
         ("ecr:GetAuthorizationToken", "*", {}),
         *((action, repository, {}) for action in policies.ECR_PUSH_ACTIONS),
@@ -290,11 +296,14 @@ def ci_policy(outputs: dict[str, Any], group_arns: list[str]) -> dict:
         kms_key_arn=outputs["kms_key_arn"],
         sagemaker_role_arn=outputs["sagemaker_role_arn"],
         model_package_group_arns=group_arns,
-        function_name=outputs["function_name"],
+        function_names=[e["function_name"] for e in outputs["endpoints"].values()],
         name_prefix=outputs["name_prefix"],
         pseudonym_secret_arn=outputs["pseudonym_secret_arn"],
         training_repository_arn=policies.ecr_repository_arn(
             REGION, ACCOUNT, f"{outputs['name_prefix']}-training"
+        ),
+        serving_repository_arn=policies.ecr_repository_arn(
+            REGION, ACCOUNT, f"{outputs['name_prefix']}-serving"
         ),
     )
 
@@ -458,7 +467,10 @@ def test_the_same_requests_on_another_stack_are_denied(deploy_trace):
             dev["model_package_groups"]["credit"],
             other["model_package_groups"]["credit"],
         ),
-        (f"function:{dev['function_name']}", f"function:{other['function_name']}"),
+        (
+            f"function:{dev['endpoints']['credit']['function_name']}",
+            f"function:{other['endpoints']['credit']['function_name']}",
+        ),
         (f"training-job/{dev['name_prefix']}-", f"training-job/{other['name_prefix']}-"),
         (f"repository/{dev['name_prefix']}-", f"repository/{other['name_prefix']}-"),
         (dev["sagemaker_role_arn"], other["sagemaker_role_arn"]),
@@ -506,7 +518,9 @@ def test_the_same_requests_on_another_stack_are_denied(deploy_trace):
 )  # fmt: skip
 def test_what_a_deploy_never_needs_is_denied(deploy_trace, what, action, resource, context):
     dev = deploy_trace["outputs"]
-    function = f"arn:aws:lambda:{REGION}:{ACCOUNT}:function:{dev['function_name']}"
+    function = (
+        f"arn:aws:lambda:{REGION}:{ACCOUNT}:function:{dev['endpoints']['credit']['function_name']}"
+    )
     arns = {
         "models": f"arn:aws:s3:::{dev['models_bucket']}",
         "key": dev["kms_key_arn"],

@@ -56,9 +56,10 @@ from infra.aws import policies
 from infra.aws.names import AwsNames
 from infra.config import load
 from ml import artifact
-from ml.clouds.aws import LambdaEndpoint, S3ArtifactStore, SageMakerModelRegistry
+from ml.clouds.aws import S3ArtifactStore, SageMakerModelRegistry
 from ml.clouds.aws import S3Locks as endpoint_locks
 from ml.clouds.base import Deployment, ModelVersion
+from ml.clouds.records import DeploymentLog
 from ml.errors import TandemError
 from tests.integration.iam_eval import ALLOW, IMPLICIT_DENY, evaluate
 
@@ -69,7 +70,7 @@ CFG = load(
     "dev",
     {
         "aws:region": REGION,
-        "tandem:models": ["churn"],
+        "tandem:models": ["churn", "credit"],
         "tandem:github_oidc": {"repository": "example-org/tandem", "environment": "production"},
     },
 )
@@ -78,6 +79,7 @@ DATA = NAMES.bucket("data", ACCOUNT)
 MODELS = NAMES.bucket("models", ACCOUNT)
 OTHER_BUCKET = f"elsewhere-models-{ACCOUNT}"
 GROUP = NAMES.model_package_group("churn")
+CHURN_FN = NAMES.function("churn")
 TRAINING_IMAGE = (
     f"{ACCOUNT}.dkr.ecr.{REGION}.amazonaws.com/{NAMES.training_repository}:"
     f"{CFG.aws.training_image_tag}"
@@ -96,6 +98,7 @@ OBJECTS = {
         "runs/churn/1/run.json",
         "captures/churn/req.json",
         "reports/churn/1.json",
+        "artifacts/credit/1/model.tar.gz",  # another model's: churn's function must not read it
     ],
     OTHER_BUCKET: ["artifacts/churn/1/model.tar.gz"],
 }
@@ -140,7 +143,7 @@ def build_documents(
     key_arn: str, group_arn: str, secret_arn: str, role_arns: dict[str, str]
 ) -> dict[str, dict]:
     """The three role policies, exactly as infra/aws/identity.py builds them."""
-    lambda_log_group = policies.log_group_arn(REGION, ACCOUNT, NAMES.function_log_group)
+    lambda_log_group = policies.log_group_arn(REGION, ACCOUNT, NAMES.function_log_group("churn"))
     return {
         "sagemaker": policies.sagemaker_execution_policy(
             region=REGION,
@@ -154,10 +157,10 @@ def build_documents(
         ),
         "lambda": policies.lambda_execution_policy(
             region=REGION,
+            model="churn",
             models_bucket=arn_s3(MODELS),
             kms_key_arn=key_arn,
             log_group=lambda_log_group,
-            pseudonym_secret_arn=secret_arn,
         ),
         "ci": policies.ci_deploy_policy(
             region=REGION,
@@ -167,7 +170,7 @@ def build_documents(
             kms_key_arn=key_arn,
             sagemaker_role_arn=role_arns["sagemaker"],
             model_package_group_arns=[group_arn],
-            function_name=NAMES.function,
+            function_names=[NAMES.function(m) for m in CFG.models],
             name_prefix=CFG.name_prefix,
             pseudonym_secret_arn=secret_arn,
             training_repository_arn=TRAINING_REPOSITORY,
@@ -234,7 +237,7 @@ def env():
 
         names = {
             "sagemaker": NAMES.sagemaker_role,
-            "lambda": NAMES.lambda_role,
+            "lambda": NAMES.lambda_role("churn"),  # churn's function; credit has its own
             "ci": NAMES.ci_role,
         }
         trusts = {
@@ -386,7 +389,7 @@ def secret_delete(arn):
 
 ART = "artifacts/churn/1/model.tar.gz"
 MOTO_CASES = [
-    # Lambda: read artifacts/, write captures/, metrics; nothing else.
+    # churn's function: read artifacts/churn/, write captures/churn/; nothing else.
     s3_case("lambda", "get artifacts/", s3_get(MODELS, ART), "allowed", "s3:GetObject", MODELS,
             ART),
     s3_case("lambda", "put captures/", s3_put(MODELS, "captures/churn/r2.json"), "allowed",
@@ -395,8 +398,17 @@ MOTO_CASES = [
             "denied", "s3:GetObject", MODELS, "runs/churn/1/run.json"),
     s3_case("lambda", "get captures/ (write-only)", s3_get(MODELS, "captures/churn/req.json"),
             "denied", "s3:GetObject", MODELS, "captures/churn/req.json"),
-    s3_case("lambda", "put artifacts/ (read-only prefix)", s3_put(MODELS, "artifacts/x"), "denied",
-            "s3:PutObject", MODELS, "artifacts/x"),
+    s3_case("lambda", "put artifacts/ (read-only prefix)",
+            s3_put(MODELS, "artifacts/churn/x"), "denied", "s3:PutObject", MODELS,
+            "artifacts/churn/x"),
+    s3_case("lambda", "get another model's artifacts",
+            s3_get(MODELS, "artifacts/credit/1/model.tar.gz"), "denied", "s3:GetObject", MODELS,
+            "artifacts/credit/1/model.tar.gz"),
+    s3_case("lambda", "put another model's captures",
+            s3_put(MODELS, "captures/credit/r2.json"), "denied", "s3:PutObject", MODELS,
+            "captures/credit/r2.json"),
+    s3_case("lambda", "get the code archive", s3_get(MODELS, "lambda/tandem-lambda.zip"),
+            "denied", "s3:GetObject", MODELS, "lambda/tandem-lambda.zip"),
     s3_case("lambda", "delete captures/", s3_delete(MODELS, "captures/churn/req.json"), "denied",
             "s3:DeleteObject", MODELS, "captures/churn/req.json"),
     s3_case("lambda", "get datasets/ (data bucket)", s3_get(DATA, "datasets/train.csv"), "denied",
@@ -406,7 +418,8 @@ MOTO_CASES = [
     s3_case("lambda", "list models bucket",
             lambda e, r: e.client(r, "s3").list_objects_v2(Bucket=MODELS, Prefix="artifacts/"),
             "denied", "s3:ListBucket", MODELS, None, {"s3:prefix": "artifacts/"}),
-    api_case("lambda", "put_metric_data Tandem", put_metric("Tandem"), "allowed",
+    # metrics are Embedded Metric Format log lines: no PutMetricData
+    api_case("lambda", "put_metric_data Tandem", put_metric("Tandem"), "denied",
              "cloudwatch:PutMetricData", lambda e: "*", {"cloudwatch:namespace": "Tandem"}),
     api_case("lambda", "put_metric_alarm",
              lambda e, r: e.client(r, "cloudwatch").put_metric_alarm(
@@ -564,9 +577,7 @@ def test_adapter_writes_artifacts_and_records_as_the_ci_role(env, tmp_path):
     (`registry/`) and a deployment record (`deployments/`), each read back."""
     store = ci_store(env)
     registry = SageMakerModelRegistry(None, store, {"churn": GROUP}, image_uri=TRAINING_IMAGE)
-    endpoint = LambdaEndpoint(
-        None, store, function_name=NAMES.function, alias="live", url="https://example"
-    )
+    log = DeploymentLog(store)
     local = sealed(tmp_path / "artifact")
     with enable_iam_authentication():
         uri = store.put_artifact(local, "artifacts/churn/run-ci")
@@ -579,10 +590,10 @@ def test_adapter_writes_artifacts_and_records_as_the_ci_role(env, tmp_path):
         registry.records.write(version)
         assert registry.records.read("churn", 7)["artifact_uri"] == uri
         assert registry.records.read("churn", 8) is None  # missing: a 404 the adapter expects
-        endpoint.log.append(Deployment("churn", 7, uri, "https://example", "2026-11-27T00:00:00Z"))
+        log.append(Deployment("churn", 7, uri, "https://example", "2026-11-27T00:00:00Z"))
         with endpoint_locks(store).hold("model:churn"):  # a deploy's lease: put, read, delete
             pass
-        current = endpoint.current("churn")
+        current = log.current("churn")
     assert current is not None and (current.version, current.artifact_uri) == (7, uri)
 
 
@@ -613,7 +624,7 @@ def model_package(group_arn: str, version: int = 1) -> str:
 EVAL_CASES = [
     # (role, what, action, resource(env), context, allowed?)
     ("lambda", "metrics in Tandem", "cloudwatch:PutMetricData", lambda e: "*",
-     {"cloudwatch:namespace": "Tandem"}, True),
+     {"cloudwatch:namespace": "Tandem"}, False),
     ("lambda", "metrics in another namespace", "cloudwatch:PutMetricData", lambda e: "*",
      {"cloudwatch:namespace": "AWS/Lambda"}, False),
     ("lambda", "metrics without a namespace", "cloudwatch:PutMetricData", lambda e: "*", {}, False),
@@ -625,7 +636,7 @@ EVAL_CASES = [
      lambda e: e.key_arn.rsplit("/", 1)[0] + "/other", via("s3"), False),
     ("lambda", "re-encrypt", "kms:ReEncryptFrom", lambda e: e.key_arn, via("s3"), False),
     ("lambda", "write own logs", "logs:PutLogEvents",
-     lambda e: policies.log_group_arn(REGION, ACCOUNT, NAMES.function_log_group)
+     lambda e: policies.log_group_arn(REGION, ACCOUNT, NAMES.function_log_group("churn"))
      + ":log-stream:2026/01/01/[$LATEST]abc", {}, True),
     ("lambda", "write another function's logs", "logs:PutLogEvents",
      lambda e: policies.log_group_arn(REGION, ACCOUNT, "/aws/lambda/other")
@@ -683,16 +694,16 @@ EVAL_CASES = [
     ("ci", "approve a version of another group", "sagemaker:UpdateModelPackage",
      lambda e: model_package(e.other_group_arn), {}, False),
     ("ci", "move the live alias", "lambda:UpdateAlias",
-     lambda e: f"arn:aws:lambda:{REGION}:{ACCOUNT}:function:{NAMES.function}:live", {}, True),
+     lambda e: f"arn:aws:lambda:{REGION}:{ACCOUNT}:function:{CHURN_FN}:live", {}, True),
     ("ci", "move another function's alias", "lambda:UpdateAlias",
      lambda e: f"arn:aws:lambda:{REGION}:{ACCOUNT}:function:other:live", {}, False),
     ("ci", "replace the function code", "lambda:UpdateFunctionCode",
-     lambda e: f"arn:aws:lambda:{REGION}:{ACCOUNT}:function:{NAMES.function}", {}, False),
+     lambda e: f"arn:aws:lambda:{REGION}:{ACCOUNT}:function:{CHURN_FN}", {}, False),
     ("ci", "call the IAM function URL", "lambda:InvokeFunctionUrl",
-     lambda e: f"arn:aws:lambda:{REGION}:{ACCOUNT}:function:{NAMES.function}:live",
+     lambda e: f"arn:aws:lambda:{REGION}:{ACCOUNT}:function:{CHURN_FN}:live",
      {"lambda:FunctionUrlAuthType": "AWS_IAM"}, True),
     ("ci", "call a public function URL", "lambda:InvokeFunctionUrl",
-     lambda e: f"arn:aws:lambda:{REGION}:{ACCOUNT}:function:{NAMES.function}:live",
+     lambda e: f"arn:aws:lambda:{REGION}:{ACCOUNT}:function:{CHURN_FN}:live",
      {"lambda:FunctionUrlAuthType": "NONE"}, False),
     ("ci", "read stack alarms", "cloudwatch:DescribeAlarms",
      lambda e: f"arn:aws:cloudwatch:{REGION}:{ACCOUNT}:alarm:tandem-dev-churn-drift", {}, True),
@@ -749,8 +760,9 @@ EVAL_CASES = [
      via("secretsmanager"), True),
     ("ci", "decrypt the key via Secrets Manager", "kms:Decrypt", lambda e: e.key_arn,
      via("secretsmanager"), True),
+    # captures drop personal columns: no pseudonym key reaches a function
     ("lambda", "read the pseudonym key", "secretsmanager:GetSecretValue",
-     lambda e: e.secret_arn, {}, True),
+     lambda e: e.secret_arn, {}, False),
     ("lambda", "read another secret", "secretsmanager:GetSecretValue",
      lambda e: e.other_secret_arn, {}, False),
     ("lambda", "describe the pseudonym key", "secretsmanager:DescribeSecret",
@@ -758,7 +770,7 @@ EVAL_CASES = [
     ("lambda", "initialise the pseudonym key", "secretsmanager:PutSecretValue",
      lambda e: e.secret_arn, {}, False),
     ("lambda", "decrypt the key via Secrets Manager", "kms:Decrypt", lambda e: e.key_arn,
-     via("secretsmanager"), True),
+     via("secretsmanager"), False),
     ("lambda", "encrypt via Secrets Manager", "kms:GenerateDataKey", lambda e: e.key_arn,
      via("secretsmanager"), False),
     ("sagemaker", "read the pseudonym key", "secretsmanager:GetSecretValue",
@@ -814,10 +826,6 @@ def test_moto_cannot_allow_the_arn_scoped_secret_actions(env):
         SecretId=env.secret_arn))  # fmt: skip
     assert outcome == "denied", f"moto now {outcome} GetSecretValue for the CI role"
     assert evaluate([env.documents["ci"]], "secretsmanager:GetSecretValue", env.secret_arn) == ALLOW
-    assert (
-        evaluate([env.documents["lambda"]], "secretsmanager:GetSecretValue", env.secret_arn)
-        == ALLOW
-    )
 
 
 # -- the evaluator itself ----------------------------------------------------------------

@@ -44,11 +44,14 @@ def endpoint_url(request, monkeypatch, tmp_path) -> Iterator[str | None]:
 
 def live_alias(outputs: dict[str, Any], endpoint_url: str | None) -> dict[str, Any]:
     lam = client("lambda", endpoint_url)
-    alias = lam.get_alias(FunctionName=outputs["function_name"], Name="live")
+    alias = lam.get_alias(FunctionName=outputs["endpoints"]["credit"]["function_name"], Name="live")
     conf = lam.get_function_configuration(
-        FunctionName=outputs["function_name"], Qualifier=alias["FunctionVersion"]
+        FunctionName=outputs["endpoints"]["credit"]["function_name"],
+        Qualifier=alias["FunctionVersion"],
     )
-    published = lam.list_versions_by_function(FunctionName=outputs["function_name"])["Versions"]
+    published = lam.list_versions_by_function(
+        FunctionName=outputs["endpoints"]["credit"]["function_name"]
+    )["Versions"]
     return {
         "version": alias["FunctionVersion"],
         "model_uri": conf["Environment"]["Variables"].get("MODEL_URI"),
@@ -138,7 +141,7 @@ def test_full_lifecycle(endpoint_url: str | None, tmp_path: Path) -> None:
     packages = sagemaker.list_model_packages(ModelPackageGroupName=staging_group)
     assert [p["ModelPackageVersion"] for p in packages["ModelPackageSummaryList"]] == [1]
     deployed = lifecycle.deploy(staging, "credit")
-    assert deployed.endpoint == staging_outputs["function_url"]
+    assert deployed.endpoint == staging_outputs["endpoints"]["credit"]["url"]
     assert live_alias(staging_outputs, endpoint_url)["model_uri"] == promoted.artifact_uri
     assert live_alias(dev_outputs, endpoint_url)["model_uri"] == uri1  # dev untouched
     # the staging stack never ran a job: the training container ran twice, for dev

@@ -28,7 +28,7 @@ def _run_program(monkeypatch, tmp_path, raw: dict) -> dict[str, pulumi.Output]:
     """`infra/__main__.py` as `pulumi up` runs it, with `raw` as the stack config."""
     from infra.aws import serving
 
-    monkeypatch.setattr(serving, "default_build_dir", lambda: tmp_path)
+    monkeypatch.setattr(serving, "default_build_dir", lambda: tmp_path)  # not the repo's build/
     pulumi.runtime.set_all_config(
         {k: v if isinstance(v, str) else json.dumps(v) for k, v in raw.items()}
     )
@@ -59,8 +59,27 @@ def test_the_program_with_every_feature_on_exports_exactly_the_contract(monkeypa
     def check(values):
         assert not AWS.missing(values), f"required outputs empty: {AWS.missing(values)}"
         assert values["ci_role_arn"].startswith("arn:aws:iam::"), values["ci_role_arn"]
+        _adapter_from(values, monkeypatch, tmp_path)
 
     return pulumi.Output.all(**exported).apply(check)
+
+
+def _adapter_from(values: dict, monkeypatch, tmp_path) -> None:
+    """The adapter, built from what the program exported and nothing else, reaches each
+    model's own function and names the serving image in its model packages."""
+    from ml.clouds import connect
+    from tests.integration.aws_fixtures import fake_credentials
+
+    fake_credentials(monkeypatch, tmp_path)
+    stack = connect("aws", json.loads(json.dumps(values)))  # as `pulumi stack output --json`
+    models = set(values["model_package_groups"])
+    assert set(values["endpoints"]) == models, values["endpoints"]
+    for model in models:
+        fn = stack.endpoint.function(model)
+        assert fn.function_name == f"{values['name_prefix']}-{model}-serve", fn
+        assert (fn.alias, fn.url) == ("live", values["endpoints"][model]["url"]), fn
+    assert stack.registry.image_uri == values["serving_image_uri"]
+    assert "-serving:" in values["serving_image_uri"], values["serving_image_uri"]
 
 
 @pytest.mark.usefixtures("pulumi_mocks")
@@ -77,6 +96,7 @@ def test_the_program_with_every_feature_off_exports_required_and_informational(
         assert not AWS.missing(values), f"required outputs empty: {AWS.missing(values)}"
         assert values["stack"] == "dev" and values["cloud"] == "aws", values
         assert values["ci_role_arn"] == "", f"no CI role, yet {values['ci_role_arn']!r}"
+        _adapter_from(values, monkeypatch, tmp_path)
 
     return pulumi.Output.all(**exported).apply(check)
 
@@ -93,6 +113,8 @@ def test_the_moto_stack_has_the_programs_outputs(monkeypatch, tmp_path) -> None:
     assert set(outputs) == expected, _difference(set(outputs), expected)
     assert not AWS.missing(outputs), f"required outputs empty: {AWS.missing(outputs)}"
     assert outputs["training_image_uri"].startswith(f"{outputs['training_image_repository_url']}:")
+    assert outputs["serving_image_uri"].startswith(f"{outputs['serving_image_repository_url']}:")
+    assert set(outputs["endpoints"]) == set(outputs["model_package_groups"]), outputs["endpoints"]
     assert ":secretsmanager:" in outputs["pseudonym_secret_arn"], outputs["pseudonym_secret_arn"]
 
 

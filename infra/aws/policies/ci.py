@@ -133,8 +133,9 @@ def _training_and_registry(
     ]
 
 
-def _function(function: str) -> list[Statement]:
-    live = f"{function}:{serving.LIVE_ALIAS}"
+def _functions(functions: Sequence[str]) -> list[Statement]:
+    """Deploy to each model's function; invoke its alias (smoke) and, while a canary runs,
+    its published versions (a smoke request pinned to the live or the canary version)."""
     return [
         allow(
             "DeployToTheFunctionAlias",
@@ -146,17 +147,17 @@ def _function(function: str) -> list[Statement]:
                 "lambda:UpdateAlias",
                 "lambda:UpdateFunctionConfiguration",
             ],
-            [function, f"{function}:*"],
+            [arn for f in functions for arn in (f, f"{f}:*")],
         ),
         allow(
             "SmokeTestThroughTheIamFunctionUrl",
             "lambda:InvokeFunctionUrl",
-            live,
+            [f"{f}:{serving.LIVE_ALIAS}" for f in functions],
             StringEquals={"lambda:FunctionUrlAuthType": "AWS_IAM"},
         ),
         # Function URLs created since October 2025 also need InvokeFunction:
         # https://docs.aws.amazon.com/lambda/latest/dg/urls-auth.html
-        allow("InvokeTheLiveAlias", "lambda:InvokeFunction", live),
+        allow("InvokeTheFunctions", "lambda:InvokeFunction", [f"{f}:*" for f in functions]),
     ]
 
 
@@ -183,10 +184,11 @@ def ci_deploy_policy(
     kms_key_arn: str,
     sagemaker_role_arn: str,
     model_package_group_arns: Sequence[str],
-    function_name: str,
+    function_names: Sequence[str],
     name_prefix: str,
     pseudonym_secret_arn: str,
     training_repository_arn: str | None = None,
+    serving_repository_arn: str | None = None,
     partition: str = "aws",
 ) -> Document:
     """What the CI pipeline needs to run the model lifecycle (not to run `pulumi up`).
@@ -204,16 +206,19 @@ def ci_deploy_policy(
     - SageMaker: training jobs named ``<prefix>-*`` with the SageMaker role; versions of
       the stack's model package groups.
     - Lambda: a new configuration (``MODEL_URI``), a published version, the ``live`` alias
-      moved, of the stack's function; the smoke test through its IAM Function URL.
+      moved, of each model's function; the smoke test through the alias (or a published
+      version, pinned) and its IAM Function URL.
     - KMS, only through S3 (objects), Lambda (the function's environment, encrypted with
       the stack key) and Secrets Manager (the pseudonym key).
     - Secrets Manager: the pseudonym key secret only: described, initialised once
       (PutSecretValue with a fixed ClientRequestToken, so Pulumi never holds the value),
       read.
-    - ECR: push the training image to the stack's repository (``training_repository_arn``).
+    - ECR: push the training and serving images to the stack's repositories.
     - CloudWatch: metrics in the Tandem namespace, the stack's alarms, its jobs' logs.
     """
-    function = function_arn(region, account_id, function_name, partition)
+    if not function_names:
+        raise ValueError("ci_deploy_policy: function_names is empty")
+    functions = [function_arn(region, account_id, f, partition) for f in function_names]
     training_logs = log_group_arn(region, account_id, SAGEMAKER_TRAINING_LOG_GROUP, partition)
     statements: list[Statement] = [
         *_storage(data_bucket, models_bucket),
@@ -223,7 +228,7 @@ def ci_deploy_policy(
             sagemaker_role_arn,
             model_package_group_arns,
         ),
-        *_function(function),
+        *_functions(functions),
         *_monitoring(
             alarms_arn(region, account_id, f"{name_prefix}-*", partition),
             training_logs,
@@ -242,9 +247,7 @@ def ci_deploy_policy(
             ["kms:Decrypt", "kms:GenerateDataKey"],
         ),
     ]
-    if training_repository_arn:
-        statements += [
-            allow("PushTrainingImage", ECR_PUSH_ACTIONS, training_repository_arn),
-            ecr_login(),
-        ]
+    repositories = [r for r in (training_repository_arn, serving_repository_arn) if r]
+    if repositories:
+        statements += [allow("PushImages", ECR_PUSH_ACTIONS, repositories), ecr_login()]
     return document(*statements)

@@ -18,7 +18,6 @@ from infra.aws.policies.statements import (
     list_prefixes,
     objects,
     put_metrics,
-    secret_use,
 )
 
 # SageMaker publishes a training job's own metrics (algorithm metrics, utilisation) with the
@@ -120,7 +119,7 @@ def sagemaker_execution_policy(
         # SageMaker pulls a custom training image with the execution role's credentials.
         # https://docs.aws.amazon.com/sagemaker/latest/dg/sagemaker-roles.html
         statements += [
-            allow("PullTrainingImage", ECR_PULL_ACTIONS, list(ecr_repository_arns)),
+            allow("PullImages", ECR_PULL_ACTIONS, list(ecr_repository_arns)),
             ecr_login(),
         ]
     return document(*statements)
@@ -129,21 +128,28 @@ def sagemaker_execution_policy(
 def lambda_execution_policy(
     *,
     region: str,
+    model: str,
     models_bucket: str,
     kms_key_arn: str,
     log_group: str,
-    pseudonym_secret_arn: str,
     tracing: bool = True,
 ) -> Document:
-    """The serving function: read ``artifacts/``, write ``captures/``, read the pseudonym
-    key (to pseudonymise personal data in captures), its logs, metrics.
+    """One model's serving function: read that model's artifacts (``artifacts/<model>/``),
+    write its captures (``captures/<model>/``), its own logs, and nothing else.
 
-    ``log_group`` is the ARN of the function's own log group (created by the serving
+    No other model's objects: each model has its own function and role, so a bug or a
+    compromise in one endpoint cannot read or overwrite another model. No Secrets Manager
+    (captures drop personal columns: no pseudonym key reaches the function) and no
+    ``cloudwatch:PutMetricData`` (the handler's metrics are Embedded Metric Format log
+    lines). ``log_group`` is the ARN of the function's own log group (created by the serving
     component, so no ``logs:CreateLogGroup`` here).
     """
+    artifacts = f"{layout.ARTIFACTS}{model}/"
+    captures = layout.captures_prefix(model)
     statements: list[Statement] = [
-        allow("ReadModelArtifacts", "s3:GetObject", objects(models_bucket, [layout.ARTIFACTS])),
-        allow("WriteRequestCaptures", "s3:PutObject", objects(models_bucket, [layout.CAPTURES])),
+        allow("ReadOwnModelArtifacts", "s3:GetObject", objects(models_bucket, [artifacts])),
+        allow("WriteOwnRequestCaptures", "s3:PutObject", objects(models_bucket, [captures])),
+        # S3 (objects under the bucket key) and Lambda (the environment) decrypt with the key.
         kms_via(
             "UseStackKeyThroughS3AndLambda",
             kms_key_arn,
@@ -151,19 +157,10 @@ def lambda_execution_policy(
             region,
             ["s3", "lambda"],
         ),
-        *secret_use(
-            "ReadPseudonymKey",
-            ["secretsmanager:GetSecretValue"],
-            pseudonym_secret_arn,
-            kms_key_arn,
-            region,
-            ["kms:Decrypt"],
-        ),
         # "<group arn>:*" is the form AWS documents for a function's own log group: it
         # covers the group (CreateLogStream) and its streams (PutLogEvents).
         # https://docs.aws.amazon.com/lambda/latest/dg/monitoring-cloudwatchlogs-permissions.html
         allow("WriteOwnLogs", ["logs:CreateLogStream", "logs:PutLogEvents"], f"{log_group}:*"),
-        put_metrics("PublishMetrics", [metrics.NAMESPACE]),
     ]
     if tracing:
         # X-Ray segment upload supports no resource-level permissions.

@@ -15,11 +15,14 @@ Decisions a reader should know:
   native deploys it) with `CustomerMetadataProperties["tandem:status"] = "archived"` and the
   reason in `ApprovalDescription`. The side record `registry/<model>/v<n>.json` holds what
   Tandem needs in full; on a status change it is written before SageMaker is updated.
-- Serving. A deploy sets `MODEL_URI`, `MODEL_NAME` and `MODEL_VERSION` on the function,
-  publishes a version described `<model>:v<version>`, and moves the `live` alias. A canary
-  keeps the live version as the alias's primary and routes `canary_weight` of the traffic to
-  the new one. Re-deploying a model version published before (a rollback) re-points the
-  alias to that Lambda version: the exact code and configuration that served it.
+- Serving. Each model has its own function (`endpoints`). A deploy sets `MODEL_URI`,
+  `MODEL_NAME` and `MODEL_VERSION` on the model's function, publishes a version described
+  `<model>:v<version>`, and moves its `live` alias. A canary keeps the live version as the
+  alias's primary and routes `canary_weight` of the traffic to the new one. Re-deploying a
+  model version published before (a rollback) re-points the alias to that Lambda version:
+  the exact code and configuration that served it. What is live is read from the alias.
+- Registry. A model package names the serving image (`serving_image_uri`), so SageMaker
+  hosting can serve it.
 - Locks are leases in S3 (`locks/`), taken and released with conditional writes.
 - Errors. Every public method raises Tandem's errors (`translate_errors`), never botocore's.
 """
@@ -29,7 +32,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from ml.clouds.aws.common import AwsOutputs, Clients, parse_s3_uri
+from ml.clouds.aws.common import AwsOutputs, Clients, FunctionEndpoint, parse_s3_uri
 from ml.clouds.aws.endpoint import LambdaEndpoint
 from ml.clouds.aws.jobs import SageMakerJobRunner, job_name
 from ml.clouds.aws.locks import S3Locks
@@ -43,6 +46,7 @@ __all__ = [
     "AwsOutputs",
     "Clients",
     "CloudWatchMetricsSink",
+    "FunctionEndpoint",
     "LambdaEndpoint",
     "S3ArtifactStore",
     "S3Locks",
@@ -71,17 +75,11 @@ def connect(outputs: Mapping[str, Any]) -> Stack:
         name=cfg.stack,
         store=store,
         registry=SageMakerModelRegistry(
-            clients("sagemaker"), store, cfg.model_package_groups, image_uri=cfg.training_image_uri
+            clients("sagemaker"), store, cfg.model_package_groups, image_uri=cfg.serving_image_uri
         ),
         metrics=CloudWatchMetricsSink(clients("cloudwatch"), cfg.metric_namespace),
         jobs=SageMakerJobRunner(clients("sagemaker"), store, cfg),
-        endpoint=LambdaEndpoint(
-            clients("lambda"),
-            store,
-            function_name=cfg.function_name,
-            alias=cfg.function_alias,
-            url=cfg.function_url,
-        ),
+        endpoint=LambdaEndpoint(clients("lambda"), store, cfg.endpoints, stack=cfg.stack),
         locks=S3Locks(store),
         outputs=dict(outputs),
         pseudonym_key=pseudonym_key(clients("secretsmanager"), cfg.pseudonym_secret_arn),

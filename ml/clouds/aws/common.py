@@ -8,6 +8,7 @@ method of the adapter (`ml/clouds/base.py` promises callers nothing else escapes
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import inspect
 import json
@@ -28,7 +29,7 @@ from botocore.exceptions import (
     NoRegionError,
 )
 
-from contract.outputs import AWS, ENDPOINT_URL
+from contract.outputs import AWS, ENDPOINT_KEYS, ENDPOINT_URL
 from ml.errors import ConfigError, NotFoundError, TandemError
 
 NOT_FOUND_CODES = frozenset({"404", "NoSuchKey", "NotFound", "NoSuchBucket"})
@@ -121,11 +122,10 @@ class AwsOutputs:
     models_bucket: str
     sagemaker_role_arn: str
     model_package_groups: dict[str, str]
-    function_name: str
-    function_alias: str
-    function_url: str
+    endpoints: dict[str, FunctionEndpoint]
     metric_namespace: str
     training_image_uri: str
+    serving_image_uri: str
     pseudonym_secret_arn: str
     mlflow_tracking_server_arn: str | None = None
     endpoint_url: str | None = None  # an emulator's address (contract.outputs.ENDPOINT_URL)
@@ -154,7 +154,38 @@ class AwsOutputs:
         values = {key: str(outputs[key]) for key in AWS.required}
         values |= {key: (str(outputs[key]) if outputs.get(key) else None) for key in AWS.optional}
         values["model_package_groups"] = {str(k): str(v) for k, v in groups.items()}
+        values["endpoints"] = _endpoints(outputs["endpoints"])
         return cls(**values, endpoint_url=outputs.get(ENDPOINT_URL) or None)
+
+
+@dataclass(frozen=True)
+class FunctionEndpoint:
+    """One model's serving function: where a deploy points and what a client invokes."""
+
+    function_name: str
+    alias: str
+    url: str
+
+
+def _endpoints(raw: Any) -> dict[str, FunctionEndpoint]:
+    """The `endpoints` output: {model: {"function_name", "alias", "url"}}, checked."""
+    if isinstance(raw, str):  # a config value may arrive JSON-encoded
+        with contextlib.suppress(ValueError):
+            raw = json.loads(raw)
+    if not isinstance(raw, Mapping) or not raw:
+        raise ConfigError(
+            "aws stack output 'endpoints' must map model names to "
+            f"{{{', '.join(map(repr, ENDPOINT_KEYS))}}}, got {str(raw)[:200]!r}"
+        )
+    endpoints = {}
+    for model, entry in raw.items():
+        lacking = [k for k in ENDPOINT_KEYS if not (isinstance(entry, Mapping) and entry.get(k))]
+        if lacking:
+            raise ConfigError(
+                f"aws stack output 'endpoints' entry {model!r} lacks {', '.join(lacking)}"
+            )
+        endpoints[str(model)] = FunctionEndpoint(**{k: str(entry[k]) for k in ENDPOINT_KEYS})
+    return endpoints
 
 
 @functools.cache

@@ -82,6 +82,8 @@ class SageMakerModelRegistry:
         *,
         image_uri: str,
     ) -> None:
+        # the serving image (deploy/Dockerfile, `serve` on port 8080): what SageMaker hosting
+        # runs for a package; the training image has no `serve`
         self.sagemaker = sagemaker
         self.records = VersionRecords(store)
         self.groups = dict(groups)

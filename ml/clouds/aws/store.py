@@ -18,7 +18,7 @@ from typing import Any
 from boto3.s3.transfer import TransferConfig
 from botocore.exceptions import ClientError
 
-from contract.layout import DATASETS
+from contract.layout import DATASETS, LAMBDA_CODE
 from ml import artifact
 from ml.clouds import verified
 from ml.clouds.aws.common import _code, _missing, parse_s3_uri, translate_errors
@@ -129,6 +129,8 @@ class S3ArtifactStore:
             for page in pages:
                 for item in page.get("Contents", []):
                     key = item["Key"]
+                    if key.startswith(LAMBDA_CODE):
+                        continue  # the serving functions' code: the platform's, not the store's
                     # the data bucket only serves datasets/, the models bucket everything else
                     if (bucket == self.data_bucket) == key.startswith(DATASETS):
                         keys.add(key)

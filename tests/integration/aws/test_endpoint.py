@@ -1,6 +1,7 @@
-"""LambdaEndpoint against moto: the function's environment, published versions, the `live`
-alias, canaries, rollback by re-pointing, refused and failed deploys. (Deploy, rollback,
-current and history on every stack are in tests/contract/test_lifecycle.py.)
+"""LambdaEndpoint against moto: each model's own function, its environment, published
+versions, the `live` alias, canaries, rollback by re-pointing, what the alias really serves,
+refused and failed deploys. (Deploy, rollback, current and history on every stack are in
+tests/contract/test_lifecycle.py and test_traffic.py.)
 """
 
 from __future__ import annotations
@@ -10,18 +11,19 @@ from typing import Any
 import pytest
 from botocore.stub import Stubber
 
-from ml import lifecycle
 from ml.clouds.base import Stack
-from ml.errors import ArtifactIntegrityError, TandemError
+from ml.errors import ArtifactIntegrityError, ConfigError, TandemError
 from tests.integration.aws_fixtures import FUNCTION_ENV, calls, client, s3_key
 
 
-def lambda_state(outputs: dict[str, Any]) -> tuple[dict[str, Any], dict[str, dict[str, Any]]]:
+def lambda_state(
+    outputs: dict[str, Any], model: str = "credit"
+) -> tuple[dict[str, Any], dict[str, dict[str, Any]]]:
     lam = client("lambda")
-    alias = lam.get_alias(FunctionName=outputs["function_name"], Name="live")
+    function = outputs["endpoints"][model]["function_name"]
+    alias = lam.get_alias(FunctionName=function, Name="live")
     versions = {
-        v["Version"]: v
-        for v in lam.list_versions_by_function(FunctionName=outputs["function_name"])["Versions"]
+        v["Version"]: v for v in lam.list_versions_by_function(FunctionName=function)["Versions"]
     }
     return alias, versions
 
@@ -43,14 +45,65 @@ def test_deploy_sets_model_uri_publishes_and_moves_the_alias(
         "MODEL_VERSION": "1",
     }
     assert versions[published]["Description"].startswith("credit:v1 ")
-    assert deployment.endpoint == outputs["function_url"]
+    assert deployment.endpoint == outputs["endpoints"]["credit"]["url"]
     assert stack.endpoint.current("credit") == deployment
     assert stack.endpoint.history("credit") == [deployment]
     # idempotent: the live version again changes nothing
     publishes = calls(stack.endpoint.client, "PublishVersion")
     assert stack.endpoint.deploy(v1) == deployment
     assert publishes == [] and len(stack.endpoint.history("credit")) == 1
-    assert stack.endpoint.current("fraud") is None and stack.endpoint.history("fraud") == []
+    # the other model's function is untouched
+    churn_alias, churn_versions = lambda_state(outputs, "churn")
+    assert churn_alias["FunctionVersion"] == "1" and set(churn_versions) == {"$LATEST", "1"}
+    assert stack.endpoint.current("churn") is None and stack.endpoint.history("churn") == []
+
+
+def test_a_model_without_an_endpoint_is_a_config_error_naming_the_key(
+    stack: Stack, approved
+) -> None:
+    v1 = approved()
+    fraud = type(v1)("fraud", 1, "approved", v1.artifact_uri, v1.created_at)
+    for call in (
+        lambda: stack.endpoint.deploy(fraud),
+        lambda: stack.endpoint.current("fraud"),
+        lambda: stack.endpoint.invoke("fraud", [{}]),
+    ):
+        with pytest.raises(
+            ConfigError, match=r"'fraud' has no endpoint on stack 'dev'.*tandem:models"
+        ):
+            call()
+
+
+def test_current_reads_the_alias_not_only_the_log(
+    stack: Stack, outputs: dict[str, Any], approved
+) -> None:
+    """An alias moved outside Tandem (the console, a deploy stopped before its record) is
+    what `current` and `history` report."""
+    v1, v2 = approved(), approved()
+    first = stack.endpoint.deploy(v1)
+    second = stack.endpoint.deploy(v2)
+    function = outputs["endpoints"]["credit"]["function_name"]
+    client("lambda").update_alias(
+        FunctionName=function, Name="live", FunctionVersion=first.details["function_version"]
+    )
+    current = stack.endpoint.current("credit")
+    assert (current.version, current.artifact_uri, current.canary_weight) == (
+        1,
+        v1.artifact_uri,
+        None,
+    )
+    assert current.details["function_version"] == first.details["function_version"]
+    assert [d.version for d in stack.endpoint.history("credit")] == [1, 2, 1]
+    # a canary set by hand reads as one, with its primary
+    client("lambda").update_alias(
+        FunctionName=function,
+        Name="live",
+        FunctionVersion=first.details["function_version"],
+        RoutingConfig={"AdditionalVersionWeights": {second.details["function_version"]: 0.3}},
+    )
+    canary = stack.endpoint.current("credit")
+    assert (canary.version, canary.canary_weight) == (2, 0.3)
+    assert canary.details["primary_model_version"] == "1"
 
 
 def test_canary_keeps_the_live_version_primary(
@@ -88,13 +141,12 @@ def test_rollback_re_points_the_alias_without_publishing(
     first = stack.endpoint.deploy(v1)
     stack.endpoint.deploy(v2)
     _, before = lambda_state(outputs)
-    back = lifecycle.rollback(stack, "credit", "latency regression")
+    back = stack.endpoint.deploy(v1)  # what lifecycle.rollback asks of the endpoint
     alias, after = lambda_state(outputs)
     assert back.version == 1
     assert alias["FunctionVersion"] == first.details["function_version"]
     assert back.details["published"] == "false"
     assert set(after) == set(before)  # no new Lambda version
-    assert stack.registry.get_version("credit", 2).status == "archived"
     assert stack.endpoint.current("credit").version == 1
 
 
@@ -118,13 +170,15 @@ def test_deploy_waits_for_the_function_update_and_reports_its_failure(
     v1 = approved()
     ticks: list[float] = []
     stack.endpoint.sleep = ticks.append
-    name = stack.endpoint.function_name
+    name = stack.endpoint.function("credit").function_name
     conf = {"FunctionName": name, "State": "Active", "RevisionId": "rev-1"}
     env = {"Environment": {"Variables": {"LOG_LEVEL": "INFO"}}}
     with Stubber(stack.endpoint.client) as stub:
         stub.add_response(
             "get_alias", {"Name": "live", "FunctionVersion": "1", "RevisionId": "alias-rev"}
         )
+        # the alias's version serves no model version yet (the one Pulumi published)
+        stub.add_response("get_function_configuration", {**conf, **env, "Version": "1"})
         stub.add_response("list_versions_by_function", {"Versions": []})
         stub.add_response("get_function_configuration", {**conf, "LastUpdateStatus": "InProgress"})
         stub.add_response(

@@ -39,9 +39,11 @@ def test_an_unreachable_endpoint_is_a_one_line_error_from_the_cli(
         "cloud": "aws", "stack": "dev", "region": "us-east-1", "name_prefix": "tandem-dev",
         "kms_key_arn": KEY, "data_bucket": "d", "models_bucket": "m",
         "sagemaker_role_arn": "arn:aws:iam::123456789012:role/r",
-        "model_package_groups": {"credit": "tandem-dev-credit"}, "function_name": "f",
-        "function_alias": "live", "function_url": "https://x", "metric_namespace": "Tandem",
+        "model_package_groups": {"credit": "tandem-dev-credit"},
+        "endpoints": {"credit": {"function_name": "f", "alias": "live", "url": "https://x"}},
+        "metric_namespace": "Tandem",
         "training_image_uri": "123456789012.dkr.ecr.us-east-1.amazonaws.com/t:1",
+        "serving_image_uri": "123456789012.dkr.ecr.us-east-1.amazonaws.com/s:1",
         "pseudonym_secret_arn": "arn:aws:secretsmanager:us-east-1:123456789012:secret:k",
         "endpoint_url": f"http://127.0.0.1:{free_port()}",
     }  # fmt: skip

@@ -33,7 +33,8 @@ def test_versions_are_assigned_by_sagemaker_and_consecutive(
     assert sorted(p["ModelPackageVersion"] for p in packages) == [1, 2, 3]
     described = sagemaker.describe_model_package(ModelPackageName=packages[0]["ModelPackageArn"])
     container = described["InferenceSpecification"]["Containers"][0]
-    assert container["Image"] == outputs["training_image_uri"]
+    # the serving image (SageMaker hosting runs `serve`), not the training image
+    assert container["Image"] == outputs["serving_image_uri"] != outputs["training_image_uri"]
     assert container["ModelDataUrl"] == f"{stored_uri}/model.tar.gz"
     assert described["ModelApprovalStatus"] == "PendingManualApproval"
     assert described["ModelMetrics"]["ModelQuality"]["Statistics"]["S3Uri"] == (
@@ -117,9 +118,9 @@ def test_a_version_without_its_record_still_reads(
 
 
 def test_unknown_models_and_versions(stack: Stack, stored_uri: str) -> None:
-    with pytest.raises(NotFoundError, match=r"'fraud'.*configured: credit"):
+    with pytest.raises(NotFoundError, match=r"'fraud'.*configured: churn, credit"):
         stack.registry.create_version("fraud", stored_uri, {}, {})
-    with pytest.raises(NotFoundError, match="configured: credit"):
+    with pytest.raises(NotFoundError, match="configured: churn, credit"):
         stack.registry.get_version("fraud", 1)
     assert stack.registry.list_versions("fraud") == []
     with pytest.raises(NotFoundError, match="no version 7"):

@@ -115,6 +115,9 @@ def test_keys_map_to_their_buckets(stack: Stack, outputs: dict[str, Any]) -> Non
         "reports/credit/r1.html",
         "runs/credit/r1.json",
     ]
+    # the serving functions' code sits in the models bucket too: the platform's, not listed
+    s3 = client("s3", outputs.get("endpoint_url"))
+    assert s3.head_object(Bucket=outputs["models_bucket"], Key="lambda/tandem-lambda.zip")
     assert stack.store.get_bytes(f"s3://{outputs['data_bucket']}/datasets/credit/a.csv") == b"a,b\n"
 
 

@@ -1,5 +1,5 @@
-"""The training image repository: immutable tags, scan on push, the stack's key, a
-lifecycle policy, no repository policy, and the image URI training jobs run."""
+"""The image repositories (training and serving): immutable tags, scan on push, the stack's
+key, a lifecycle policy, no repository policy, and the image URI the stack runs."""
 
 from __future__ import annotations
 
@@ -8,10 +8,11 @@ import json
 import pulumi
 import pytest
 
-from infra.aws.training import (
+from infra.aws.images import (
     DEFAULT_KEEP_IMAGES,
+    ImageArgs,
+    ServingImage,
     TrainingImage,
-    TrainingImageArgs,
     lifecycle_policy,
 )
 from tests.infra.conftest import ACCOUNT, REGION
@@ -20,26 +21,30 @@ KEY = f"arn:aws:kms:{REGION}:{ACCOUNT}:key/1234abcd-12ab-34cd-56ef-1234567890ab"
 TAGS = {"tandem:stack": "dev"}
 
 
-def make(**overrides) -> TrainingImage:
+KINDS = {"training": TrainingImage, "serving": ServingImage}
+
+
+def make(kind: str = "training", **overrides) -> TrainingImage | ServingImage:
     args = {"name_prefix": "tandem-dev", "kms_key_arn": KEY, "tag": "0.1.0", "tags": TAGS}
     args.update(overrides)
-    return TrainingImage("training", TrainingImageArgs(**args))
+    return KINDS[kind](kind, ImageArgs(**args))
 
 
+@pytest.mark.parametrize("kind", sorted(KINDS))
 @pulumi.runtime.test
-def test_repository_is_immutable_scanned_and_encrypted_with_the_stack_key():
-    repo = make().repository
+def test_repository_is_immutable_scanned_and_encrypted_with_the_stack_key(kind):
+    repo = make(kind).repository
 
     def check(values):
         urn, name, mutability, scanning, encryption, force_delete, tags = values
-        assert name == "tandem-dev-training", f"{urn}: name {name!r}"
+        assert name == f"tandem-dev-{kind}", f"{urn}: name {name!r}"
         assert mutability == "IMMUTABLE", f"{urn}: image_tag_mutability {mutability!r} (CKV_AWS_51)"
         assert scanning == {"scan_on_push": True}, f"{urn}: scanning {scanning!r} (CKV_AWS_163)"
         assert encryption == [{"encryption_type": "KMS", "kms_key": KEY}], (
             f"{urn}: encryption {encryption!r} (CKV_AWS_136: the stack's CMK)"
         )
         assert force_delete is False, f"{urn}: force_delete {force_delete!r} by default"
-        assert tags == {**TAGS, "tandem:image": "training"}, f"{urn}: tags {tags!r}"
+        assert tags == {**TAGS, "tandem:image": kind}, f"{urn}: tags {tags!r}"
 
     return pulumi.Output.all(
         repo.urn,
@@ -74,14 +79,15 @@ def test_lifecycle_policy_keeps_the_newest_images_of_this_repository():
     )
 
 
+@pytest.mark.parametrize("kind", sorted(KINDS))
 @pulumi.runtime.test
-def test_image_uri_is_the_repository_url_and_the_tag():
-    image = make(tag="2026.11.27-abc123")
+def test_image_uri_is_the_repository_url_and_the_tag(kind):
+    image = make(kind, tag="2026.11.27-abc123")
 
     def check(values):
         urn, uri = values
         assert uri == (
-            f"{ACCOUNT}.dkr.ecr.{REGION}.amazonaws.com/tandem-dev-training:2026.11.27-abc123"
+            f"{ACCOUNT}.dkr.ecr.{REGION}.amazonaws.com/tandem-dev-{kind}:2026.11.27-abc123"
         ), f"{urn}: image_uri {uri!r}"
 
     return pulumi.Output.all(image.urn, image.image_uri).apply(check)
@@ -103,7 +109,8 @@ def test_default_lifecycle_keeps_a_rollback_window():
         ({"keep_images": 10_001}, "keep_images=10001"),
     ],
 )
-def test_bad_arguments_fail_before_any_resource(overrides, message):
-    with pytest.raises(ValueError, match=r"^TrainingImage: ") as info:
-        make(**overrides)
+@pytest.mark.parametrize("kind", sorted(KINDS))
+def test_bad_arguments_fail_before_any_resource(kind, overrides, message):
+    with pytest.raises(ValueError, match=rf"^{KINDS[kind].__name__}: ") as info:
+        make(kind, **overrides)
     assert message in str(info.value)

@@ -1,11 +1,15 @@
-"""The training image's home: one private ECR repository per stack, ``<prefix>-training``.
+"""Tandem's images' homes: two private ECR repositories per stack.
 
-CI builds ``deploy/training/Dockerfile`` (Python 3.11, the project's dependencies, the
-``train`` entry point SageMaker starts) and pushes it here under the stack's
-``tandem:training_image_tag``; training jobs then run ``<repository url>:<tag>`` with
-network isolation on (the code arrives as an input channel, nothing is installed at run
-time). ``infra/config.py`` says why the repository exists even when
-``tandem:training_image_uri`` overrides the image.
+- ``<prefix>-training`` (`TrainingImage`): CI builds ``deploy/training/Dockerfile`` (Python
+  3.11, the project's dependencies, the ``train`` entry point SageMaker starts) and pushes
+  it under the stack's ``tandem:aws.training_image_tag``; training jobs then run
+  ``<repository url>:<tag>`` with network isolation on (the code arrives as an input
+  channel, nothing is installed at run time). ``infra/config.py`` says why the repository
+  exists even when ``tandem:aws.training_image_uri`` overrides the image.
+- ``<prefix>-serving`` (`ServingImage`): CI builds ``deploy/Dockerfile`` (numpy and
+  onnxruntime only; ``python -m deploy.container serve``) and pushes it under
+  ``tandem:aws.serving_image_tag``. The model packages' InferenceSpecification names this
+  image, so SageMaker real-time hosting (and any Kubernetes cluster) can serve a version.
 
 Controls: tags immutable (CKV_AWS_51: a tag names one build forever, so a training job
 and its model package point at exactly what ran), scan on push (CKV_AWS_163), encrypted
@@ -60,12 +64,13 @@ def lifecycle_policy(keep_images: int) -> dict:
 
 
 @dataclass
-class TrainingImageArgs:
-    """Inputs of the training image repository.
+class ImageArgs:
+    """Inputs of an image repository.
 
-    name_prefix: stack-wide prefix; the repository is ``<prefix>-training``.
+    name_prefix: stack-wide prefix; the repository is ``<prefix>-training`` or
+        ``<prefix>-serving``.
     kms_key_arn: the stack's customer-managed key (ECR encryption at rest).
-    tag: the image tag training jobs run (immutable in this repository).
+    tag: the image tag the stack runs (immutable in this repository).
     keep_images: how many of the newest images the lifecycle policy keeps (1..10000).
     force_delete: let `pulumi destroy` delete the repository with images in it (dev only).
     tags: applied to the repository.
@@ -78,35 +83,39 @@ class TrainingImageArgs:
     force_delete: bool = False
     tags: dict[str, str] = field(default_factory=dict)
 
-    def validate(self) -> None:
-        check_name_prefix("TrainingImage", self.name_prefix)
-        check_arn("TrainingImage", "kms_key_arn", self.kms_key_arn)
+    def validate(self, component: str) -> None:
+        check_name_prefix(component, self.name_prefix)
+        check_arn(component, "kms_key_arn", self.kms_key_arn)
         if not isinstance(self.tag, str) or not IMAGE_TAG_RE.fullmatch(self.tag):
-            raise ValueError(f"TrainingImage: tag {self.tag!r} is not an image tag")
+            raise ValueError(f"{component}: tag {self.tag!r} is not an image tag")
         if self.tag == "latest":
-            raise ValueError("TrainingImage: tag 'latest' in an immutable repository")
+            raise ValueError(f"{component}: tag 'latest' in an immutable repository")
         if not isinstance(self.keep_images, int) or not 1 <= self.keep_images <= 10_000:
-            raise ValueError(f"TrainingImage: keep_images={self.keep_images!r} must be in 1..10000")
+            raise ValueError(f"{component}: keep_images={self.keep_images!r} must be in 1..10000")
 
 
-class TrainingImage(pulumi.ComponentResource):
+TrainingImageArgs = ServingImageArgs = ImageArgs
+
+
+class _ImageRepository(pulumi.ComponentResource):
     """``repository`` (immutable tags, scan on push, KMS) and its ``lifecycle_policy``;
     ``image_uri`` is ``<repository url>:<tag>``."""
+
+    KIND = ""  # "training" or "serving": the repository's suffix and its tandem:image tag
+    TYPE = ""  # the component's type token (part of every child's URN: never change it)
 
     repository: aws.ecr.Repository
     lifecycle_policy: aws.ecr.LifecyclePolicy
     image_uri: Output[str]
 
-    def __init__(
-        self, name: str, args: TrainingImageArgs, opts: ResourceOptions | None = None
-    ) -> None:
-        args.validate()
-        super().__init__("tandem:aws:TrainingImage", name, None, opts)
+    def __init__(self, name: str, args: ImageArgs, opts: ResourceOptions | None = None) -> None:
+        args.validate(type(self).__name__)
+        super().__init__(self.TYPE, name, None, opts)
         child_opts = ResourceOptions.merge(opts, ResourceOptions(parent=self))
 
         self.repository = aws.ecr.Repository(
             f"{name}-repository",
-            name=AwsNames(args.name_prefix).training_repository,
+            name=getattr(AwsNames(args.name_prefix), f"{self.KIND}_repository"),
             image_tag_mutability="IMMUTABLE",
             image_scanning_configuration=aws.ecr.RepositoryImageScanningConfigurationArgs(
                 scan_on_push=True
@@ -117,7 +126,7 @@ class TrainingImage(pulumi.ComponentResource):
                 )
             ],
             force_delete=args.force_delete,
-            tags={**args.tags, "tandem:image": "training"},
+            tags={**args.tags, "tandem:image": self.KIND},
             opts=child_opts,
         )
         self.lifecycle_policy = aws.ecr.LifecyclePolicy(
@@ -135,3 +144,17 @@ class TrainingImage(pulumi.ComponentResource):
                 "image_uri": self.image_uri,
             }
         )
+
+
+class TrainingImage(_ImageRepository):
+    """``<prefix>-training``: the image SageMaker training jobs run."""
+
+    KIND = "training"
+    TYPE = "tandem:aws:TrainingImage"
+
+
+class ServingImage(_ImageRepository):
+    """``<prefix>-serving``: the serving container (SageMaker hosting, Azure ML, Kubernetes)."""
+
+    KIND = "serving"
+    TYPE = "tandem:aws:ServingImage"

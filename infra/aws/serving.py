@@ -23,7 +23,6 @@ CKV_AWS_66/158 (log group retention and CMK).
 
 from __future__ import annotations
 
-import inspect
 import os
 import re
 from collections.abc import Mapping
@@ -44,6 +43,9 @@ from infra.common.checks import check_models, check_name_prefix
 # Python range (pyproject: >=3.11,<3.14), with onnxruntime wheels for arm64:
 # https://docs.aws.amazon.com/lambda/latest/dg/lambda-runtimes.html
 SUPPORTED_RUNTIMES = ("python3.12", "python3.13")
+RUNTIME = "python3.12"  # the archive is built for it (its wheels, its compiled modules)
+# Graviton: cheaper per GB-second, and onnxruntime ships aarch64 wheels.
+ARCHITECTURE = "arm64"
 # Headers a browser needs to send a SigV4-signed request to an AWS_IAM Function URL.
 _CORS_HEADERS = (
     "authorization",
@@ -62,14 +64,16 @@ def default_build_dir() -> Path:
     return bundle.REPO_ROOT / "build" / "lambda"
 
 
-def lambda_archive(build_dir: str | os.PathLike[str]) -> Path:
-    """The serving functions' code archive, built in ``build_dir``: the one place the
-    program builds it. With its dependencies for ``pulumi up``; sources only under
-    ``TANDEM_LAMBDA_CODE_ONLY=1``."""
-    build = bundle.build_lambda_zip
-    if "dependencies" in inspect.signature(build).parameters:
-        return build(build_dir, dependencies=os.environ.get(CODE_ONLY_ENV) != "1")
-    return build(build_dir)  # a bundle that ships the sources only
+def lambda_archive(build_dir: str | os.PathLike[str], runtime: str = RUNTIME) -> Path:
+    """The serving functions' code archive, built in ``build_dir`` for ``runtime`` on
+    ``ARCHITECTURE``: the one place the program builds it. With its dependencies for
+    ``pulumi up``; sources only under ``TANDEM_LAMBDA_CODE_ONLY=1``."""
+    return bundle.build_lambda_zip(
+        build_dir,
+        dependencies=os.environ.get(CODE_ONLY_ENV) != "1",
+        python=runtime.removeprefix("python"),
+        arch=ARCHITECTURE,
+    )
 
 
 @dataclass
@@ -98,7 +102,7 @@ class ServingArgs:
     kms_key_arn: Input[str]
     models_bucket: Input[str]
     archive_path: str | os.PathLike[str] | None = None
-    runtime: str = "python3.12"
+    runtime: str = RUNTIME
     memory_mb: int = 1024
     timeout_s: int = 30
     reserved_concurrency: int = 5
@@ -235,8 +239,7 @@ class Serving(pulumi.ComponentResource):
             description=f"Tandem inference endpoint of model {model}",
             role=args.role_arns[model],
             runtime=args.runtime,
-            # Graviton: cheaper per GB-second, and onnxruntime ships aarch64 wheels.
-            architectures=["arm64"],
+            architectures=[ARCHITECTURE],
             handler=bundle.LAMBDA_HANDLER,
             s3_bucket=self.code.bucket,
             s3_key=self.code.key,

@@ -24,7 +24,7 @@ from ml.clouds import connect
 from ml.clouds.base import APPROVED, ModelVersion, Stack
 from ml.clouds.local import stack_outputs
 from tests.conftest import BASE_SPEC, CREDIT_SOURCE
-from tests.contract.lambda_boundary import INVOKE_EVENT, LambdaInvoke, handler_is_placeholder
+from tests.contract.lambda_boundary import INVOKE_EVENT, LambdaInvoke
 from tests.integration.aws_fixtures import (
     FakeTrainingContainer,
     create_stack,
@@ -44,7 +44,6 @@ class Cloud:
     new_stack: Callable[[str], Stack]  # a fresh, empty stack of this cloud with that name
     parallel: str  # how races run here: "processes" or "threads"
     base: Path  # every local file a test of this cloud may touch is under it
-    serves_predictions: bool = True  # False while the endpoint's handler is a placeholder
     second_model: str = SECOND_MODEL
     stacks: list[Stack] = field(default_factory=list)
 
@@ -91,7 +90,7 @@ def aws_cloud(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Cloud
     handlers.insert(0, invoke)
     try:
         with moto_backend("in-process"):
-            yield Cloud("aws", new_stack, "threads", tmp_path, not handler_is_placeholder())
+            yield Cloud("aws", new_stack, "threads", tmp_path)
     finally:
         handlers.remove(invoke)
 

@@ -33,26 +33,6 @@ HANDLER_FILE = REPO / "deploy" / "aws_lambda" / "handler.py"
 INVOKE_EVENT = "before-send.lambda.Invoke"
 
 
-def handler_is_placeholder() -> bool:
-    """True while the Lambda handler is the placeholder the serving work replaces: it answers
-    any deployed model with `{"status": "placeholder"}` instead of predictions."""
-    spec = importlib.util.spec_from_file_location("tandem_handler_probe", HANDLER_FILE)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    saved = os.environ.get("MODEL_URI")
-    os.environ["MODEL_URI"] = "s3://tandem-probe/artifacts/none"
-    try:
-        answer = module.handler({"body": "{}"}, None)
-        return json.loads(answer["body"]).get("status") == "placeholder"
-    except Exception:  # the real handler refuses a probe that points at nothing
-        return False
-    finally:
-        if saved is None:
-            os.environ.pop("MODEL_URI", None)
-        else:
-            os.environ["MODEL_URI"] = saved
-
-
 class _Body(io.BytesIO):
     """A raw HTTP body as botocore reads it (`stream()` and `read()`)."""
 

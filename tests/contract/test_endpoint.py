@@ -8,7 +8,7 @@ import pytest
 
 from ml import lifecycle
 from ml.clouds.base import ModelVersion, Stack
-from ml.errors import NotFoundError, TandemError
+from ml.errors import NotFoundError
 from tests.contract.conftest import MODEL, Cloud, feature_rows
 
 
@@ -19,13 +19,6 @@ def test_invoke_scores_rows_with_the_live_version(
     v2 = approved()
     lifecycle.deploy(stack, MODEL)
     rows = feature_rows(3)
-    if not cloud.serves_predictions:
-        # The endpoint's handler is still a placeholder (deploy/aws_lambda/handler.py before
-        # the serving work): the adapter must say so, not return something else. This branch
-        # goes away by itself when the handler serves, and the assertions below apply.
-        with pytest.raises(TandemError, match=r"(no|without) predictions"):
-            stack.endpoint.invoke(MODEL, rows)
-        return
     answer = stack.endpoint.invoke(MODEL, rows)
     assert (answer["model"], answer["version"]) == (MODEL, v2.version)
     assert (answer["task"], answer["classes"]) == ("binary", [0, 1])
@@ -43,8 +36,6 @@ def test_invoke_scores_rows_with_the_live_version(
 def test_invoke_answers_from_the_version_a_rollback_left_live(
     cloud: Cloud, stack: Stack, approved: Callable[[], ModelVersion]
 ) -> None:
-    if not cloud.serves_predictions:
-        pytest.skip("the endpoint's handler is a placeholder until the serving work lands")
     v1, v2 = approved(), approved()
     lifecycle.deploy(stack, MODEL, v1.version)
     lifecycle.deploy(stack, MODEL, v2.version)

@@ -15,12 +15,6 @@ from ml.errors import TandemError
 from tests.contract.conftest import MODEL, Cloud, feature_rows, store_artifact
 
 
-@pytest.fixture(autouse=True)
-def _serving(cloud: Cloud) -> None:
-    if not cloud.serves_predictions:
-        pytest.skip("the endpoint's handler is a placeholder until the serving work lands")
-
-
 def answered_by(stack: Stack, route: str | None = None) -> int:
     return stack.endpoint.invoke(MODEL, feature_rows(1), route=route)["version"]
 

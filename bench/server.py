@@ -6,8 +6,8 @@ Contenders, in the same run and on the same credit GBM (examples/credit.toml) an
 - tandem, model calls on the worker pool (the same server with inline answers off: what
   answering small bodies on the event loop saves);
 - `mlflow models serve` on the same fitted pipeline (POST /invocations, dataframe_records),
-  run by the Python in BENCH_MLFLOW_PYTHON (an environment with mlflow); skipped with a note
-  when that is unset;
+  run by the Python in BENCH_MLFLOW_PYTHON (an environment with mlflow), else by this one
+  when mlflow imports here (the `bench` extra); skipped with a note otherwise;
 - the floor: a bare asyncio protocol that answers every request with a fixed 200 (the
   loopback, the kernel and this client, with no HTTP parsing or model at all).
 
@@ -244,7 +244,9 @@ def loadavg() -> str:
 def main() -> None:
     print(f"local server under load, {CLIENTS} keep-alive clients, <= {SECONDS:g} s and "
           f"<= {REQUESTS} requests per client per level; {loadavg()}")  # fmt: skip
-    mlflow_python = os.environ.get("BENCH_MLFLOW_PYTHON", "").strip()
+    mlflow_python = os.environ.get("BENCH_MLFLOW_PYTHON", "").strip() or (
+        sys.executable if importlib.util.find_spec("mlflow") else ""
+    )
     results: dict[str, list[Level]] = {}
     with tempfile.TemporaryDirectory() as tmp:
         subject = credit_gbm(Path(tmp))

@@ -19,6 +19,7 @@ client and >= 20x faster than MLflow, throughput growing from 1 to 8 clients, ze
 from __future__ import annotations
 
 import contextlib
+import importlib.util
 import os
 import pickle
 import re

@@ -137,6 +137,17 @@ def local_stack(make_stack: Callable[[str], Stack]) -> Stack:
     return make_stack("dev")
 
 
+# One valid request row for the trained artifact's model (the credit features).
+CREDIT_ROW = {
+    "age": 41,
+    "income": 38000.5,
+    "debt_ratio": 0.31,
+    "late_payments": 1,
+    "credit_lines": 4,
+    "employment": "salaried",
+}
+
+
 @pytest.fixture(scope="session")
 def trained_artifact(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """One sealed artifact trained with ml.train.fit; copy it before changing anything."""

@@ -23,7 +23,7 @@ import pytest
 from contract import serving
 from deploy.server import Server
 from deploy.service import Service
-from tests.conftest import REPO
+from tests.conftest import CREDIT_ROW, REPO
 from tests.integration.http_helpers import (
     JSON,
     Client,
@@ -32,14 +32,7 @@ from tests.integration.http_helpers import (
     wait_until,
 )
 
-ROW = {
-    "age": 41,
-    "income": 38000.5,
-    "debt_ratio": 0.31,
-    "late_payments": 1,
-    "credit_lines": 4,
-    "employment": "salaried",
-}
+ROW = CREDIT_ROW
 GOOD = json.dumps({"instances": [ROW, {**ROW, "age": 63}]}).encode()
 
 

@@ -22,16 +22,10 @@ import onnxruntime
 import pytest
 
 from deploy import bundle
+from tests.conftest import CREDIT_ROW
 
 FORBIDDEN = ("sklearn", "scikit_learn", "pandas", "boto3", "botocore", "scipy", "ml", "infra")
-ROW = {
-    "age": 41,
-    "income": 38000.5,
-    "debt_ratio": 0.31,
-    "late_payments": 1,
-    "credit_lines": 4,
-    "employment": "salaried",
-}
+ROW = CREDIT_ROW
 
 
 def _sha256(path: Path) -> str:

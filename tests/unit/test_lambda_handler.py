@@ -15,15 +15,9 @@ from contract import metrics, serving
 from deploy.aws_lambda import emf
 from deploy.aws_lambda.handler import RETRY_SECONDS, App, request_of
 from deploy.service import Service
+from tests.conftest import CREDIT_ROW
 
-ROW = {
-    "age": 41,
-    "income": 38000.5,
-    "debt_ratio": 0.31,
-    "late_payments": 1,
-    "credit_lines": 4,
-    "employment": "salaried",
-}
+ROW = CREDIT_ROW
 GOOD = json.dumps({"instances": [ROW, {**ROW, "age": 63}]})
 
 

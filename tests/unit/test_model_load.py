@@ -19,15 +19,9 @@ import pytest
 
 from deploy.inference import IntegrityError, Model
 from ml import artifact
+from tests.conftest import CREDIT_ROW
 
-ROW = {
-    "age": 41,
-    "income": 38000.5,
-    "debt_ratio": 0.31,
-    "late_payments": 1,
-    "credit_lines": 4,
-    "employment": "salaried",
-}
+ROW = CREDIT_ROW
 PAYLOAD = {"instances": [ROW]}
 
 

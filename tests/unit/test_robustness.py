@@ -23,15 +23,9 @@ from hypothesis import strategies as st
 from contract import serving
 from deploy.aws_lambda.handler import App
 from deploy.service import Service
+from tests.conftest import CREDIT_ROW
 
-ROW = {
-    "age": 41,
-    "income": 38000.5,
-    "debt_ratio": 0.31,
-    "late_payments": 1,
-    "credit_lines": 4,
-    "employment": "salaried",
-}
+ROW = CREDIT_ROW
 FIELDS = sorted(ROW)
 GOOD = json.dumps({"instances": [ROW]}).encode()
 JSON_TYPE = {"content-type": "application/json"}

@@ -14,15 +14,9 @@ import pytest
 from contract import serving
 from deploy.inference import Model
 from deploy.service import Response, Service
+from tests.conftest import CREDIT_ROW
 
-ROW = {
-    "age": 41,
-    "income": 38000.5,
-    "debt_ratio": 0.31,
-    "late_payments": 1,
-    "credit_lines": 4,
-    "employment": "salaried",
-}
+ROW = CREDIT_ROW
 GOOD = json.dumps({"instances": [ROW]}).encode()
 JSON = {"content-type": "application/json"}
 SURROGATE = json.dumps({"instances": [{**ROW, "employment": "sal\ud800"}]}).encode()

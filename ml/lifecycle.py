@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from contract import layout
-from ml import artifact, data
+from ml import artifact, data, tracking
 from ml import train as training
 from ml.clouds.base import (
     APPROVED,
@@ -82,6 +82,7 @@ def train(
     stack: Stack, spec: ModelSpec, *, data_uri: str | None = None, progress: Progress | None = None
 ) -> TrainOutcome:
     """Run the training job on the stack and record the run (params, metrics, lineage)."""
+    tracking.check_uri()  # a tracking URI MLflow refuses fails here, not after the job
     run_id = training.new_run_id(spec.name)
     result = stack.jobs.run_training(
         spec,
@@ -107,7 +108,9 @@ def train(
     stack.store.put_bytes(
         layout.run_key(spec.name, card["run_id"]), json.dumps(record, indent=2).encode()
     )
-    return TrainOutcome(card["run_id"], result.artifact_uri, card)
+    outcome = TrainOutcome(card["run_id"], result.artifact_uri, card)
+    tracking.mirror_training(stack.store, outcome)
+    return outcome
 
 
 def list_runs(stack: Stack, model: str | None = None) -> list[dict[str, Any]]:
@@ -398,6 +401,7 @@ def submit(
     version = register(stack, spec.name, outcome.artifact_uri, outcome.card["metrics"], tags)
     if not report.verdict.passed:
         version = reject(stack, spec.name, version.version, "; ".join(report.verdict.reasons))
+    tracking.mirror_registration(outcome, version, report.verdict)
     return version, report
 
 

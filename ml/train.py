@@ -322,21 +322,11 @@ def new_run_id(model: str) -> str:
 
 
 def log_to_mlflow(result: TrainResult) -> None:
-    """Also log to MLflow when a tracking server is configured (SageMaker and Azure ML host one)."""
-    if not os.environ.get("MLFLOW_TRACKING_URI"):
-        return
-    try:
-        import mlflow
-    except ImportError:
-        print("MLFLOW_TRACKING_URI is set but mlflow is not installed; skipping", file=sys.stderr)
-        return
-    card = result.card
-    mlflow.set_experiment(card["spec"]["name"])
-    with mlflow.start_run(run_name=card["run_id"]):
-        mlflow.log_params({k: v for k, v in card["params"].items() if v is not None})
-        mlflow.log_metrics({k: v for k, v in card["metrics"].items() if v == v})  # drop NaN
-        mlflow.set_tags({"data_hash": card["data"]["hash"], "code_version": card["code_version"]})
-        mlflow.log_artifacts(str(result.artifact_dir), artifact_path="model")
+    """Mirror the sealed artifact into MLflow when MLFLOW_TRACKING_URI is set (ml/tracking.py).
+    Any tracking failure is one warning: the artifact in the model dir is the job's output."""
+    from ml import tracking
+
+    tracking.log_run(result.card, result.artifact_dir)
 
 
 if __name__ == "__main__":

@@ -1,0 +1,123 @@
+"""MLflow tracking against a real MLflow server on loopback (tests/integration/mlflow_server.py):
+a pipeline run mirrored completely, its model loadable with mlflow.pyfunc and scoring as
+Tandem's inference core does, and a server that is down costing one warning, not the model."""
+
+from __future__ import annotations
+
+import warnings
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+mlflow = pytest.importorskip("mlflow")
+
+from deploy.inference import Model  # noqa: E402
+from ml import data, lifecycle, tracking  # noqa: E402
+from ml.clouds.base import APPROVED  # noqa: E402
+from ml.errors import ConfigError  # noqa: E402
+from ml.spec import load_spec  # noqa: E402
+from tests.conftest import CREDIT_SOURCE  # noqa: E402
+from tests.integration.mlflow_server import free_port, mlflow_server  # noqa: E402, F401
+
+
+@pytest.fixture(autouse=True)
+def fresh_tracking(monkeypatch: pytest.MonkeyPatch, tmp_path: Path):
+    """Each test in its own working directory (to see that nothing lands in ./mlruns), with
+    no failure remembered from another test."""
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(tracking, "_failed", set())
+    for key in tracking.HTTP_BOUNDS:
+        monkeypatch.delenv(key, raising=False)
+
+
+def test_pipeline_run_is_mirrored_with_a_loadable_model(
+    mlflow_server: str,  # noqa: F811 (the fixture imported above)
+    monkeypatch,
+    local_stack,
+    spec_writer,
+    tmp_path: Path,
+) -> None:
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", mlflow_server)
+    monkeypatch.setenv(tracking.REGISTRY_ENV, "1")
+    spec = load_spec(spec_writer())
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", tracking.TrackingWarning)
+        result = lifecycle.pipeline(local_stack, spec)
+    assert result.version.version == 1 and result.version.status == APPROVED
+    card = result.outcome.card
+
+    client = mlflow.MlflowClient(mlflow_server)
+    experiment = client.get_experiment_by_name("credit")
+    runs = client.search_runs(
+        [experiment.experiment_id], f"tags.`tandem.run_id` = '{result.outcome.run_id}'"
+    )
+    assert len(runs) == 1, "the job logs the run; the lifecycle finds it, never a second one"
+    run = runs[0]
+    params, tags, metrics = run.data.params, run.data.tags, run.data.metrics
+    expected_params = {
+        "spec.name": "credit",
+        "spec.target": "default",
+        "spec.split.seed": "42",
+        "spec.split.test_size": "0.25",
+        "spec.estimator.params.n_estimators": "30",
+        "task": "binary",
+        "estimator.kind": "gradient_boosting",
+        "estimator.max_depth": "2",
+        "data.uri": CREDIT_SOURCE,
+        "data.hash": card["data"]["hash"],
+        "data.test_rows": str(card["data"]["test_rows"]),
+    }
+    assert {k: params.get(k) for k in expected_params} == expected_params
+    assert '"name":"employment"' in params["spec.features"]
+    assert metrics["roc_auc"] == pytest.approx(card["metrics"]["roc_auc"])
+    expected_tags = {
+        "tandem.run_id": result.outcome.run_id,
+        "tandem.data_hash": card["data"]["hash"],
+        "tandem.code_version": "test-code-1",
+        "tandem.artifact_uri": result.outcome.artifact_uri,
+        "tandem.gate": "passed",
+        "tandem.version": "1",
+        "tandem.registered_status": "pending",
+    }
+    assert {k: tags.get(k) for k in expected_tags} == expected_tags
+
+    mirrored = client.search_model_versions(f"name='credit' and run_id='{run.info.run_id}'")
+    assert [v.tags.get("tandem.version") for v in mirrored] == ["1"]
+
+    # the logged model scores as Tandem's inference core does, on the same rows
+    frame = data.validate(data.load_frame(CREDIT_SOURCE), spec).head(200)
+    features = frame[spec.feature_names].reset_index(drop=True)
+    loaded = mlflow.pyfunc.load_model(f"runs:/{run.info.run_id}/model")
+    answer = loaded.predict(features)
+    core = Model.load(local_stack.store.get_artifact(result.outcome.artifact_uri, tmp_path / "a"))
+    expected = core.predict_proba(core.feeds_from_columns({c: features[c] for c in features}))
+    positive = str(card["classes"][-1])
+    np.testing.assert_allclose(answer[positive].to_numpy(), expected, rtol=0, atol=1e-6)
+    assert not (tmp_path / "mlruns").exists(), "artifacts went to the server, not ./mlruns"
+
+
+def test_unreachable_server_costs_one_warning_not_the_model(
+    monkeypatch, local_stack, spec_writer
+) -> None:
+    down = f"http://127.0.0.1:{free_port()}"  # nothing listens there
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", down)
+    spec = load_spec(spec_writer())
+    with pytest.warns(tracking.TrackingWarning) as caught:
+        result = lifecycle.pipeline(local_stack, spec)
+    assert result.version.version == 1 and result.version.status == APPROVED
+    assert local_stack.endpoint.current("credit").version == 1
+    messages = [str(w.message) for w in caught if w.category is tracking.TrackingWarning]
+    assert len(messages) == 1, messages
+    assert down in messages[0] and result.outcome.run_id in messages[0]
+
+
+@pytest.mark.parametrize("uri", ["file:./mlruns", "./mlruns", "/tmp/mlruns"])
+def test_a_file_store_uri_is_refused_before_training(
+    uri: str, monkeypatch, local_stack, spec_writer
+) -> None:
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+    spec = load_spec(spec_writer())
+    with pytest.raises(ConfigError, match="refuses the file store"):
+        lifecycle.train(local_stack, spec)
+    assert lifecycle.list_runs(local_stack) == []

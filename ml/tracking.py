@@ -251,10 +251,14 @@ def signature(card: dict[str, Any]):
     `prediction`), as tracking_pyfunc answers."""
     from mlflow.models import ModelSignature
     from mlflow.types import ColSpec, Schema
+    from mlflow.types.schema import AnyType
 
+    # A numeric feature is declared "any": MLflow refuses an int64 column where a double is
+    # declared (age=41 would fail); the model converts numbers itself. Any value may be
+    # missing (null), as at Tandem's endpoint.
     inputs = Schema(
         [
-            ColSpec("double" if f["type"] == "numeric" else "string", f["name"])
+            ColSpec(AnyType() if f["type"] == "numeric" else "string", f["name"], required=False)
             for f in card["input_schema"]["features"]
         ]
     )

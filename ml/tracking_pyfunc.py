@@ -40,7 +40,7 @@ class TandemOnnxModel(mlflow.pyfunc.PythonModel):
             context.artifacts["onnx"], providers=["CPUExecutionProvider"]
         )
 
-    def predict(self, context, model_input, params=None):
+    def predict(self, context, model_input: pd.DataFrame, params=None) -> pd.DataFrame:
         frame = model_input if isinstance(model_input, pd.DataFrame) else pd.DataFrame(model_input)
         feeds = {}
         for layout in self.inputs:

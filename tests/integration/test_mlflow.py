@@ -8,6 +8,7 @@ import warnings
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pytest
 
 mlflow = pytest.importorskip("mlflow")
@@ -17,7 +18,7 @@ from ml import data, lifecycle, tracking  # noqa: E402
 from ml.clouds.base import APPROVED  # noqa: E402
 from ml.errors import ConfigError  # noqa: E402
 from ml.spec import load_spec  # noqa: E402
-from tests.conftest import CREDIT_SOURCE  # noqa: E402
+from tests.conftest import CREDIT_ROW, CREDIT_SOURCE  # noqa: E402
 from tests.integration.mlflow_server import free_port, mlflow_server  # noqa: E402, F401
 
 
@@ -93,6 +94,11 @@ def test_pipeline_run_is_mirrored_with_a_loadable_model(
     core = Model.load(local_stack.store.get_artifact(result.outcome.artifact_uri, tmp_path / "a"))
     expected = core.predict_proba(core.feeds_from_columns({c: features[c] for c in features}))
     positive = str(card["classes"][-1])
+    np.testing.assert_allclose(answer[positive].to_numpy(), expected, rtol=0, atol=1e-6)
+    # request rows as people write them: integers, and missing values of both kinds
+    rows = [CREDIT_ROW, {**CREDIT_ROW, "age": None, "employment": None}]
+    answer = loaded.predict(pd.DataFrame(rows))
+    expected = [p["probability"] for p in core.predict(rows)]
     np.testing.assert_allclose(answer[positive].to_numpy(), expected, rtol=0, atol=1e-6)
     assert not (tmp_path / "mlruns").exists(), "artifacts went to the server, not ./mlruns"
 

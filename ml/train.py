@@ -36,6 +36,7 @@ from ml.spec import ESTIMATORS, ModelSpec, load_spec
 # SageMaker containers also export the directory as SM_INPUT_CONFIG_DIR; it wins when set.
 SAGEMAKER_INPUT_CONFIG_DIR = "/opt/ml/input/config"
 IMPORTANCE_REPEATS = 5
+TASK = "binary"  # the one task trained today; the card, ONNX metadata and endpoint say so
 
 
 def build_pipeline(spec: ModelSpec, overrides: dict[str, Any] | None = None):
@@ -121,7 +122,10 @@ def fit(
     from deploy.inference import Model, columns_from_schema
 
     started = time.perf_counter()
-    frame = data.validate(frame, spec, origin=data_uri or spec.dataset.source)
+    origin = data_uri or spec.dataset.source
+    raw_target = frame[spec.target] if spec.target in frame.columns else None
+    frame = data.validate(frame, spec, origin=origin)
+    labels = data.class_labels(raw_target, spec, origin)  # class index -> the data's label
     train, test = data.split(frame, spec)
     features = spec.feature_names
     pipeline = build_pipeline(spec, overrides)
@@ -130,9 +134,18 @@ def fit(
 
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    (out_dir / artifact.ONNX).write_bytes(artifact.to_onnx(pipeline, spec))
     schema = data.input_schema(train, spec)
     inputs = artifact.onnx_inputs(spec)
+    metadata = artifact.onnx_metadata(
+        labels=labels,
+        input_schema=schema,
+        inputs=inputs,
+        input_names=artifact.input_names(spec),
+        task=TASK,
+        run_id=run_id,
+        missing_token=data.MISSING,
+    )
+    (out_dir / artifact.ONNX).write_bytes(artifact.to_onnx(pipeline, spec, metadata))
     model = Model(
         out_dir / artifact.ONNX, columns_from_schema(schema), name=spec.name, inputs=inputs
     )
@@ -188,8 +201,11 @@ def fit(
         },
         "input_schema": schema,
         "onnx_inputs": inputs,
-        "task": "binary",
+        "input_names": artifact.input_names(spec),
+        "task": TASK,
         "classes": [_param(c) for c in pipeline.classes_.tolist()],
+        "labels": labels,
+        "onnx_opset": artifact.TARGET_OPSET,
         "code_version": code_version(),
         "environment": environment,
         "training_seconds": round(time.perf_counter() - started, 3),

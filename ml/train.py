@@ -31,6 +31,7 @@ import numpy as np
 import pandas as pd
 
 from ml import __version__, artifact, data, drift, evaluate
+from ml.errors import SpecError
 from ml.spec import ESTIMATORS, ModelSpec, load_spec
 
 # SageMaker containers also export the directory as SM_INPUT_CONFIG_DIR; it wins when set.
@@ -39,21 +40,62 @@ IMPORTANCE_REPEATS = 5
 TASK = "binary"  # the one task trained today; the card, ONNX metadata and endpoint say so
 
 
+def check(
+    spec: ModelSpec,
+    frame: pd.DataFrame,
+    *,
+    origin: str,
+    overrides: dict[str, Any] | None = None,
+) -> tuple[pd.DataFrame, list[Any]]:
+    """Everything that needs only the spec and the data, before any fitting: the columns,
+    their types, the target's classes and positive label, the estimator's parameters.
+
+    The training job runs it first, and the lifecycle runs it on the caller's side before a
+    job is submitted: one function, so a bad spec fails with the same message in both places,
+    without a (billed) job. Returns the validated frame and the labels in class-index order.
+    """
+    estimator(spec, overrides)
+    raw_target = frame[spec.target] if spec.target in frame.columns else None
+    validated = data.validate(frame, spec, origin=origin)
+    return validated, data.class_labels(raw_target, spec, origin)
+
+
+def estimator(spec: ModelSpec, overrides: dict[str, Any] | None = None) -> Any:
+    """The spec's unfitted estimator; a SpecError names a parameter it does not take or a
+    value it refuses (checked as scikit-learn's own fit would, without fitting)."""
+    import importlib
+    import inspect
+
+    module, name = ESTIMATORS[spec.estimator.kind].split(":")
+    cls = getattr(importlib.import_module(module), name)
+    params = {**spec.estimator.params, **(overrides or {})}
+    accepted = sorted(p for p in inspect.signature(cls).parameters if p not in ("args", "kwargs"))
+    unknown = sorted(set(params) - set(accepted))
+    if unknown:
+        raise SpecError(
+            f"estimator.params: {unknown} not accepted by {name} "
+            f"(estimator.kind = {spec.estimator.kind!r}); it takes {accepted}"
+        )
+    if "random_state" in accepted:
+        params.setdefault("random_state", spec.split.seed)
+    made = cls(**params)
+    validate_params = getattr(made, "_validate_params", None)  # what fit() checks first
+    if validate_params is not None:
+        try:
+            validate_params()
+        except ValueError as exc:
+            raise SpecError(f"estimator.params: {exc}") from None
+    return made
+
+
 def build_pipeline(spec: ModelSpec, overrides: dict[str, Any] | None = None):
     """Preprocessing + estimator as one scikit-learn pipeline (converted to ONNX whole)."""
-    import importlib
-
     from sklearn.compose import ColumnTransformer
     from sklearn.impute import SimpleImputer
     from sklearn.pipeline import Pipeline
     from sklearn.preprocessing import OneHotEncoder, StandardScaler
 
-    module, cls = ESTIMATORS[spec.estimator.kind].split(":")
-    params = {**spec.estimator.params, **(overrides or {})}
-    estimator = getattr(importlib.import_module(module), cls)()
-    if "random_state" in estimator.get_params():
-        params.setdefault("random_state", spec.split.seed)
-    estimator.set_params(**params)
+    model = estimator(spec, overrides)
     numeric_steps = [("impute", SimpleImputer(strategy="median"))]
     if spec.estimator.kind == "logistic_regression":
         # trees need no scaling, and a scaler before float32 tree thresholds costs ONNX parity
@@ -65,7 +107,7 @@ def build_pipeline(spec: ModelSpec, overrides: dict[str, Any] | None = None):
         transformers.append(
             ("categorical", OneHotEncoder(handle_unknown="ignore"), spec.categorical)
         )
-    return Pipeline([("prepare", ColumnTransformer(transformers)), ("estimator", estimator)])
+    return Pipeline([("prepare", ColumnTransformer(transformers)), ("estimator", model)])
 
 
 def code_version() -> str:
@@ -122,10 +164,7 @@ def fit(
     from deploy.inference import Model, columns_from_schema
 
     started = time.perf_counter()
-    origin = data_uri or spec.dataset.source
-    raw_target = frame[spec.target] if spec.target in frame.columns else None
-    frame = data.validate(frame, spec, origin=origin)
-    labels = data.class_labels(raw_target, spec, origin)  # class index -> the data's label
+    frame, labels = check(spec, frame, origin=data_uri or spec.dataset.source, overrides=overrides)
     train, test = data.split(frame, spec)
     features = spec.feature_names
     pipeline = build_pipeline(spec, overrides)

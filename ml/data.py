@@ -105,10 +105,15 @@ def validate(frame: pd.DataFrame, spec: ModelSpec, origin: str = "dataset") -> p
         )
     labels = class_labels(target, spec, origin)
     out[spec.target] = target.map(lambda v: same_label(v, labels[-1])).astype("int64")
-    if spec.sensitive_attribute:
-        sens = spec.sensitive_attribute
-        out[sens] = out[sens].map(lambda v: MISSING if pd.isna(v) else str(v)).astype("object")
+    # the sensitive attribute keeps its values (and type: it may be a feature too); the
+    # fairness groups are computed from a copy of it (`groups`)
     return out
+
+
+def groups(column: pd.Series) -> np.ndarray:
+    """Fairness groups from a sensitive column of any type: each value as text, one level for
+    a missing value. A copy: the column itself (perhaps a feature) is left as it is."""
+    return np.array([MISSING if pd.isna(v) else str(v) for v in column], dtype=object)
 
 
 SHOWN_VALUES = 5  # an error lists at most this many of a column's values

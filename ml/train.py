@@ -144,7 +144,7 @@ class TrainResult:
 def holdout_evaluation(model: Any, test: pd.DataFrame, spec: ModelSpec) -> evaluate.Evaluation:
     """Score an ONNX model (deploy.inference.Model) on the holdout rows."""
     proba = model.predict_proba(model.feeds_from_columns({c: test[c] for c in spec.feature_names}))
-    sensitive = test[spec.sensitive_attribute].to_numpy() if spec.sensitive_attribute else None
+    sensitive = data.groups(test[spec.sensitive_attribute]) if spec.sensitive_attribute else None
     return evaluate.score(test[spec.target].to_numpy(), proba, sensitive, spec.sensitive_attribute)
 
 
@@ -174,6 +174,10 @@ def fit(
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     schema = data.input_schema(train, spec)
+    for entry, onnx_name in zip(
+        schema["features"], artifact.input_names(spec)["by_column"].values(), strict=True
+    ):
+        entry["onnx_name"] = onnx_name  # the feature's name inside model.onnx
     inputs = artifact.onnx_inputs(spec)
     metadata = artifact.onnx_metadata(
         labels=labels,

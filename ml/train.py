@@ -145,7 +145,13 @@ def holdout_evaluation(model: Any, test: pd.DataFrame, spec: ModelSpec) -> evalu
     """Score an ONNX model (deploy.inference.Model) on the holdout rows."""
     proba = model.predict_proba(model.feeds_from_columns({c: test[c] for c in spec.feature_names}))
     sensitive = data.groups(test[spec.sensitive_attribute]) if spec.sensitive_attribute else None
-    return evaluate.score(test[spec.target].to_numpy(), proba, sensitive, spec.sensitive_attribute)
+    return evaluate.score(
+        test[spec.target].to_numpy(),
+        proba,
+        sensitive,
+        spec.sensitive_attribute,
+        min_group_size=spec.gates.min_group_size,
+    )
 
 
 def fit(

@@ -16,6 +16,7 @@ import hashlib
 import json
 import math
 import operator
+import re
 import reprlib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -218,17 +219,45 @@ def columns_from_schema(schema: Mapping[str, Any]) -> list[Column]:
     return columns
 
 
+def safe_names(columns: list[str]) -> dict[str, str]:
+    """column -> its name inside the ONNX graph: the column's own name when it is an
+    identifier, else one made of letters, digits and underscores (`sepal length (cm)` ->
+    `sepal_length_cm`), unique among them. The card records the mapping; requests keep
+    using the column names."""
+    mapping: dict[str, str] = {}
+    taken = {c for c in columns if _IDENTIFIER.fullmatch(c)}
+    for column in columns:
+        if _IDENTIFIER.fullmatch(column):
+            mapping[column] = column
+            continue
+        base = re.sub(r"_+", "_", re.sub(r"[^A-Za-z0-9_]", "_", column)).strip("_") or "column"
+        base = base if _IDENTIFIER.fullmatch(base) else f"c_{base}"
+        name, n = base, 1
+        while name in taken:
+            n += 1
+            name = f"{base}_{n}"
+        taken.add(name)
+        mapping[column] = name
+    return mapping
+
+
+_IDENTIFIER = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+
+
 def packed_inputs(columns: list[Column]) -> list[dict[str, Any]]:
     """The ONNX layout Tandem builds: one [N, n] float tensor for every numeric feature (in
-    schema order), one [N, 1] string tensor per categorical feature."""
-    names = {c.name for c in columns if not c.numeric}
+    schema order), one [N, 1] string tensor per categorical feature (named by `safe_names`)."""
+    safe = safe_names([c.name for c in columns])
+    names = {safe[c.name] for c in columns if not c.numeric}
     numeric_name = NUMERIC_INPUT
     while numeric_name in names:  # a categorical feature called "numeric" keeps its name
         numeric_name += "_"
     numeric = [c.name for c in columns if c.numeric]
     layout = [{"name": numeric_name, "dtype": "float32", "columns": numeric}] if numeric else []
     return layout + [
-        {"name": c.name, "dtype": "string", "columns": [c.name]} for c in columns if not c.numeric
+        {"name": safe[c.name], "dtype": "string", "columns": [c.name]}
+        for c in columns
+        if not c.numeric
     ]
 
 

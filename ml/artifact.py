@@ -27,6 +27,7 @@ from deploy.inference import (
     IntegrityError,
     Model,
     packed_inputs,
+    safe_names,
     sha256_file,
     verify_manifest,
 )
@@ -35,6 +36,13 @@ from ml.errors import ArtifactIntegrityError
 ONNX, CARD, BASELINE, TARBALL = "model.onnx", "model_card.json", "baseline.json", "model.tar.gz"
 CONTENT = (ONNX, CARD, BASELINE)
 
+# Every estimator is exported to the same opsets, so a graph runs wherever its runtime does.
+# 15: onnxmltools (XGBoost, LightGBM) converts to no newer default opset (1.16 refuses 18),
+# and every skl2onnx and onnxruntime of pyproject's ranges supports it; ai.onnx.ml 3 holds
+# the tree ensembles.
+TARGET_OPSET = {"": 15, "ai.onnx.ml": 3}
+METADATA_PREFIX = "tandem."
+
 
 def onnx_inputs(spec: Any) -> list[dict[str, Any]]:
     """The inputs `to_onnx` gives the graph (recorded in the card as `onnx_inputs`): one
@@ -42,7 +50,13 @@ def onnx_inputs(spec: Any) -> list[dict[str, Any]]:
     return packed_inputs([Column(f.name, f.type == "numeric") for f in spec.features])
 
 
-def to_onnx(pipeline: Any, spec: Any) -> bytes:
+def input_names(spec: Any) -> dict[str, dict[str, str]]:
+    """Each feature's name inside model.onnx, both ways (recorded in the card and metadata)."""
+    safe = safe_names(spec.feature_names)
+    return {"by_column": safe, "by_onnx_name": {v: k for k, v in safe.items()}}
+
+
+def to_onnx(pipeline: Any, spec: Any, metadata: Mapping[str, str] | None = None) -> bytes:
     """Convert the fitted scikit-learn pipeline, with the inputs of `onnx_inputs(spec)`.
 
     skl2onnx names one input per column; a single-row request then pays for n tiny tensors
@@ -60,12 +74,81 @@ def to_onnx(pipeline: Any, spec: Any) -> bytes:
         for f in spec.features
     ]
     # zipmap off: probabilities come back as a plain float tensor, cheap to read
-    onnx_model = convert(pipeline, initial_types=types, options={id(pipeline): {"zipmap": False}})
+    onnx_model = convert(
+        pipeline,
+        initial_types=types,
+        options={id(pipeline): {"zipmap": False}},
+        target_opset=dict(TARGET_OPSET),
+    )
+    # skl2onnx renames an input that is not an identifier its own way: name them ours
+    safe = safe_names(spec.feature_names)
+    given = [i.name for i in onnx_model.graph.input]
+    rename_graph_inputs(
+        onnx_model, {g: safe[f.name] for g, f in zip(given, spec.features, strict=True)}
+    )
     for layout in onnx_inputs(spec):
         if layout["dtype"] == "float32":
-            pack_numeric(onnx_model, layout["columns"], layout["name"])
+            pack_numeric(onnx_model, [safe[c] for c in layout["columns"]], layout["name"])
     drop_column_gathers(onnx_model)
+    for key, value in sorted((metadata or {}).items()):
+        entry = onnx_model.metadata_props.add()
+        entry.key, entry.value = key, value
     return onnx_model.SerializeToString()
+
+
+def tandem_version() -> str:
+    """The installed tandem-mlops version (the package's own when it is not installed)."""
+    from importlib import metadata
+
+    try:
+        return metadata.version("tandem-mlops")
+    except metadata.PackageNotFoundError:
+        from ml import __version__
+
+        return __version__
+
+
+def onnx_metadata(
+    *,
+    labels: list[Any],
+    input_schema: Mapping[str, Any],
+    inputs: list[dict[str, Any]],
+    input_names: Mapping[str, Any],
+    task: str,
+    run_id: str,
+    missing_token: str,
+) -> dict[str, str]:
+    """`metadata_props` of model.onnx: what a runtime outside Tandem needs to serve it alone.
+
+    `labels` maps each class index of the probability output to the spec's own label. The
+    registry's version number is not in here: it is assigned when the sealed artifact is
+    registered, and the artifact is never rewritten after (its checksums are its identity);
+    `run_id` names the run, and the registry maps run ids to versions.
+    """
+
+    def text(value: Any) -> str:
+        return json.dumps(finite(value), sort_keys=True, default=str, allow_nan=False)
+
+    entries = {
+        "labels": text({str(index): label for index, label in enumerate(labels)}),
+        "missing_token": missing_token,
+        "input_schema": text(input_schema),
+        "onnx_inputs": text(inputs),
+        "input_names": text(input_names),
+        "task": task,
+        "tandem_version": tandem_version(),
+        "run_id": run_id,
+        "model_version": "assigned by the registry at registration (see run_id)",
+    }
+    return {METADATA_PREFIX + key: value for key, value in entries.items()}
+
+
+def rename_graph_inputs(model: Any, renamed: Mapping[str, str]) -> None:
+    """Rename graph inputs (in place) and every node input that reads them."""
+    renamed = {k: v for k, v in renamed.items() if k != v}
+    for graph_input in model.graph.input:
+        graph_input.name = renamed.get(graph_input.name, graph_input.name)
+    _rename_inputs(model.graph.node, renamed)
 
 
 def pack_numeric(model: Any, columns: list[str], name: str) -> None:

@@ -103,21 +103,68 @@ def validate(frame: pd.DataFrame, spec: ModelSpec, origin: str = "dataset") -> p
             f"{origin}: target {spec.target!r} has {int(target.isna().sum())} missing "
             f"value(s) (rows {rows}...)"
         )
-    labels = sorted(pd.unique(target).tolist(), key=str)
-    if len(labels) != 2:
-        raise DataError(
-            f"{origin}: target {spec.target!r} must have exactly 2 classes, found {labels}"
-        )
-    positive = spec.positive_label
-    if positive not in labels and str(positive) not in map(str, labels):
-        raise DataError(
-            f"{origin}: positive_label {positive!r} not among the target values {labels}"
-        )
-    out[spec.target] = (target.astype(str) == str(positive)).astype("int64")
-    if spec.sensitive_attribute:
-        sens = spec.sensitive_attribute
-        out[sens] = out[sens].map(lambda v: MISSING if pd.isna(v) else str(v)).astype("object")
+    labels = class_labels(target, spec, origin)
+    out[spec.target] = target.map(lambda v: same_label(v, labels[-1])).astype("int64")
+    # the sensitive attribute keeps its values (and type: it may be a feature too); the
+    # fairness groups are computed from a copy of it (`groups`)
     return out
+
+
+def groups(column: pd.Series) -> np.ndarray:
+    """Fairness groups from a sensitive column of any type: each value as text, one level for
+    a missing value. A copy: the column itself (perhaps a feature) is left as it is."""
+    return np.array([MISSING if pd.isna(v) else str(v) for v in column], dtype=object)
+
+
+SHOWN_VALUES = 5  # an error lists at most this many of a column's values
+
+
+def _shown(values: list[Any]) -> str:
+    if len(values) <= SHOWN_VALUES:
+        return repr(values)
+    return f"{len(values)} distinct values, e.g. {values[:SHOWN_VALUES]!r}"
+
+
+def label_key(value: Any) -> Any:
+    """What a label is compared by: its value, not its spelling. A number, or text that reads
+    as one, is its float (1, 1.0, "1" and "1.0" are one label); anything else is its text."""
+    if isinstance(value, bool | np.bool_):
+        return str(bool(value))
+    if isinstance(value, int | float | np.integer | np.floating):
+        return float(value)
+    text = str(value).strip()
+    try:
+        number = float(text)
+    except ValueError:
+        return text
+    return number if np.isfinite(number) else text
+
+
+def same_label(a: Any, b: Any) -> bool:
+    return label_key(a) == label_key(b)
+
+
+def class_labels(target: pd.Series, spec: ModelSpec, origin: str = "dataset") -> list[Any]:
+    """The target's labels in class-index order (the positive label last), as the data spells
+    them; a DataError names the spec key when the positive label is not among them."""
+    values = sorted(pd.unique(target.dropna()).tolist(), key=lambda v: (str(type(v)), v))
+    keys = [label_key(v) for v in values]
+    if len(set(keys)) != 2:
+        raise DataError(
+            f"{origin}: target {spec.target!r} must have exactly 2 classes, found {_shown(values)}"
+        )
+    positive = [v for v, k in zip(values, keys, strict=True) if k == label_key(spec.positive_label)]
+    if not positive:
+        raise DataError(
+            f"{origin}: positive_label {spec.positive_label!r} is not a value of target "
+            f"{spec.target!r}, which holds {_shown(values)}; set positive_label to one of them"
+        )
+    negative = [v for v in values if not same_label(v, positive[0])]
+    return [_plain(negative[0]), _plain(positive[0])]
+
+
+def _plain(value: Any) -> Any:
+    return value.item() if isinstance(value, np.generic) else value
 
 
 def split(frame: pd.DataFrame, spec: ModelSpec) -> tuple[pd.DataFrame, pd.DataFrame]:

@@ -20,8 +20,9 @@ from ml.spec import Gates
 MAX_ROC_POINTS = 200
 
 # Fairness is judged only between groups that have something to compare: at least
-# FAIRNESS_MIN_GROUPS known values of the attribute, each with FAIRNESS_MIN_POSITIVES
-# positive rows (a true-positive rate needs positives). Issue-level minimum sizes come later.
+# FAIRNESS_MIN_GROUPS known values of the attribute, each with at least the spec's
+# gates.min_group_size rows and FAIRNESS_MIN_POSITIVES positive rows (a true-positive rate
+# needs positives). Other groups are reported and left out of the gap, and the verdict says so.
 FAIRNESS_MIN_GROUPS = 2
 FAIRNESS_MIN_POSITIVES = 1
 
@@ -58,8 +59,10 @@ class Evaluation:
             fairness = dict(raw["fairness"])
             gap = fairness.get("equal_opportunity_difference")
             fairness["equal_opportunity_difference"] = math.nan if gap is None else gap
+            # an undefined rate stays None (null): it is no number, not even NaN
             fairness["groups"] = {
-                g: _nan_for_null(v) for g, v in fairness.get("groups", {}).items()
+                g: {**_nan_for_null(v), "tpr": v.get("tpr")}
+                for g, v in fairness.get("groups", {}).items()
             }
             raw["fairness"] = fairness
         return cls(**raw)
@@ -84,6 +87,7 @@ def score(
     sensitive: np.ndarray | None = None,
     sensitive_name: str | None = None,
     threshold: float = 0.5,
+    min_group_size: int = 1,
 ) -> Evaluation:
     """Classification metrics, confusion matrix, ROC curve and per-group fairness."""
     from sklearn.metrics import (
@@ -115,7 +119,9 @@ def score(
         roc = {"fpr": fpr[keep].round(6).tolist(), "tpr": tpr[keep].round(6).tolist()}
     fairness = None
     if sensitive is not None:
-        fairness = group_fairness(y_true, y_pred, np.asarray(sensitive), sensitive_name or "group")
+        fairness = group_fairness(
+            y_true, y_pred, np.asarray(sensitive), sensitive_name or "group", min_group_size
+        )
     return Evaluation(metrics, confusion, roc, fairness, rows=len(y_true))
 
 
@@ -128,23 +134,28 @@ def _is_missing(group: object) -> bool:
 
 
 def group_fairness(
-    y_true: np.ndarray, y_pred: np.ndarray, groups: np.ndarray, attribute: str
+    y_true: np.ndarray,
+    y_pred: np.ndarray,
+    groups: np.ndarray,
+    attribute: str,
+    min_group_size: int = 1,
 ) -> dict[str, Any]:
     """True-positive rate per group and the equal-opportunity difference (fairlearn).
 
-    The gap is the largest difference in TPR between two groups that have positive rows (a
-    TPR needs positives; fairlearn reports 0.0 for a group without any, which is no rate at
-    all). It is judged only when at least FAIRNESS_MIN_GROUPS known values of the attribute
-    each have FAIRNESS_MIN_POSITIVES positive rows: rows with the attribute missing are
-    reported as their own group and enter the gap when they have positives, but never count
-    towards that minimum. Otherwise `insufficient_data` says why and the gap is NaN: an empty
-    sensitive column, a single group, or no positives is too little data to judge, never a
-    gap of 0.
+    Every group is reported. Its TPR is None ("undefined") when it has no positive rows
+    (fairlearn reports 0.0 there, which is no rate at all). A group is judged, i.e. enters
+    the gap, when it has at least `min_group_size` rows (the spec's gates.min_group_size)
+    and FAIRNESS_MIN_POSITIVES positive rows; `left_out` names every other group and why, so
+    a tiny or positive-free group never decides the gate, and never silently. The gap is
+    the largest difference in TPR between two judged groups, judged only when at least
+    FAIRNESS_MIN_GROUPS known values are judged (rows with the attribute missing are their
+    own group and may enter the gap, but never count towards that minimum). Otherwise
+    `insufficient_data` says why and the gap is NaN: never a gap of 0.
     """
     from fairlearn.metrics import MetricFrame, count, selection_rate, true_positive_rate
 
     y_true = np.asarray(y_true).astype(int)
-    # one level for a missing attribute, as data.validate writes it (fairlearn refuses None)
+    # one level for a missing attribute, as data.groups writes it (fairlearn refuses None)
     groups = np.array([MISSING if _is_missing(g) else g for g in groups], dtype=object)
     frame = MetricFrame(
         metrics={"tpr": true_positive_rate, "selection_rate": selection_rate, "count": count},
@@ -158,18 +169,28 @@ def group_fairness(
     ).by_group
     report: dict[str, dict[str, Any]] = {}
     rates: dict[str, float] = {}
+    left_out: dict[str, str] = {}
     known = 0
     for group in by_group.index:
-        has_positives = int(positives.loc[group]) >= FAIRNESS_MIN_POSITIVES
-        tpr = float(by_group.loc[group, "tpr"]) if has_positives else math.nan
+        rows, positive = int(by_group.loc[group, "count"]), int(positives.loc[group])
+        defined = positive >= FAIRNESS_MIN_POSITIVES
+        if not defined:
+            status = "undefined"
+            left_out[str(group)] = f"no positive rows ({rows} rows): TPR undefined"
+        elif rows < min_group_size:
+            status = "small"
+            left_out[str(group)] = f"{rows} rows, fewer than min_group_size {min_group_size}"
+        else:
+            status = "judged"
         report[str(group)] = {
-            "tpr": tpr,
+            "tpr": float(by_group.loc[group, "tpr"]) if defined else None,
             "selection_rate": float(by_group.loc[group, "selection_rate"]),
-            "count": int(by_group.loc[group, "count"]),
-            "positives": int(positives.loc[group]),
+            "count": rows,
+            "positives": positive,
+            "status": status,
         }
-        if has_positives:
-            rates[str(group)] = tpr
+        if status == "judged":
+            rates[str(group)] = report[str(group)]["tpr"]
             known += not _is_missing(group)
     insufficient = None
     if known < FAIRNESS_MIN_GROUPS:
@@ -177,18 +198,30 @@ def group_fairness(
             f"{g!r}: {v['count']} rows, {v['positives']} positive" for g, v in report.items()
         )
         insufficient = (
-            f"{known} group(s) of {attribute} with at least {FAIRNESS_MIN_POSITIVES} positive "
-            f"row(s) in the holdout, at least {FAIRNESS_MIN_GROUPS} needed ({seen})"
+            f"{known} group(s) of {attribute} with at least {min_group_size} row(s) and "
+            f"{FAIRNESS_MIN_POSITIVES} positive row(s) in the holdout, at least "
+            f"{FAIRNESS_MIN_GROUPS} needed ({seen})"
         )
     return {
         "attribute": attribute,
         "groups": report,
+        "min_group_size": min_group_size,
+        "left_out": left_out,
         # the largest gap in TPR between any two judged groups (equal-opportunity difference)
         "equal_opportunity_difference": (
             math.nan if insufficient else max(rates.values()) - min(rates.values())
         ),
         "insufficient_data": insufficient,
     }
+
+
+def _left_out(fairness: Mapping[str, Any]) -> str:
+    """How the gate treated the groups it did not judge (empty when it judged every group)."""
+    left = fairness.get("left_out") or {}
+    if not left:
+        return ""
+    listed = "; ".join(f"{g!r}: {why}" for g, why in sorted(left.items()))
+    return f" (left out of the gap, not judged: {listed})"
 
 
 @dataclass(frozen=True)
@@ -333,7 +366,7 @@ def gate(gates: Gates, candidate: Evaluation, champion: Evaluation | None = None
                     "fairness",
                     False,
                     f"fairness on {candidate.fairness['attribute']}: too little data to judge: "
-                    f"{candidate.fairness['insufficient_data']}",
+                    f"{candidate.fairness['insufficient_data']}{_left_out(candidate.fairness)}",
                 )
             )
         else:
@@ -344,7 +377,8 @@ def gate(gates: Gates, candidate: Evaluation, champion: Evaluation | None = None
                     "fairness",
                     ok,
                     f"equal-opportunity difference on {candidate.fairness['attribute']} {gap:.4f} "
-                    f"{'<=' if ok else '>'} {gates.max_fairness_gap}",
+                    f"{'<=' if ok else '>'} {gates.max_fairness_gap}"
+                    f"{_left_out(candidate.fairness)}",
                 )
             )
     if gates.max_p99_latency_ms is not None:

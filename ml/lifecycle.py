@@ -81,12 +81,22 @@ def _say(progress: Progress | None, line: str) -> None:
 def train(
     stack: Stack, spec: ModelSpec, *, data_uri: str | None = None, progress: Progress | None = None
 ) -> TrainOutcome:
-    """Run the training job on the stack and record the run (params, metrics, lineage)."""
-    tracking.check_uri()  # a tracking URI MLflow refuses fails here, not after the job
+    """Run the training job on the stack and record the run (params, metrics, lineage).
+
+    The job's own checks of the spec and the data (`ml.train.check`) run here first, so a
+    typo'd column or a bad estimator parameter fails before any job is submitted; so does a
+    tracking URI MLflow would refuse.
+    """
+    tracking.check_uri()
+    source = data_uri or spec.dataset.source
+    _say(progress, "checking the spec against the data")
+    frame = data.load_frame(source, stack.store, spec.dataset.format)
+    training.check(spec, frame, origin=source)
+    del frame
     run_id = training.new_run_id(spec.name)
     result = stack.jobs.run_training(
         spec,
-        data_uri or spec.dataset.source,
+        source,
         layout.artifact_key(spec.name, run_id),
         progress=progress,
     )

@@ -75,7 +75,9 @@ def _plots(evaluation: Evaluation) -> list[tuple[str, str]]:
     if evaluation.fairness:
         groups = evaluation.fairness["groups"]
         fig, ax = plt.subplots(figsize=(3.6, 3.2))
-        ax.bar(list(groups), [g["tpr"] for g in groups.values()], color="#4c78a8")
+        # an undefined rate (no positives) is a missing bar, not a bar at 0
+        rates = [float("nan") if g["tpr"] is None else g["tpr"] for g in groups.values()]
+        ax.bar(list(groups), rates, color="#4c78a8")
         ax.set_ylim(0, 1)
         ax.set_ylabel("true positive rate")
         ax.set_title(f"TPR by {evaluation.fairness['attribute']}")
@@ -129,10 +131,24 @@ def render(
             "<h2>Fairness</h2>"
             + _rows(
                 [
-                    (g, f"{v['tpr']:.4f}", f"{v['selection_rate']:.4f}", v["count"])
+                    (
+                        g,
+                        "undefined" if v["tpr"] is None else f"{v['tpr']:.4f}",
+                        f"{v['selection_rate']:.4f}",
+                        v["count"],
+                        v.get("status", "judged"),
+                    )
                     for g, v in f["groups"].items()
                 ],
-                (f["attribute"], "true positive rate", "selection rate", "rows"),
+                (f["attribute"], "true positive rate", "selection rate", "rows", "in the gap"),
+            )
+            + (
+                f"<p>Left out of the gap (fewer than {f.get('min_group_size')} rows, or no "
+                "positive rows): "
+                + html.escape("; ".join(f"{g}: {w}" for g, w in f["left_out"].items()))
+                + "</p>"
+                if f.get("left_out")
+                else ""
             )
             + f"<p>Equal-opportunity difference: <b>{f['equal_opportunity_difference']:.4f}</b></p>"
         )

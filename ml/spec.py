@@ -71,6 +71,10 @@ class Gates(_Strict):
         default=0.0, description="challenger minus champion on the primary metric, at least"
     )
     max_fairness_gap: Annotated[float, Field(ge=0, le=1)] | None = None
+    min_group_size: Annotated[
+        int,
+        Field(ge=1, description="holdout rows a group needs to enter the fairness gap"),
+    ] = 30
     max_p99_latency_ms: Annotated[float, Field(gt=0)] | None = None
 
     @field_validator("min_metrics")

@@ -31,28 +31,71 @@ import numpy as np
 import pandas as pd
 
 from ml import __version__, artifact, data, drift, evaluate
+from ml.errors import SpecError
 from ml.spec import ESTIMATORS, ModelSpec, load_spec
 
 # SageMaker containers also export the directory as SM_INPUT_CONFIG_DIR; it wins when set.
 SAGEMAKER_INPUT_CONFIG_DIR = "/opt/ml/input/config"
 IMPORTANCE_REPEATS = 5
+TASK = "binary"  # the one task trained today; the card, ONNX metadata and endpoint say so
+
+
+def check(
+    spec: ModelSpec,
+    frame: pd.DataFrame,
+    *,
+    origin: str,
+    overrides: dict[str, Any] | None = None,
+) -> tuple[pd.DataFrame, list[Any]]:
+    """Everything that needs only the spec and the data, before any fitting: the columns,
+    their types, the target's classes and positive label, the estimator's parameters.
+
+    The training job runs it first, and the lifecycle runs it on the caller's side before a
+    job is submitted: one function, so a bad spec fails with the same message in both places,
+    without a (billed) job. Returns the validated frame and the labels in class-index order.
+    """
+    estimator(spec, overrides)
+    raw_target = frame[spec.target] if spec.target in frame.columns else None
+    validated = data.validate(frame, spec, origin=origin)
+    return validated, data.class_labels(raw_target, spec, origin)
+
+
+def estimator(spec: ModelSpec, overrides: dict[str, Any] | None = None) -> Any:
+    """The spec's unfitted estimator; a SpecError names a parameter it does not take or a
+    value it refuses (checked as scikit-learn's own fit would, without fitting)."""
+    import importlib
+    import inspect
+
+    module, name = ESTIMATORS[spec.estimator.kind].split(":")
+    cls = getattr(importlib.import_module(module), name)
+    params = {**spec.estimator.params, **(overrides or {})}
+    accepted = sorted(p for p in inspect.signature(cls).parameters if p not in ("args", "kwargs"))
+    unknown = sorted(set(params) - set(accepted))
+    if unknown:
+        raise SpecError(
+            f"estimator.params: {unknown} not accepted by {name} "
+            f"(estimator.kind = {spec.estimator.kind!r}); it takes {accepted}"
+        )
+    if "random_state" in accepted:
+        params.setdefault("random_state", spec.split.seed)
+    made = cls(**params)
+    validate_params = getattr(made, "_validate_params", None)  # what fit() checks first
+    if validate_params is not None:
+        try:
+            validate_params()
+        except ValueError as exc:
+            raise SpecError(f"estimator.params: {exc}") from None
+    return made
 
 
 def build_pipeline(spec: ModelSpec, overrides: dict[str, Any] | None = None):
     """Preprocessing + estimator as one scikit-learn pipeline (converted to ONNX whole)."""
-    import importlib
-
     from sklearn.compose import ColumnTransformer
     from sklearn.impute import SimpleImputer
     from sklearn.pipeline import Pipeline
     from sklearn.preprocessing import OneHotEncoder, StandardScaler
 
-    module, cls = ESTIMATORS[spec.estimator.kind].split(":")
-    params = {**spec.estimator.params, **(overrides or {})}
-    estimator = getattr(importlib.import_module(module), cls)()
-    if "random_state" in estimator.get_params():
-        params.setdefault("random_state", spec.split.seed)
-    estimator.set_params(**params)
+    model = estimator(spec, overrides)
     numeric_steps = [("impute", SimpleImputer(strategy="median"))]
     if spec.estimator.kind == "logistic_regression":
         # trees need no scaling, and a scaler before float32 tree thresholds costs ONNX parity
@@ -64,7 +107,7 @@ def build_pipeline(spec: ModelSpec, overrides: dict[str, Any] | None = None):
         transformers.append(
             ("categorical", OneHotEncoder(handle_unknown="ignore"), spec.categorical)
         )
-    return Pipeline([("prepare", ColumnTransformer(transformers)), ("estimator", estimator)])
+    return Pipeline([("prepare", ColumnTransformer(transformers)), ("estimator", model)])
 
 
 def code_version() -> str:
@@ -101,8 +144,14 @@ class TrainResult:
 def holdout_evaluation(model: Any, test: pd.DataFrame, spec: ModelSpec) -> evaluate.Evaluation:
     """Score an ONNX model (deploy.inference.Model) on the holdout rows."""
     proba = model.predict_proba(model.feeds_from_columns({c: test[c] for c in spec.feature_names}))
-    sensitive = test[spec.sensitive_attribute].to_numpy() if spec.sensitive_attribute else None
-    return evaluate.score(test[spec.target].to_numpy(), proba, sensitive, spec.sensitive_attribute)
+    sensitive = data.groups(test[spec.sensitive_attribute]) if spec.sensitive_attribute else None
+    return evaluate.score(
+        test[spec.target].to_numpy(),
+        proba,
+        sensitive,
+        spec.sensitive_attribute,
+        min_group_size=spec.gates.min_group_size,
+    )
 
 
 def fit(
@@ -121,7 +170,7 @@ def fit(
     from deploy.inference import Model, columns_from_schema
 
     started = time.perf_counter()
-    frame = data.validate(frame, spec, origin=data_uri or spec.dataset.source)
+    frame, labels = check(spec, frame, origin=data_uri or spec.dataset.source, overrides=overrides)
     train, test = data.split(frame, spec)
     features = spec.feature_names
     pipeline = build_pipeline(spec, overrides)
@@ -130,9 +179,22 @@ def fit(
 
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    (out_dir / artifact.ONNX).write_bytes(artifact.to_onnx(pipeline, spec))
     schema = data.input_schema(train, spec)
+    for entry, onnx_name in zip(
+        schema["features"], artifact.input_names(spec)["by_column"].values(), strict=True
+    ):
+        entry["onnx_name"] = onnx_name  # the feature's name inside model.onnx
     inputs = artifact.onnx_inputs(spec)
+    metadata = artifact.onnx_metadata(
+        labels=labels,
+        input_schema=schema,
+        inputs=inputs,
+        input_names=artifact.input_names(spec),
+        task=TASK,
+        run_id=run_id,
+        missing_token=data.MISSING,
+    )
+    (out_dir / artifact.ONNX).write_bytes(artifact.to_onnx(pipeline, spec, metadata))
     model = Model(
         out_dir / artifact.ONNX, columns_from_schema(schema), name=spec.name, inputs=inputs
     )
@@ -188,8 +250,11 @@ def fit(
         },
         "input_schema": schema,
         "onnx_inputs": inputs,
-        "task": "binary",
+        "input_names": artifact.input_names(spec),
+        "task": TASK,
         "classes": [_param(c) for c in pipeline.classes_.tolist()],
+        "labels": labels,
+        "onnx_opset": artifact.TARGET_OPSET,
         "code_version": code_version(),
         "environment": environment,
         "training_seconds": round(time.perf_counter() - started, 3),

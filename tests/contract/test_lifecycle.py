@@ -201,3 +201,45 @@ def test_deploy_refuses_a_tampered_artifact_every_time(
             lifecycle.deploy(stack, MODEL, v1.version)
     assert stack.endpoint.current(MODEL) is None
     assert stack.endpoint.history(MODEL) == []
+
+
+# -- checks before any job starts -------------------------------------------------------------
+TYPO_COLUMN = {"features": [{"name": "incme", "type": "numeric"}]}
+BAD_PARAMETER = {"estimator": {"kind": "gradient_boosting", "params": {"n_estimator": 5}}}
+BAD_VALUE = {"estimator": {"kind": "random_forest", "params": {"max_depth": -3}}}
+
+
+@pytest.mark.parametrize(
+    ("overrides", "expected"),
+    [
+        (TYPO_COLUMN, r"missing column\(s\) \['incme'\]"),
+        (BAD_PARAMETER, r"estimator\.params: \['n_estimator'\] not accepted by "),
+        (BAD_VALUE, r"estimator\.params: .*max_depth"),
+    ],
+    ids=["typo-column", "bad-parameter", "bad-value"],
+)
+def test_a_bad_spec_fails_before_any_job_is_submitted(
+    cloud: Cloud, stack: Stack, tmp_path: Path, overrides: dict, expected: str
+) -> None:
+    from ml import data
+    from ml import train as training
+    from ml.spec import parse_spec
+    from tests.conftest import spec_dict
+
+    spec = parse_spec(spec_dict(**overrides))
+    before = cloud.footprint()
+    with pytest.raises(TandemError, match=expected) as caller_side:
+        lifecycle.train(stack, spec)
+    assert cloud.footprint() == before  # no job, no run, no artifact, nothing staged
+    if cloud.name == "aws":
+        assert stack.jobs.sagemaker.list_training_jobs()["TrainingJobSummaries"] == []
+    # the job's own entry point fails with the very same message
+    with pytest.raises(TandemError) as in_the_job:
+        training.fit(
+            spec,
+            data.load_frame(spec.dataset.source),
+            tmp_path / "job",
+            run_id="r",
+            data_uri=spec.dataset.source,
+        )
+    assert str(in_the_job.value) == str(caller_side.value)

@@ -45,6 +45,12 @@ def test_onnx_matches_scikit_learn(kind: str, tmp_path: Path) -> None:
     assert got.shape == expected.shape
     np.testing.assert_allclose(got, expected, rtol=0, atol=1e-5)
     assert len(np.unique(np.round(got, 3))) > 10, "a constant model would match trivially"
+    import onnx
+
+    graph = onnx.load(tmp_path / "model.onnx")
+    opsets = {o.domain or "": o.version for o in graph.opset_import}
+    assert opsets[""] == artifact.TARGET_OPSET[""]  # one pinned opset for every estimator
+    assert opsets.get("ai.onnx.ml", artifact.TARGET_OPSET["ai.onnx.ml"]) <= 3
 
 
 def test_logistic_regression_on_breast_cancer_matches() -> None:
@@ -64,6 +70,34 @@ def test_logistic_regression_on_breast_cancer_matches() -> None:
     np.testing.assert_allclose(
         got, pipeline.predict_proba(test_rows[spec.feature_names])[:, 1], atol=1e-5
     )
+
+
+def test_onnx_metadata_says_what_the_model_needs(trained_artifact: Path) -> None:
+    import onnx
+
+    card = json.loads((trained_artifact / artifact.CARD).read_text())
+    graph = onnx.load(trained_artifact / artifact.ONNX)
+    props = {p.key: p.value for p in graph.metadata_props}
+    assert json.loads(props["tandem.labels"]) == {"0": 0, "1": 1}
+    assert props["tandem.missing_token"] == data.MISSING
+    assert json.loads(props["tandem.input_schema"]) == card["input_schema"]
+    assert json.loads(props["tandem.onnx_inputs"]) == card["onnx_inputs"]
+    assert json.loads(props["tandem.input_names"]) == card["input_names"]
+    assert props["tandem.task"] == card["task"] == "binary"
+    assert props["tandem.run_id"] == "session-run"
+    assert props["tandem.tandem_version"] == artifact.tandem_version()
+    assert "registry" in props["tandem.model_version"]
+
+
+def test_onnx_metadata_labels_are_the_specs(tmp_path: Path) -> None:
+    import onnx
+
+    spec = parse_spec(spec_dict(positive_label="bad"))
+    raw = datasets.credit(rows=600, seed=3)
+    frame = raw.assign(default=raw["default"].map({1: "bad", 0: "good"}))
+    train.fit(spec, frame, tmp_path / "a", run_id="r1")
+    props = {p.key: p.value for p in onnx.load(tmp_path / "a" / artifact.ONNX).metadata_props}
+    assert json.loads(props["tandem.labels"]) == {"0": "good", "1": "bad"}
 
 
 def test_build_pipeline_applies_overrides_and_seed() -> None:

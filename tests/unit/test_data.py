@@ -88,8 +88,38 @@ def test_single_class_target(raw: pd.DataFrame, spec: ModelSpec) -> None:
 
 def test_positive_label_absent(raw: pd.DataFrame) -> None:
     spec = parse_spec(spec_dict(positive_label=7))
-    with pytest.raises(DataError, match="positive_label 7 not among"):
+    with pytest.raises(DataError, match=r"positive_label 7 is not a value of target 'default'"):
         data.validate(raw, spec)
+
+
+@pytest.mark.parametrize("positive", [1, "1", 1.0, "1.0"])
+@pytest.mark.parametrize("stored", ["float", "int", "text"])
+def test_labels_match_by_value_not_spelling(
+    raw: pd.DataFrame, positive: object, stored: str
+) -> None:
+    target = {"float": raw["default"].astype(float), "int": raw["default"]}.get(
+        stored, raw["default"].map({1: "1.0", 0: "0.0"})
+    )
+    spec = parse_spec(spec_dict(positive_label=positive))
+    out = data.validate(raw.assign(default=target), spec)
+    assert out["default"].tolist() == raw["default"].tolist()
+    assert data.label_key(data.class_labels(target, spec)[-1]) == 1.0
+
+
+def test_absent_positive_label_names_the_key_and_a_few_values(raw: pd.DataFrame) -> None:
+    spec = parse_spec(spec_dict(positive_label="yes"))
+    with pytest.raises(DataError) as info:
+        data.validate(raw.assign(default=raw["default"].astype(float)), spec, origin="a.csv")
+    assert "a.csv: positive_label 'yes' is not a value of target 'default'" in str(info.value)
+    assert "[0.0, 1.0]" in str(info.value)
+
+
+def test_many_target_values_are_counted_not_listed(raw: pd.DataFrame, spec: ModelSpec) -> None:
+    with pytest.raises(DataError) as info:
+        data.validate(raw.assign(default=np.arange(len(raw)) / 7), spec)
+    message = str(info.value)
+    assert "exactly 2 classes, found 600 distinct values, e.g. [0.0, " in message
+    assert len(message) < 300
 
 
 def test_missing_category_becomes_its_own_level(raw: pd.DataFrame, spec: ModelSpec) -> None:

@@ -127,7 +127,8 @@ def test_fairness_with_a_group_without_positives_fails_as_too_little_data() -> N
     y_hat = np.array([1, 0, 0, 1, 0, 0, 1, 0])
     groups = np.array(["a"] * 4 + ["b"] * 4)
     fairness = score(y_true, y_hat.astype(float), groups, "g").fairness
-    assert math.isnan(fairness["groups"]["b"]["tpr"])
+    assert fairness["groups"]["b"]["tpr"] is None  # undefined: no number, not 0.0
+    assert fairness["groups"]["b"]["status"] == "undefined"
     assert fairness["groups"]["b"]["positives"] == 0
     assert fairness["insufficient_data"]
     assert not gate(
@@ -373,3 +374,46 @@ def test_every_failure_is_reported_together() -> None:
         "champion",
         "fairness",
     }
+
+
+def test_a_small_group_is_reported_and_left_out_of_the_gap() -> None:
+    # a: 40 rows, TPR 1.0; b: 40 rows, TPR 0.9; c: 8 rows, TPR 0.0 (it would decide the gap)
+    y_true = np.ones(88, dtype=int)
+    y_hat = np.array([1] * 40 + [1] * 36 + [0] * 4 + [0] * 8)
+    groups = np.array(["a"] * 40 + ["b"] * 40 + ["c"] * 8)
+    result = score(y_true, y_hat.astype(float), groups, "g", min_group_size=30)
+    fairness = result.fairness
+    assert fairness["groups"]["c"]["status"] == "small"
+    assert fairness["groups"]["c"]["tpr"] == 0.0  # still reported
+    assert fairness["left_out"] == {"c": "8 rows, fewer than min_group_size 30"}
+    assert fairness["equal_opportunity_difference"] == pytest.approx(0.1)
+    verdict = gate(Gates(max_fairness_gap=0.2), result)
+    assert verdict.passed
+    (check,) = verdict.checks
+    assert "left out of the gap, not judged: 'c': 8 rows" in check.detail
+    # the same rows with every group judged: the 8-row group decides, and fails the gate
+    assert not gate(Gates(max_fairness_gap=0.2), score(y_true, y_hat, groups, "g")).passed
+
+
+def test_an_undefined_rate_is_null_in_json_and_survives_a_round_trip() -> None:
+    import json
+
+    from ml.artifact import finite
+
+    y_true = np.array([1] * 40 + [0] * 40 + [1] * 40)
+    y_hat = np.array([1] * 40 + [0] * 40 + [1] * 30 + [0] * 10)
+    groups = np.array(["a"] * 40 + ["b"] * 40 + ["c"] * 40)
+    result = score(y_true, y_hat.astype(float), groups, "g", min_group_size=30)
+    written = json.loads(json.dumps(finite(result.to_dict()), allow_nan=False))
+    assert written["fairness"]["groups"]["b"]["tpr"] is None
+    assert written["fairness"]["left_out"]["b"].startswith("no positive rows")
+    back = Evaluation.from_dict(written)
+    assert back.fairness["groups"]["b"]["tpr"] is None
+    assert back.fairness["equal_opportunity_difference"] == pytest.approx(0.25)
+    assert "'b': no positive rows" in gate(Gates(max_fairness_gap=0.5), back).checks[0].detail
+
+
+def test_min_group_size_is_a_spec_field_with_a_default() -> None:
+    assert Gates().min_group_size == 30
+    with pytest.raises(ValueError):
+        Gates(min_group_size=0)

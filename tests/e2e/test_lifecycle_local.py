@@ -153,19 +153,18 @@ def test_register_refuses_an_incomplete_artifact(
     assert lifecycle.register(local_stack, "credit", good, {}, {}).version == 1
 
 
-def test_a_failed_job_creates_no_version(local_stack: Stack, spec_writer, tmp_path: Path) -> None:
+def test_data_the_job_would_refuse_starts_no_job_and_creates_no_version(
+    local_stack: Stack, spec_writer, tmp_path: Path
+) -> None:
     bad = tmp_path / "bad.csv"
     datasets.credit(rows=100, seed=1).drop(columns=["income"]).to_csv(bad, index=False)
-    with pytest.raises(
-        TandemError, match=r"training job credit-.* failed: .*missing column\(s\) \['income'\]"
-    ):
+    with pytest.raises(TandemError, match=r"missing column\(s\) \['income'\]") as refused:
         lifecycle.pipeline(local_stack, load_spec(spec_writer()), data_uri=str(bad))
+    assert "training job" not in str(refused.value)  # checked before any job started
     assert local_stack.registry.list_versions("credit") == []
     assert lifecycle.list_runs(local_stack, "credit") == []
     assert local_stack.endpoint.current("credit") is None
-    logs = local_stack.store.list_keys("artifacts/credit/")
-    assert len(logs) == 1 and logs[0].endswith(".log")
-    assert b"missing column" in local_stack.store.get_bytes(logs[0])
+    assert local_stack.store.list_keys("artifacts/credit/") == []  # no job, so no job log
 
 
 def test_deploy_of_a_pending_version_is_refused(local_stack: Stack, trained_artifact: Path) -> None:

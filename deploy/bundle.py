@@ -308,7 +308,8 @@ def _dropped_file(path: Path) -> bool:
 
 def bundle_report(path: str | os.PathLike[str], top: int = 8) -> dict[str, Any]:
     """Sizes of an archive: zipped (the file), unzipped (what Lambda's 250 MB limit counts),
-    and the top-level entries (packages) that take the most, largest first."""
+    the top-level entries (packages) that take the most, largest first, and whether its
+    modules ship compiled."""
     path = Path(path)
     by_package: dict[str, int] = {}
     unzipped = 0
@@ -329,6 +330,7 @@ def bundle_report(path: str | os.PathLike[str], top: int = 8) -> dict[str, Any]:
         "direct_upload_limit_bytes": LAMBDA_DIRECT_UPLOAD_LIMIT,
         "within_budget": unzipped <= UNZIPPED_BUDGET,
         "top": [{"name": name, "unzipped_bytes": size} for name, size in largest],
+        "compiled": any(info.filename.endswith(".pyc") for info in infos),
     }
 
 

@@ -813,6 +813,13 @@ def bundle(
         + ", ".join(
             f"{escape(p['name'])} {p['unzipped_bytes'] / mb:.1f} MB" for p in report["top"][:5]
         ),
+        "  compiled modules: "
+        + (
+            "yes"
+            if report["compiled"]
+            else f"[yellow]no[/] (only Python {escape(python)} can compile them: build with it "
+            "for a faster cold start)"
+        ),
         f"  handler: {packaging.LAMBDA_HANDLER}  CodeSha256: {packaging.sha256_base64(archive)}",
     ]
     emit({**report, "handler": packaging.LAMBDA_HANDLER,

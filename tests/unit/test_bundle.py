@@ -104,6 +104,9 @@ def test_built_by_the_runtime_python_the_modules_ship_compiled(tmp_path):
     names = set(zipfile.ZipFile(first).namelist())
     sources = [n for n in names if n.endswith(".py")]
     assert sources and all(importlib.util.cache_from_source(n) in names for n in sources)
+    assert bundle.bundle_report(first)["compiled"] is True
+    plain = bundle.build_lambda_zip(tmp_path / "c", dependencies=False, python=here, bytecode=False)
+    assert bundle.bundle_report(plain)["compiled"] is False
 
     # the compiled module is what imports (never checked against its source): a changed
     # source in the extracted archive is not even read

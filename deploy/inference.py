@@ -140,6 +140,16 @@ def fetch(source: str | Path, cache_dir: Path | None = None) -> Path:
     return _unpacked(tarball, target / "model")
 
 
+def _is_artifact_directory(source: str | Path) -> bool:
+    """A local artifact directory: loaded where it is, nothing copied."""
+    text = str(source)
+    scheme = urlsplit(text).scheme if "://" in text else ""
+    if scheme not in ("", "file"):
+        return False
+    path = Path(urlsplit(text).path if scheme == "file" else text)
+    return (path / MANIFEST).is_file()
+
+
 def _cache(cache_dir: Path | None) -> Path:
     if cache_dir is None:
         import tempfile  # off the cold start of an endpoint that loads a directory
@@ -356,8 +366,21 @@ class Model:
         verify: bool = True,
     ) -> Model:
         """Load an artifact from a directory, a model.tar.gz, an s3:// URI or an https:// URL,
-        verifying every file against MANIFEST.json first (IntegrityError names the file)."""
-        directory = fetch(source, cache_dir) if verify else Path(source)
+        verifying every file against MANIFEST.json first (IntegrityError names the file).
+
+        Without a `cache_dir`, what had to be downloaded or unpacked goes to a temporary
+        directory that is removed once the model is in memory."""
+        if not verify:
+            return cls._from_directory(Path(source), name, version)
+        if cache_dir is not None or _is_artifact_directory(source):
+            return cls._from_directory(fetch(source, cache_dir), name, version)
+        import tempfile  # off the cold start of an endpoint that loads a directory
+
+        with tempfile.TemporaryDirectory(prefix="tandem-model-") as scratch:
+            return cls._from_directory(fetch(source, Path(scratch)), name, version)
+
+    @classmethod
+    def _from_directory(cls, directory: Path, name: str | None, version: int | None) -> Model:
         card = json.loads((directory / CARD).read_text())
         return cls(
             directory / ONNX,

@@ -10,6 +10,7 @@ import io
 import json
 import shutil
 import tarfile
+import tempfile
 import threading
 from collections.abc import Iterator
 from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
@@ -64,6 +65,17 @@ def test_a_tarball_and_a_directory_holding_only_one(
     mounted.mkdir()
     shutil.copy(tarball, mounted)
     assert Model.load(mounted, cache_dir=tmp_path / "c2").predict_payload(PAYLOAD) == expected
+
+
+def test_without_a_cache_what_was_unpacked_is_removed_once_loaded(
+    trained_artifact: Path, tmp_path: Path, expected: dict, monkeypatch
+) -> None:
+    scratch = tmp_path / "tmp"
+    scratch.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(scratch))
+    model = Model.load(trained_artifact / artifact.TARBALL)
+    assert list(scratch.iterdir()) == []  # the model is in memory; its files are gone
+    assert model.predict_payload(PAYLOAD) == expected
 
 
 def test_a_tampered_tarball_is_refused_by_file_name(trained_artifact: Path, tmp_path: Path) -> None:

@@ -343,13 +343,14 @@ class Model:
         if len(outputs) >= 2:  # a classifier: label, probabilities (zipmap off)
             self._output = outputs[1].name
             width = outputs[1].shape[1] if len(outputs[1].shape) == 2 else None
-            self.classes: list[Any] | None = self.card.get("classes") or (
-                list(range(width)) if isinstance(width, int) else None
+            # answers name classes by the spec's own labels ("yes"), as the card records them
+            self.classes: list[Any] | None = (
+                self.card.get("labels")
+                or self.card.get("classes")
+                or (list(range(width)) if isinstance(width, int) else None)
             )
-            default_task = "binary" if self.classes is None or len(self.classes) == 2 else "multi"
-            self.task: str = self.card.get("task") or (
-                "binary" if default_task == "binary" else "multiclass"
-            )
+            two = self.classes is None or len(self.classes) == 2
+            self.task: str = self.card.get("task") or ("binary" if two else "multiclass")
         else:
             self._output = outputs[0].name
             self.classes = None
@@ -621,6 +622,11 @@ class Model:
         for input_name, column in self._string_feeds:
             feeds[input_name] = strings[column]
         return feeds
+
+    def scores(self, feeds: Mapping[str, np.ndarray]) -> np.ndarray:
+        """The model's answer per row: [N, k] class probabilities, or [N] predicted values."""
+        output = self.session.run([self._output], dict(feeds))[0]
+        return output.reshape(-1) if self.task == "regression" else output
 
     def predict_proba(self, feeds: Mapping[str, np.ndarray]) -> np.ndarray:
         """Probability of the positive (last) class, one per row."""

@@ -74,10 +74,11 @@ def to_onnx(pipeline: Any, spec: Any, metadata: Mapping[str, str] | None = None)
         for f in spec.features
     ]
     # zipmap off: probabilities come back as a plain float tensor, cheap to read
+    classifier = hasattr(pipeline, "classes_")
     onnx_model = convert(
         pipeline,
         initial_types=types,
-        options={id(pipeline): {"zipmap": False}},
+        options={id(pipeline): {"zipmap": False}} if classifier else None,
         target_opset=dict(TARGET_OPSET),
     )
     # skl2onnx renames an input that is not an identifier its own way: name them ours
@@ -110,7 +111,7 @@ def tandem_version() -> str:
 
 def onnx_metadata(
     *,
-    labels: list[Any],
+    labels: list[Any] | None,
     input_schema: Mapping[str, Any],
     inputs: list[dict[str, Any]],
     input_names: Mapping[str, Any],
@@ -120,7 +121,8 @@ def onnx_metadata(
 ) -> dict[str, str]:
     """`metadata_props` of model.onnx: what a runtime outside Tandem needs to serve it alone.
 
-    `labels` maps each class index of the probability output to the spec's own label. The
+    `labels` maps each class index of the probability output to the spec's own label (empty
+    for a regression, whose output is the predicted value). The
     registry's version number is not in here: it is assigned when the sealed artifact is
     registered, and the artifact is never rewritten after (its checksums are its identity);
     `run_id` names the run, and the registry maps run ids to versions.
@@ -130,7 +132,7 @@ def onnx_metadata(
         return json.dumps(finite(value), sort_keys=True, default=str, allow_nan=False)
 
     entries = {
-        "labels": text({str(index): label for index, label in enumerate(labels)}),
+        "labels": text({str(index): label for index, label in enumerate(labels or [])}),
         "missing_token": missing_token,
         "input_schema": text(input_schema),
         "onnx_inputs": text(inputs),

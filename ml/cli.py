@@ -29,7 +29,7 @@ from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 from contract.naming import check_stack_name
-from ml import lifecycle
+from ml import lifecycle, tasks
 from ml.clouds import CLOUDS, connect
 from ml.clouds.base import Stack, checked_model, primary_version
 from ml.clouds.outputs import read_outputs
@@ -88,7 +88,19 @@ app = TandemApp(
 console = Console()
 errors = Console(stderr=True)
 
-KEY_METRICS = ("roc_auc", "accuracy", "f1", "equal_opportunity_difference", "latency_p99_ms")
+# what a table shows of a version's metrics: the first three of these it has (each task's
+# primary metric first), then its fairness gap
+KEY_METRICS = ("roc_auc", "f1_macro", "rmse", "accuracy", "f1", "r2", "mae", "log_loss")
+
+
+def headline(metrics: dict[str, float]) -> str:
+    shown = [k for k in KEY_METRICS if k in metrics][:3]
+    return " ".join(f"{k} {metrics[k]:.3f}" for k in shown) or "-"
+
+
+def fairness_cell(metrics: dict[str, float]) -> str:
+    gaps = [k for k in tasks.TITLES if k in metrics]
+    return f"{metrics[gaps[0]]:.3f}" if gaps else "-"
 
 
 class State:
@@ -244,7 +256,7 @@ def summary(result: lifecycle.PipelineResult, report_path: Path | None) -> dict[
         "version": result.version.version,
         "status": result.version.status,
         "run_id": result.outcome.run_id,
-        "metrics": {k: result.outcome.card["metrics"].get(k) for k in KEY_METRICS},
+        "metrics": result.outcome.card["metrics"],
         "gate": result.report.verdict.to_dict(),
         "deployed": result.deployment.version if result.deployment else None,
         "report": str(report_path) if report_path else None,
@@ -305,13 +317,13 @@ def runs(
     except TandemError as exc:
         raise fail(exc) from None
     table = Table(title=f"runs on {escape(state.cloud)}:{escape(state.stack_name)}")
-    for column in ("run", "model", *KEY_METRICS[:3], "data hash", "code"):
+    for column in ("run", "model", "metrics", "data hash", "code"):
         table.add_column(column)
     for r in records:
         table.add_row(
             escape(r["run_id"]),
             escape(r["model"]),
-            *(f"{r['metrics'].get(k, float('nan')):.4f}" for k in KEY_METRICS[:3]),
+            headline(r["metrics"]),
             escape(r["data_hash"][7:19]),
             escape(str(r["code_version"])),
         )
@@ -454,8 +466,8 @@ def models(
         for v in versions
     ]
     table = Table(title=f"models on {escape(state.cloud)}:{escape(state.stack_name)}")
-    widths = {"model": max([5, *map(len, names)]), "v": 2, "status": 8, "auc": 5, "acc": 5,
-              "f1": 5, "eo gap": 6, "live": 4}  # fmt: skip
+    widths = {"model": max([5, *map(len, names)]), "v": 2, "status": 8, "metrics": 20,
+              "fairness gap": 6, "live": 4}  # fmt: skip
     for column, width in widths.items():
         table.add_column(column, no_wrap=True, min_width=width)
     table.add_column("reason", overflow="fold")
@@ -466,7 +478,8 @@ def models(
             escape(v.model),
             str(v.version),
             f"[{colour.get(v.status, 'default')}]{escape(v.status)}[/]",
-            *(f"{v.metrics[k]:.3f}" if k in v.metrics else "-" for k in KEY_METRICS[:4]),
+            headline(v.metrics),
+            fairness_cell(v.metrics),
             _traffic_mark(row["traffic"], canary),
             escape(v.status_reason),
         )

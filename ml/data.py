@@ -17,6 +17,7 @@ from urllib.parse import urlparse
 import numpy as np
 import pandas as pd
 
+from ml import tasks
 from ml.datasets import BUILTIN_SCHEMES, load_builtin
 from ml.errors import DataError
 
@@ -57,8 +58,9 @@ def load_frame(source: str, store: ArtifactStore | None = None, fmt: str = "auto
 def validate(frame: pd.DataFrame, spec: ModelSpec, origin: str = "dataset") -> pd.DataFrame:
     """Check the frame against the spec and return the spec's columns with canonical dtypes.
 
-    Numeric features become float64, categorical ones str (missing stays missing), the
-    target becomes 0/1 with 1 = spec.positive_label.
+    Numeric features become float64, categorical ones str (missing stays missing). The target
+    becomes its class index (`class_labels` order: binary 1 = the positive label) or, for a
+    regression, float64.
     """
     if frame.empty:
         raise DataError(f"{origin}: the dataset is empty")
@@ -103,8 +105,7 @@ def validate(frame: pd.DataFrame, spec: ModelSpec, origin: str = "dataset") -> p
             f"{origin}: target {spec.target!r} has {int(target.isna().sum())} missing "
             f"value(s) (rows {rows}...)"
         )
-    labels = class_labels(target, spec, origin)
-    out[spec.target] = target.map(lambda v: same_label(v, labels[-1])).astype("int64")
+    out[spec.target] = encode_target(target, spec, origin)
     # the sensitive attribute keeps its values (and type: it may be a feature too); the
     # fairness groups are computed from a copy of it (`groups`)
     return out
@@ -144,23 +145,91 @@ def same_label(a: Any, b: Any) -> bool:
     return label_key(a) == label_key(b)
 
 
-def class_labels(target: pd.Series, spec: ModelSpec, origin: str = "dataset") -> list[Any]:
-    """The target's labels in class-index order (the positive label last), as the data spells
-    them; a DataError names the spec key when the positive label is not among them."""
-    values = sorted(pd.unique(target.dropna()).tolist(), key=lambda v: (str(type(v)), v))
-    keys = [label_key(v) for v in values]
-    if len(set(keys)) != 2:
+MAX_CLASSES = 100  # more distinct labels than this is no classification target
+
+
+def encode_target(target: pd.Series, spec: ModelSpec, origin: str = "dataset") -> pd.Series:
+    """The target as the estimator sees it: class indexes, or floats for a regression."""
+    labels = class_labels(target, spec, origin)
+    if labels is None:
+        return pd.to_numeric(target).astype("float64")
+    index = {label_key(label): i for i, label in enumerate(labels)}
+    return target.map(lambda v: index[label_key(v)]).astype("int64")
+
+
+def class_labels(target: pd.Series, spec: ModelSpec, origin: str = "dataset") -> list[Any] | None:
+    """The target's labels in class-index order, as the data spells them (binary: the positive
+    label last; multiclass: numbers in numeric order, then text in alphabetical order), or
+    None for a regression. A DataError says when the target does not fit the spec's task, and
+    which task it does fit."""
+    values = pd.unique(target.dropna()).tolist()
+    numeric = _numeric_target(target)
+    if spec.task == tasks.REGRESSION:
+        if numeric is None:
+            raise DataError(
+                f"{origin}: target {spec.target!r} holds text ({_shown(_sorted(values))}), not "
+                f"numbers: a regression needs a numeric target; {_suggest(values, None)}"
+            )
+        if numeric.nunique() <= 2:
+            raise DataError(
+                f"{origin}: target {spec.target!r} holds {numeric.nunique()} distinct value(s) "
+                f"({_shown(_sorted(values))}): that is no regression target; "
+                f"{_suggest(values, numeric)}"
+            )
+        return None
+    by_key: dict[Any, Any] = {}
+    for value in _sorted(values):
+        by_key.setdefault(label_key(value), value)  # 1 and 1.0 are one label
+    labels = [_plain(v) for v in by_key.values()]
+    if spec.task == tasks.BINARY:
+        fits, need = len(labels) == 2, "exactly 2 classes"
+    else:  # class labels are text or whole numbers: 0.5, 1.7, ... are measurements
+        whole = numeric is None or bool(np.all(np.mod(numeric.to_numpy(), 1) == 0))
+        fits, need = whole and 2 <= len(labels) <= MAX_CLASSES, f"2 to {MAX_CLASSES} classes"
+    if not fits:
         raise DataError(
-            f"{origin}: target {spec.target!r} must have exactly 2 classes, found {_shown(values)}"
+            f"{origin}: target {spec.target!r} must have {need} for task = {spec.task!r}, "
+            f"found {_shown(labels)}; {_suggest(values, numeric)}"
         )
-    positive = [v for v, k in zip(values, keys, strict=True) if k == label_key(spec.positive_label)]
+    if spec.task == tasks.MULTICLASS:
+        return labels
+    positive = [v for v in labels if same_label(v, spec.positive)]
     if not positive:
         raise DataError(
-            f"{origin}: positive_label {spec.positive_label!r} is not a value of target "
-            f"{spec.target!r}, which holds {_shown(values)}; set positive_label to one of them"
+            f"{origin}: positive_label {spec.positive!r} is not a value of target "
+            f"{spec.target!r}, which holds {_shown(labels)}; set positive_label to one of them"
         )
-    negative = [v for v in values if not same_label(v, positive[0])]
-    return [_plain(negative[0]), _plain(positive[0])]
+    return [next(v for v in labels if not same_label(v, positive[0])), positive[0]]
+
+
+def _numeric_target(target: pd.Series) -> pd.Series | None:
+    """The target as floats when every value is a number (booleans are labels), else None."""
+    if pd.api.types.is_bool_dtype(target):
+        return None
+    coerced = pd.to_numeric(target, errors="coerce")
+    if coerced.isna().any() or not np.all(np.isfinite(coerced.to_numpy(dtype=float))):
+        return None
+    return coerced.astype("float64")
+
+
+def _suggest(values: list[Any], numeric: pd.Series | None) -> str:
+    """Which task a target with these values fits."""
+    distinct = len({label_key(v) for v in values})
+    if distinct < 2:
+        return "a model needs at least 2 distinct target values"
+    integral = numeric is not None and bool(np.all(np.mod(numeric.to_numpy(), 1) == 0))
+    if numeric is not None and (distinct > MAX_CLASSES or not integral):
+        return "it looks like a regression target: set task = 'regression'"
+    if distinct == 2:
+        return "it fits task = 'binary'"
+    if distinct <= MAX_CLASSES:
+        return "it fits task = 'multiclass'"
+    return f"more than {MAX_CLASSES} classes: group them, or predict a number (task = 'regression')"
+
+
+def _sorted(values: list[Any]) -> list[Any]:
+    """Numbers (and text that reads as one) in numeric order, then text alphabetically."""
+    return sorted(values, key=lambda v: (isinstance(label_key(v), str), label_key(v)))
 
 
 def _plain(value: Any) -> Any:
@@ -172,7 +241,8 @@ def split(frame: pd.DataFrame, spec: ModelSpec) -> tuple[pd.DataFrame, pd.DataFr
     from sklearn.model_selection import train_test_split
 
     counts = frame[spec.target].value_counts()
-    stratify = frame[spec.target] if counts.min() >= 2 else None
+    classified = spec.task != tasks.REGRESSION
+    stratify = frame[spec.target] if classified and counts.min() >= 2 else None
     train, test = train_test_split(
         frame, test_size=spec.split.test_size, random_state=spec.split.seed, stratify=stratify
     )
@@ -194,7 +264,8 @@ def input_schema(frame: pd.DataFrame, spec: ModelSpec) -> dict[str, Any]:
             entry.update(dtype="string", categories=values[:200])
         entry["nullable"] = bool(column.isna().any())
         columns.append(entry)
-    return {"features": columns, "target": spec.target, "positive_label": spec.positive_label}
+    positive = spec.positive if spec.task == tasks.BINARY else None
+    return {"features": columns, "target": spec.target, "positive_label": positive}
 
 
 def content_hash(frame: pd.DataFrame) -> str:

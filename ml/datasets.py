@@ -1,6 +1,10 @@
 """Built-in datasets, addressed by URI so specs stay self-contained.
 
 - `sklearn://breast_cancer`: scikit-learn's bundled Wisconsin breast cancer data (no download).
+- `sklearn://iris`: the iris flowers, 3 classes by name, with the column names scikit-learn
+  gives them (`sepal length (cm)`: spaces and parentheses, as real exports have).
+- `sklearn://diabetes`: disease progression after one year (a number) from age, sex, BMI,
+  blood pressure and six serum measurements, unscaled (sex is 1 or 2).
 - `synthetic://credit?rows=4000&seed=7&shift=0.0`: a seeded synthetic credit-default data set
   with a sensitive attribute (`gender`), a personal-data column (`customer_id`) and a knob for
   distribution shift (0 = the training distribution; 1 = a strong covariate and prior shift).
@@ -24,6 +28,26 @@ def breast_cancer() -> pd.DataFrame:
     # scikit-learn encodes malignant as 0; the positive class we predict is malignant.
     frame["malignant"] = (frame.pop("target") == 0).astype(int)
     return frame
+
+
+def iris() -> pd.DataFrame:
+    from sklearn.datasets import load_iris
+
+    bunch = load_iris(as_frame=True)
+    frame = bunch.frame.copy()
+    frame["species"] = [str(bunch.target_names[i]) for i in frame.pop("target")]
+    return frame
+
+
+def diabetes() -> pd.DataFrame:
+    from sklearn.datasets import load_diabetes
+
+    frame = load_diabetes(as_frame=True, scaled=False).frame.copy()
+    frame["progression"] = frame.pop("target")
+    return frame
+
+
+SKLEARN = {"breast_cancer": breast_cancer, "iris": iris, "diabetes": diabetes}
 
 
 def credit(rows: int = 4000, seed: int = 7, shift: float = 0.0) -> pd.DataFrame:
@@ -78,8 +102,8 @@ def load_builtin(uri: str) -> pd.DataFrame:
     parsed = urlparse(uri)
     query = {k: v[-1] for k, v in parse_qs(parsed.query).items()}
     name = parsed.netloc or parsed.path.strip("/")
-    if parsed.scheme == "sklearn" and name == "breast_cancer":
-        return breast_cancer()
+    if parsed.scheme == "sklearn" and name in SKLEARN:
+        return SKLEARN[name]()
     if parsed.scheme == "synthetic" and name == "credit":
         try:
             return credit(
@@ -90,7 +114,8 @@ def load_builtin(uri: str) -> pd.DataFrame:
         except ValueError as exc:
             raise DataError(f"{uri}: bad parameter: {exc}") from None
     raise DataError(
-        f"{uri}: unknown built-in dataset (sklearn://breast_cancer, synthetic://credit)"
+        f"{uri}: unknown built-in dataset "
+        f"({', '.join(f'sklearn://{n}' for n in SKLEARN)}, synthetic://credit)"
     )
 
 

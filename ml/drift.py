@@ -58,8 +58,14 @@ def _categorical_baseline(column: pd.Series) -> dict[str, Any]:
     }
 
 
-def baseline(frame: pd.DataFrame, spec: ModelSpec) -> dict[str, Any]:
-    """Per-feature reference statistics of the training frame."""
+def baseline(
+    frame: pd.DataFrame,
+    spec: ModelSpec,
+    output: np.ndarray | None = None,
+    labels: list[Any] | None = None,
+) -> dict[str, Any]:
+    """Per-feature reference statistics of the training frame, and of the model's answers on
+    it (`output`, as deploy.inference.Model.scores gives them) when given."""
     features = {}
     for feature in spec.features:
         column = frame[feature.name]
@@ -67,7 +73,24 @@ def baseline(frame: pd.DataFrame, spec: ModelSpec) -> dict[str, Any]:
             features[feature.name] = _numeric_baseline(column)
         else:
             features[feature.name] = _categorical_baseline(column)
-    return {"rows": len(frame), "bins": BINS, "features": features}
+    reference: dict[str, Any] = {"rows": len(frame), "bins": BINS, "features": features}
+    if output is not None:
+        reference["prediction"] = prediction_baseline(output, labels)
+    return reference
+
+
+def prediction_baseline(output: np.ndarray, labels: list[Any] | None) -> dict[str, Any]:
+    """What the model answered on its training rows: the predicted class's frequencies (and,
+    for two classes, the positive class's probability), or the predicted value's bins: a
+    live answer drifting from this is the first sign of a model going stale."""
+    output = np.asarray(output, dtype=float)
+    if labels is None:  # a regression: the predicted value
+        return {"value": _numeric_baseline(pd.Series(output))}
+    predicted = pd.Series([str(labels[k]) for k in output.argmax(axis=1)], dtype=object)
+    entry = {"label": _categorical_baseline(predicted)}
+    if len(labels) == 2:
+        entry["probability"] = _numeric_baseline(pd.Series(output[:, -1]))
+    return entry
 
 
 def psi(expected: np.ndarray, actual: np.ndarray) -> float:

@@ -14,10 +14,12 @@ from typing import Any
 
 import numpy as np
 
+from ml import tasks
 from ml.data import MISSING
 from ml.spec import Gates
 
 MAX_ROC_POINTS = 200
+MAX_PLOT_POINTS = 500  # regression: predicted-vs-actual points kept for the report
 
 # Fairness is judged only between groups that have something to compare: at least
 # FAIRNESS_MIN_GROUPS known values of the attribute, each with at least the spec's
@@ -39,12 +41,18 @@ class Evaluation:
     """How a model scored on one holdout set."""
 
     metrics: dict[str, float]
-    confusion: list[list[int]]  # [[tn, fp], [fn, tp]]
-    roc: dict[str, list[float]]  # {"fpr": [...], "tpr": [...]}
+    confusion: list[
+        list[int]
+    ]  # true class by row, predicted by column; binary [[tn, fp], [fn, tp]]
+    roc: dict[str, list[float]]  # binary: {"fpr": [...], "tpr": [...]}
     fairness: dict[str, Any] | None = None
     latency_ms: dict[str, float] = field(default_factory=dict)
     rows: int = 0
     latency_method: dict[str, Any] = field(default_factory=dict)  # how latency_ms was measured
+    task: str = tasks.BINARY
+    labels: list[Any] | None = None  # the class labels in index order (None: a regression)
+    per_class: dict[str, dict[str, float]] = field(default_factory=dict)  # multiclass recall
+    points: dict[str, list[float]] = field(default_factory=dict)  # regression: actual, predicted
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -57,11 +65,12 @@ class Evaluation:
         raw["latency_ms"] = _nan_for_null(raw.get("latency_ms", {}))
         if raw.get("fairness"):
             fairness = dict(raw["fairness"])
-            gap = fairness.get("equal_opportunity_difference")
-            fairness["equal_opportunity_difference"] = math.nan if gap is None else gap
+            name, gap = fairness_gap(fairness)
+            fairness[name] = math.nan if gap is None else gap
+            measure = fairness.get("measure", "tpr")
             # an undefined rate stays None (null): it is no number, not even NaN
             fairness["groups"] = {
-                g: {**_nan_for_null(v), "tpr": v.get("tpr")}
+                g: {**_nan_for_null(v), measure: v.get(measure)}
                 for g, v in fairness.get("groups", {}).items()
             }
             raw["fairness"] = fairness
@@ -75,7 +84,8 @@ class Evaluation:
         """
         flat = dict(self.metrics)
         if self.fairness:
-            flat["equal_opportunity_difference"] = self.fairness["equal_opportunity_difference"]
+            name, gap = fairness_gap(self.fairness)
+            flat[name] = gap
         for key, value in self.latency_ms.items():
             flat[f"latency_{key}_ms"] = value
         return {k: v for k, v in flat.items() if v is not None and math.isfinite(v)}
@@ -83,26 +93,61 @@ class Evaluation:
 
 def score(
     y_true: np.ndarray,
-    proba: np.ndarray,
+    output: np.ndarray,
     sensitive: np.ndarray | None = None,
     sensitive_name: str | None = None,
     threshold: float = 0.5,
     min_group_size: int = 1,
+    *,
+    task: str = tasks.BINARY,
+    labels: list[Any] | None = None,
 ) -> Evaluation:
-    """Classification metrics, confusion matrix, ROC curve and per-group fairness."""
+    """Holdout metrics for `task`, and per-group fairness when there is a sensitive column.
+
+    `y_true` holds class indexes (classification) or values (regression); `output` is what
+    the model answers: probabilities per class (for binary, the positive class's column alone
+    will do) or predicted values.
+    """
+    output = np.asarray(output, dtype=float)
+    if task == tasks.REGRESSION:
+        y_true = np.asarray(y_true, dtype=float)
+        y_pred = output.reshape(-1)
+        evaluation = _regression(y_true, y_pred)
+    elif task == tasks.MULTICLASS:
+        y_true = np.asarray(y_true).astype(int)
+        evaluation = _multiclass(y_true, output, labels)
+        y_pred = output.argmax(axis=1)
+    else:
+        y_true = np.asarray(y_true).astype(int)
+        proba = output[:, -1] if output.ndim == 2 else output
+        y_pred = (proba >= threshold).astype(int)
+        evaluation = _binary(y_true, proba, y_pred)
+    evaluation.task, evaluation.rows = task, len(y_true)
+    evaluation.labels = labels if labels is not None else evaluation.labels
+    if sensitive is not None:
+        evaluation.fairness = group_fairness(
+            y_true,
+            y_pred,
+            np.asarray(sensitive),
+            sensitive_name or "group",
+            min_group_size,
+            task=task,
+        )
+    return evaluation
+
+
+def _binary(y_true: np.ndarray, proba: np.ndarray, y_pred: np.ndarray) -> Evaluation:
     from sklearn.metrics import (
         accuracy_score,
         confusion_matrix,
         f1_score,
+        log_loss,
         precision_score,
         recall_score,
         roc_auc_score,
         roc_curve,
     )
 
-    y_true = np.asarray(y_true).astype(int)
-    proba = np.asarray(proba, dtype=float)
-    y_pred = (proba >= threshold).astype(int)
     both_classes = len(np.unique(y_true)) == 2
     metrics = {
         "accuracy": float(accuracy_score(y_true, y_pred)),
@@ -110,19 +155,81 @@ def score(
         "recall": float(recall_score(y_true, y_pred, zero_division=0)),
         "f1": float(f1_score(y_true, y_pred, zero_division=0)),
         "roc_auc": float(roc_auc_score(y_true, proba)) if both_classes else float("nan"),
+        "log_loss": float(log_loss(y_true, np.clip(proba, 0, 1), labels=[0, 1])),
     }
     confusion = confusion_matrix(y_true, y_pred, labels=[0, 1]).tolist()
     roc: dict[str, list[float]] = {"fpr": [], "tpr": []}
     if both_classes:
         fpr, tpr, _ = roc_curve(y_true, proba)
-        keep = np.unique(np.linspace(0, len(fpr) - 1, min(len(fpr), MAX_ROC_POINTS)).astype(int))
+        keep = _spread(len(fpr), MAX_ROC_POINTS)
         roc = {"fpr": fpr[keep].round(6).tolist(), "tpr": tpr[keep].round(6).tolist()}
-    fairness = None
-    if sensitive is not None:
-        fairness = group_fairness(
-            y_true, y_pred, np.asarray(sensitive), sensitive_name or "group", min_group_size
-        )
-    return Evaluation(metrics, confusion, roc, fairness, rows=len(y_true))
+    return Evaluation(metrics, confusion, roc)
+
+
+def _multiclass(y_true: np.ndarray, proba: np.ndarray, labels: list[Any] | None) -> Evaluation:
+    from sklearn.metrics import accuracy_score, confusion_matrix, f1_score, log_loss, recall_score
+
+    k = proba.shape[1]
+    classes = list(range(k))
+    y_pred = proba.argmax(axis=1)
+    # ONNX computes in float32: rows sum to 1 within ~1e-7, which log_loss warns about
+    shares = np.clip(proba, 0, 1)
+    shares = shares / np.maximum(shares.sum(axis=1, keepdims=True), 1e-12)
+    metrics = {
+        "accuracy": float(accuracy_score(y_true, y_pred)),
+        "f1_macro": float(
+            f1_score(y_true, y_pred, average="macro", labels=classes, zero_division=0)
+        ),
+        "f1_weighted": float(
+            f1_score(y_true, y_pred, average="weighted", labels=classes, zero_division=0)
+        ),
+        "log_loss": float(log_loss(y_true, shares, labels=classes)),
+    }
+    recall = recall_score(y_true, y_pred, average=None, labels=classes, zero_division=0)
+    support = np.bincount(y_true, minlength=k)
+    names = [str(label) for label in (labels or classes)]
+    per_class = {
+        name: {"recall": float(r) if n else math.nan, "rows": int(n)}
+        for name, r, n in zip(names, recall, support, strict=True)
+    }
+    confusion = confusion_matrix(y_true, y_pred, labels=classes).tolist()
+    return Evaluation(metrics, confusion, {"fpr": [], "tpr": []}, per_class=per_class)
+
+
+def _regression(y_true: np.ndarray, y_pred: np.ndarray) -> Evaluation:
+    from sklearn.metrics import (
+        mean_absolute_error,
+        mean_absolute_percentage_error,
+        mean_squared_error,
+        r2_score,
+    )
+
+    metrics = {
+        "rmse": float(math.sqrt(mean_squared_error(y_true, y_pred))),
+        "mae": float(mean_absolute_error(y_true, y_pred)),
+        "r2": float(r2_score(y_true, y_pred)) if len(y_true) >= 2 else math.nan,
+        # a true value of 0 makes every percentage error undefined: left out, not huge
+        "mape": float(mean_absolute_percentage_error(y_true, y_pred))
+        if np.all(y_true != 0)
+        else math.nan,
+    }
+    keep = _spread(len(y_true), MAX_PLOT_POINTS)
+    points = {
+        "actual": y_true[keep].round(6).tolist(),
+        "predicted": y_pred[keep].round(6).tolist(),
+    }
+    return Evaluation(metrics, [], {"fpr": [], "tpr": []}, points=points)
+
+
+def _spread(n: int, most: int) -> np.ndarray:
+    """At most `most` indexes spread evenly over range(n) (a plot needs no more)."""
+    return np.unique(np.linspace(0, n - 1, min(n, most)).astype(int)) if n else np.array([], int)
+
+
+def fairness_gap(fairness: Mapping[str, Any]) -> tuple[str, float | None]:
+    """The name of a fairness result's gap (per task, tasks.FAIRNESS) and its value."""
+    name = fairness.get("gap_metric", tasks.FAIRNESS[tasks.BINARY].gap)
+    return name, fairness.get(name)
 
 
 def _nan_for_null(values: Mapping[str, Any]) -> dict[str, Any]:
@@ -139,41 +246,72 @@ def group_fairness(
     groups: np.ndarray,
     attribute: str,
     min_group_size: int = 1,
+    *,
+    task: str = tasks.BINARY,
 ) -> dict[str, Any]:
-    """True-positive rate per group and the equal-opportunity difference (fairlearn).
+    """A per-group measure and the largest gap between groups (fairlearn's MetricFrame).
 
-    Every group is reported. Its TPR is None ("undefined") when it has no positive rows
-    (fairlearn reports 0.0 there, which is no rate at all). A group is judged, i.e. enters
-    the gap, when it has at least `min_group_size` rows (the spec's gates.min_group_size)
-    and FAIRNESS_MIN_POSITIVES positive rows; `left_out` names every other group and why, so
-    a tiny or positive-free group never decides the gate, and never silently. The gap is
-    the largest difference in TPR between two judged groups, judged only when at least
-    FAIRNESS_MIN_GROUPS known values are judged (rows with the attribute missing are their
-    own group and may enter the gap, but never count towards that minimum). Otherwise
-    `insufficient_data` says why and the gap is NaN: never a gap of 0.
+    The measure is the task's (tasks.FAIRNESS): binary, the true-positive rate (the gap is
+    the equal-opportunity difference); multiclass, the macro recall over the classes the group
+    holds; regression, the mean absolute error (the gap is in the target's units).
+
+    Every group is reported. A binary group's TPR is None ("undefined") when it has no
+    positive rows (fairlearn reports 0.0 there, which is no rate at all). A group is judged,
+    i.e. enters the gap, when it has at least `min_group_size` rows (the spec's
+    gates.min_group_size) and, for binary, FAIRNESS_MIN_POSITIVES positive rows; `left_out`
+    names every other group and why, so a tiny or positive-free group never decides the
+    gate, and never silently. The gap is judged only when at least FAIRNESS_MIN_GROUPS known
+    values are judged (rows with the attribute missing are their own group and may enter the
+    gap, but never count towards that minimum). Otherwise `insufficient_data` says why and
+    the gap is NaN: never a gap of 0.
     """
     from fairlearn.metrics import MetricFrame, count, selection_rate, true_positive_rate
+    from sklearn.metrics import mean_absolute_error, recall_score
 
-    y_true = np.asarray(y_true).astype(int)
+    fair = tasks.FAIRNESS[task]
+    binary = task == tasks.BINARY
+    if binary:
+        y_true = np.asarray(y_true).astype(int)
+        measures: dict[str, Any] = {"tpr": true_positive_rate, "selection_rate": selection_rate}
+    elif task == tasks.MULTICLASS:
+        measures = {
+            "recall_macro": lambda t, p: recall_score(
+                t, p, average="macro", labels=np.unique(t), zero_division=0
+            )
+        }
+    else:
+        measures = {"mae": mean_absolute_error}
     # one level for a missing attribute, as data.groups writes it (fairlearn refuses None)
     groups = np.array([MISSING if _is_missing(g) else g for g in groups], dtype=object)
-    frame = MetricFrame(
-        metrics={"tpr": true_positive_rate, "selection_rate": selection_rate, "count": count},
+    by_group = MetricFrame(
+        metrics={**measures, "count": count},
         y_true=y_true,
         y_pred=y_pred,
         sensitive_features=groups,
-    )
-    by_group = frame.by_group
-    positives = MetricFrame(
-        metrics=lambda t, p: int(np.sum(t)), y_true=y_true, y_pred=y_pred, sensitive_features=groups
     ).by_group
+    positives = (
+        MetricFrame(
+            metrics=lambda t, p: int(np.sum(t)),
+            y_true=y_true,
+            y_pred=y_pred,
+            sensitive_features=groups,
+        ).by_group
+        if binary
+        else None
+    )
     report: dict[str, dict[str, Any]] = {}
-    rates: dict[str, float] = {}
+    values: dict[str, float] = {}
     left_out: dict[str, str] = {}
     known = 0
     for group in by_group.index:
-        rows, positive = int(by_group.loc[group, "count"]), int(positives.loc[group])
-        defined = positive >= FAIRNESS_MIN_POSITIVES
+        rows = int(by_group.loc[group, "count"])
+        entry: dict[str, Any] = {}
+        defined = True
+        if binary:
+            positive = int(positives.loc[group])
+            defined = positive >= FAIRNESS_MIN_POSITIVES
+            entry["selection_rate"] = float(by_group.loc[group, "selection_rate"])
+            entry["positives"] = positive
         if not defined:
             status = "undefined"
             left_out[str(group)] = f"no positive rows ({rows} rows): TPR undefined"
@@ -182,35 +320,31 @@ def group_fairness(
             left_out[str(group)] = f"{rows} rows, fewer than min_group_size {min_group_size}"
         else:
             status = "judged"
-        report[str(group)] = {
-            "tpr": float(by_group.loc[group, "tpr"]) if defined else None,
-            "selection_rate": float(by_group.loc[group, "selection_rate"]),
-            "count": rows,
-            "positives": positive,
-            "status": status,
-        }
+        value = float(by_group.loc[group, fair.measure]) if defined else None
+        report[str(group)] = {fair.measure: value, **entry, "count": rows, "status": status}
         if status == "judged":
-            rates[str(group)] = report[str(group)]["tpr"]
+            values[str(group)] = value
             known += not _is_missing(group)
     insufficient = None
     if known < FAIRNESS_MIN_GROUPS:
         seen = ", ".join(
-            f"{g!r}: {v['count']} rows, {v['positives']} positive" for g, v in report.items()
+            f"{g!r}: {v['count']} rows" + (f", {v['positives']} positive" if binary else "")
+            for g, v in report.items()
         )
+        needs = f" and {FAIRNESS_MIN_POSITIVES} positive row(s)" if binary else ""
         insufficient = (
-            f"{known} group(s) of {attribute} with at least {min_group_size} row(s) and "
-            f"{FAIRNESS_MIN_POSITIVES} positive row(s) in the holdout, at least "
-            f"{FAIRNESS_MIN_GROUPS} needed ({seen})"
+            f"{known} group(s) of {attribute} with at least {min_group_size} row(s){needs} in "
+            f"the holdout, at least {FAIRNESS_MIN_GROUPS} needed ({seen})"
         )
     return {
         "attribute": attribute,
+        "measure": fair.measure,
+        "gap_metric": fair.gap,
         "groups": report,
         "min_group_size": min_group_size,
         "left_out": left_out,
-        # the largest gap in TPR between any two judged groups (equal-opportunity difference)
-        "equal_opportunity_difference": (
-            math.nan if insufficient else max(rates.values()) - min(rates.values())
-        ),
+        # the largest difference in the measure between any two judged groups
+        fair.gap: math.nan if insufficient else max(values.values()) - min(values.values()),
         "insufficient_data": insufficient,
     }
 
@@ -334,53 +468,25 @@ class Verdict:
 
 
 def gate(gates: Gates, candidate: Evaluation, champion: Evaluation | None = None) -> Verdict:
-    """Run every gate of the spec; `champion` is the approved version scored on the same rows."""
+    """Run every gate of the spec; `champion` is the approved version scored on the same rows.
+
+    Each metric is judged in its own direction (tasks.METRICS): `min_metrics` are floors,
+    `max_metrics` ceilings, and the champion check asks the primary metric to be better by
+    `min_improvement` (a lower RMSE is better); the primary metric defaults to the task's.
+    """
     checks = []
-    for metric, minimum in sorted(gates.min_metrics.items()):
+    bounds = [(m, b, True) for m, b in gates.min_metrics.items()]
+    bounds += [(m, b, False) for m, b in gates.max_metrics.items()]
+    for metric, bound, floor in sorted(bounds):
         value = candidate.metrics.get(metric, float("nan"))
-        ok = bool(value >= minimum)  # NaN fails
-        checks.append(
-            Check(f"min_{metric}", ok, f"{metric} {value:.4f} {'>=' if ok else '<'} {minimum}")
-        )
+        ok = bool(value >= bound) if floor else bool(value <= bound)  # NaN fails
+        sign = (">=" if ok else "<") if floor else ("<=" if ok else ">")
+        name = f"{'min' if floor else 'max'}_{metric}"
+        checks.append(Check(name, ok, f"{metric} {value:.4f} {sign} {bound}"))
     if champion is not None:
-        metric = gates.primary_metric
-        delta = candidate.metrics[metric] - champion.metrics[metric]
-        ok = bool(delta >= gates.min_improvement)
-        checks.append(
-            Check(
-                "champion",
-                ok,
-                f"{metric} {candidate.metrics[metric]:.4f} vs champion "
-                f"{champion.metrics[metric]:.4f}: "
-                f"{delta:+.4f} {'>=' if ok else '<'} required {gates.min_improvement:+.4f}",
-            )
-        )
+        checks.append(_champion_check(gates, candidate, champion))
     if gates.max_fairness_gap is not None:
-        if candidate.fairness is None:
-            checks.append(
-                Check("fairness", False, "fairness gate set but no sensitive attribute scored")
-            )
-        elif candidate.fairness.get("insufficient_data"):
-            checks.append(
-                Check(
-                    "fairness",
-                    False,
-                    f"fairness on {candidate.fairness['attribute']}: too little data to judge: "
-                    f"{candidate.fairness['insufficient_data']}{_left_out(candidate.fairness)}",
-                )
-            )
-        else:
-            gap = candidate.fairness["equal_opportunity_difference"]
-            ok = bool(gap <= gates.max_fairness_gap)
-            checks.append(
-                Check(
-                    "fairness",
-                    ok,
-                    f"equal-opportunity difference on {candidate.fairness['attribute']} {gap:.4f} "
-                    f"{'<=' if ok else '>'} {gates.max_fairness_gap}"
-                    f"{_left_out(candidate.fairness)}",
-                )
-            )
+        checks.append(_fairness_check(gates.max_fairness_gap, candidate))
     if gates.max_p99_latency_ms is not None:
         p99 = candidate.latency_ms.get("p99", float("nan"))
         ok = bool(p99 <= gates.max_p99_latency_ms)
@@ -392,3 +498,46 @@ def gate(gates: Gates, candidate: Evaluation, champion: Evaluation | None = None
             )
         )
     return Verdict(checks)
+
+
+def _champion_check(gates: Gates, candidate: Evaluation, champion: Evaluation) -> Check:
+    if champion.task != candidate.task:
+        # a change of task makes a new kind of model: nothing to compare it with
+        return Check(
+            "champion",
+            True,
+            f"champion is a {champion.task} model, the candidate {candidate.task}: not compared",
+        )
+    metric = gates.primary_metric or tasks.PRIMARY_METRIC[candidate.task]
+    ours = candidate.metrics.get(metric, float("nan"))
+    theirs = champion.metrics.get(metric, float("nan"))
+    delta = tasks.better_by(metric, ours, theirs)
+    ok = bool(delta >= gates.min_improvement)  # NaN fails
+    way = "lower" if tasks.direction(metric) == tasks.LOWER else "higher"
+    return Check(
+        "champion",
+        ok,
+        f"{metric} {ours:.4f} vs champion {theirs:.4f} ({way} is better): better by "
+        f"{delta:+.4f} {'>=' if ok else '<'} required {gates.min_improvement:+.4f}",
+    )
+
+
+def _fairness_check(limit: float, candidate: Evaluation) -> Check:
+    fairness = candidate.fairness
+    if fairness is None:
+        return Check("fairness", False, "fairness gate set but no sensitive attribute scored")
+    if fairness.get("insufficient_data"):
+        return Check(
+            "fairness",
+            False,
+            f"fairness on {fairness['attribute']}: too little data to judge: "
+            f"{fairness['insufficient_data']}{_left_out(fairness)}",
+        )
+    name, gap = fairness_gap(fairness)
+    ok = bool(gap <= limit)
+    return Check(
+        "fairness",
+        ok,
+        f"{tasks.TITLES[name]} on {fairness['attribute']} {gap:.4f} "
+        f"{'<=' if ok else '>'} {limit}{_left_out(fairness)}",
+    )

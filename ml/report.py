@@ -14,6 +14,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from contract.layout import report_key
+from ml import tasks
+from ml.evaluate import fairness_gap
 
 if TYPE_CHECKING:
     from ml.clouds.base import Stack
@@ -49,20 +51,8 @@ def _plots(evaluation: Evaluation) -> list[tuple[str, str]]:
     import matplotlib.pyplot as plt
 
     images = []
-    fig, ax = plt.subplots(figsize=(3.6, 3.2))
-    matrix = evaluation.confusion
-    ax.imshow(matrix, cmap="Blues")
-    darkest = max(max(row) for row in matrix)
-    for i in range(2):
-        for j in range(2):
-            dark = matrix[i][j] > darkest / 2  # white on the dark cells, so every count reads
-            colour = "white" if dark else "black"
-            ax.text(j, i, str(matrix[i][j]), ha="center", va="center", fontsize=13, color=colour)
-    ax.set_xticks([0, 1], ["pred 0", "pred 1"])
-    ax.set_yticks([0, 1], ["true 0", "true 1"])
-    ax.set_title("Confusion matrix")
-    images.append(("Confusion matrix", _png(fig)))
-
+    if evaluation.confusion:
+        images.append(("Confusion matrix", _confusion(plt, evaluation)))
     if evaluation.roc["fpr"]:
         fig, ax = plt.subplots(figsize=(3.6, 3.2))
         ax.plot(evaluation.roc["fpr"], evaluation.roc["tpr"], lw=2)
@@ -71,18 +61,63 @@ def _plots(evaluation: Evaluation) -> list[tuple[str, str]]:
         ax.set_ylabel("true positive rate")
         ax.set_title(f"ROC (AUC {evaluation.metrics['roc_auc']:.3f})")
         images.append(("ROC curve", _png(fig)))
-
+    if evaluation.points:
+        actual, predicted = evaluation.points["actual"], evaluation.points["predicted"]
+        fig, ax = plt.subplots(figsize=(3.6, 3.2))
+        ax.scatter(actual, predicted, s=8, alpha=0.6, color="#4c78a8")
+        low, high = min(actual + predicted), max(actual + predicted)
+        ax.plot([low, high], [low, high], ls="--", color="grey", lw=1)
+        ax.set_xlabel("actual")
+        ax.set_ylabel("predicted")
+        ax.set_title("Predicted vs actual")
+        images.append(("Predicted vs actual", _png(fig)))
+        fig, ax = plt.subplots(figsize=(3.6, 3.2))
+        ax.hist([p - a for a, p in zip(actual, predicted, strict=True)], bins=30, color="#4c78a8")
+        ax.axvline(0, ls="--", color="grey", lw=1)
+        ax.set_xlabel("residual (predicted - actual)")
+        ax.set_ylabel("rows")
+        ax.set_title("Residuals")
+        images.append(("Residuals", _png(fig)))
     if evaluation.fairness:
-        groups = evaluation.fairness["groups"]
+        fairness = evaluation.fairness
+        measure = fairness.get("measure", "tpr")
+        groups = fairness["groups"]
         fig, ax = plt.subplots(figsize=(3.6, 3.2))
         # an undefined rate (no positives) is a missing bar, not a bar at 0
-        rates = [float("nan") if g["tpr"] is None else g["tpr"] for g in groups.values()]
-        ax.bar(list(groups), rates, color="#4c78a8")
-        ax.set_ylim(0, 1)
-        ax.set_ylabel("true positive rate")
-        ax.set_title(f"TPR by {evaluation.fairness['attribute']}")
+        values = [float("nan") if g[measure] is None else g[measure] for g in groups.values()]
+        ax.bar(list(groups), values, color="#4c78a8")
+        if measure != "mae":
+            ax.set_ylim(0, 1)
+        ax.set_ylabel(MEASURES[measure])
+        ax.set_title(f"{MEASURES[measure]} by {fairness['attribute']}")
         images.append(("Fairness", _png(fig)))
     return images
+
+
+MEASURES = {"tpr": "true positive rate", "recall_macro": "macro recall", "mae": "MAE"}
+MAX_LABELLED_CLASSES = 20  # beyond this a confusion matrix's cells are too small to read
+
+
+def _confusion(plt: Any, evaluation: Evaluation) -> str:
+    """Counts by true class (rows) and predicted class (columns), named by their labels."""
+    matrix = evaluation.confusion
+    k = len(matrix)
+    names = [str(label) for label in evaluation.labels or range(k)]
+    size = 3.6 if k <= 3 else min(8.0, 1.2 + 0.45 * k)
+    fig, ax = plt.subplots(figsize=(size, size * 0.9))
+    ax.imshow(matrix, cmap="Blues")
+    if k <= MAX_LABELLED_CLASSES:
+        darkest = max(max(row) for row in matrix) or 1
+        for i in range(k):
+            for j in range(k):
+                dark = matrix[i][j] > darkest / 2  # white on the dark cells, so every count reads
+                colour = "white" if dark else "black"
+                ax.text(j, i, str(matrix[i][j]), ha="center", va="center", color=colour,
+                        fontsize=13 if k <= 3 else 9)  # fmt: skip
+        ax.set_xticks(range(k), [f"pred {n}" for n in names], rotation=45 if k > 3 else 0)
+        ax.set_yticks(range(k), [f"true {n}" for n in names])
+    ax.set_title("Confusion matrix")
+    return _png(fig)
 
 
 def _rows(pairs: list[tuple[str, ...]], header: tuple[str, ...]) -> str:
@@ -115,7 +150,8 @@ def render(
     for name, value in candidate.metrics.items():
         row = (name, f"{value:.4f}")
         if champion is not None:
-            row += (f"{champion.metrics[name]:.4f}", f"{value - champion.metrics[name]:+.4f}")
+            theirs = champion.metrics.get(name, float("nan"))
+            row += (f"{theirs:.4f}", f"{value - theirs:+.4f}")
         metric_rows.append(row)
     header = ("metric", "candidate") + (
         (f"champion v{champion_version}", "delta") if champion is not None else ()
@@ -124,33 +160,12 @@ def render(
         [(c.name, "pass" if c.passed else "FAIL", c.detail) for c in verdict.checks],
         ("check", "result", "detail"),
     )
-    fairness = ""
-    if candidate.fairness:
-        f = candidate.fairness
-        fairness = (
-            "<h2>Fairness</h2>"
-            + _rows(
-                [
-                    (
-                        g,
-                        "undefined" if v["tpr"] is None else f"{v['tpr']:.4f}",
-                        f"{v['selection_rate']:.4f}",
-                        v["count"],
-                        v.get("status", "judged"),
-                    )
-                    for g, v in f["groups"].items()
-                ],
-                (f["attribute"], "true positive rate", "selection rate", "rows", "in the gap"),
-            )
-            + (
-                f"<p>Left out of the gap (fewer than {f.get('min_group_size')} rows, or no "
-                "positive rows): "
-                + html.escape("; ".join(f"{g}: {w}" for g, w in f["left_out"].items()))
-                + "</p>"
-                if f.get("left_out")
-                else ""
-            )
-            + f"<p>Equal-opportunity difference: <b>{f['equal_opportunity_difference']:.4f}</b></p>"
+    fairness = _fairness(candidate.fairness) if candidate.fairness else ""
+    per_class = ""
+    if candidate.per_class:
+        per_class = "<h2>Per class</h2>" + _rows(
+            [(label, f"{v['recall']:.4f}", v["rows"]) for label, v in candidate.per_class.items()],
+            ("class", "recall", "rows"),
         )
     latency = ""
     if candidate.latency_ms:
@@ -159,7 +174,8 @@ def render(
         )
     importances = ""
     if card.get("feature_importances"):
-        importances = "<h2>Permutation importance (ROC AUC drop)</h2>" + _rows(
+        scorer = tasks.IMPORTANCE_SCORER[candidate.task].removeprefix("neg_")
+        importances = f"<h2>Permutation importance (drop in {scorer})</h2>" + _rows(
             [
                 (i["feature"], f"{i['mean']:.4f} ± {i['std']:.4f}")
                 for i in card["feature_importances"]
@@ -189,10 +205,43 @@ def render(
 <h2>Gate verdict</h2>{checks}
 <h2>Metrics (holdout)</h2>{_rows(metric_rows, header)}
 <div class="plots">{plots}</div>
-{fairness}{latency}{importances}
+{per_class}{fairness}{latency}{importances}
 <h2>Lineage</h2>{lineage}
 </body></html>
 """
+
+
+def _fairness(f: dict[str, Any]) -> str:
+    """Every group with its measure and whether it entered the gap, and why not."""
+    measure = f.get("measure", "tpr")
+    binary = measure == "tpr"
+    name, gap = fairness_gap(f)
+    header = (f["attribute"], MEASURES[measure], *(("selection rate",) if binary else ()))
+    rows = [
+        (
+            g,
+            "undefined" if v[measure] is None else f"{v[measure]:.4f}",
+            *((f"{v['selection_rate']:.4f}",) if binary else ()),
+            v["count"],
+            v.get("status", "judged"),
+        )
+        for g, v in f["groups"].items()
+    ]
+    left_out = ""
+    if f.get("left_out"):
+        why = "fewer than {} rows, or no positive rows".format(f.get("min_group_size"))
+        listed = html.escape("; ".join(f"{g}: {w}" for g, w in f["left_out"].items()))
+        left_out = f"<p>Left out of the gap ({why}): {listed}</p>"
+    return (
+        "<h2>Fairness</h2>"
+        + _rows(rows, (*header, "rows", "in the gap"))
+        + left_out
+        + f"<p>{html.escape(_sentence(tasks.TITLES[name]))}: <b>{gap:.4f}</b></p>"
+    )
+
+
+def _sentence(text: str) -> str:
+    return text[:1].upper() + text[1:]
 
 
 def write(path: Path, page: str) -> Path:

@@ -15,17 +15,8 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from contract.naming import MODEL_NAME_RULE, check_model_name
+from ml import tasks
 from ml.errors import SpecError
-
-METRICS = ("accuracy", "precision", "recall", "f1", "roc_auc")
-
-# scikit-learn estimators that skl2onnx converts faithfully (see reference/pitfalls.md:
-# HistGradientBoosting fails with skl2onnx 1.20 + scikit-learn 1.9, so it is not offered).
-ESTIMATORS = {
-    "logistic_regression": "sklearn.linear_model:LogisticRegression",
-    "gradient_boosting": "sklearn.ensemble:GradientBoostingClassifier",
-    "random_forest": "sklearn.ensemble:RandomForestClassifier",
-}
 
 
 class _Strict(BaseModel):
@@ -44,8 +35,15 @@ class DatasetSpec(_Strict):
 
 
 class EstimatorSpec(_Strict):
-    kind: Literal["logistic_regression", "gradient_boosting", "random_forest"]
+    kind: str
     params: dict[str, Any] = Field(default_factory=dict)
+
+    @field_validator("kind")
+    @classmethod
+    def _known(cls, value: str) -> str:
+        if value not in tasks.ESTIMATORS:
+            raise ValueError(f"unknown kind {value!r}: expected one of {list(tasks.ESTIMATORS)}")
+        return value
 
     @field_validator("params")
     @classmethod
@@ -65,25 +63,60 @@ class SplitSpec(_Strict):
 class Gates(_Strict):
     """What a candidate must pass before it may be registered as approvable."""
 
-    min_metrics: dict[str, Annotated[float, Field(ge=0, le=1)]] = Field(default_factory=dict)
-    primary_metric: Literal["accuracy", "precision", "recall", "f1", "roc_auc"] = "roc_auc"
-    min_improvement: float = Field(
-        default=0.0, description="challenger minus champion on the primary metric, at least"
+    min_metrics: dict[str, float] = Field(
+        default_factory=dict, description="floors for metrics where higher is better"
     )
-    max_fairness_gap: Annotated[float, Field(ge=0, le=1)] | None = None
+    max_metrics: dict[str, float] = Field(
+        default_factory=dict, description="ceilings for metrics where lower is better (rmse)"
+    )
+    primary_metric: str | None = Field(
+        default=None, description="champion/challenger metric (default: the task's own)"
+    )
+    min_improvement: float = Field(
+        default=0.0,
+        description="how much better than the champion on the primary metric, at least "
+        "(in the metric's own direction: a lower rmse is an improvement)",
+    )
+    max_fairness_gap: Annotated[float, Field(ge=0)] | None = None
     min_group_size: Annotated[
         int,
         Field(ge=1, description="holdout rows a group needs to enter the fairness gap"),
     ] = 30
     max_p99_latency_ms: Annotated[float, Field(gt=0)] | None = None
 
-    @field_validator("min_metrics")
-    @classmethod
-    def _known_metrics(cls, value: dict[str, float]) -> dict[str, float]:
-        unknown = sorted(set(value) - set(METRICS))
-        if unknown:
-            raise ValueError(f"unknown metric(s) {unknown}: expected some of {list(METRICS)}")
-        return value
+    def check(self, task: str) -> None:
+        """The gates against the task's metrics and their directions (ValueError names the
+        key): a floor on a lower-is-better metric would pass the worst model."""
+        metrics = tasks.METRICS[task]
+        for key, values, wanted in (
+            ("min_metrics", self.min_metrics, tasks.HIGHER),
+            ("max_metrics", self.max_metrics, tasks.LOWER),
+        ):
+            for metric, bound in sorted(values.items()):
+                if metric not in metrics:
+                    raise ValueError(
+                        f"gates.{key}: unknown metric {metric!r} for task = {task!r}: "
+                        f"expected some of {list(metrics)}"
+                    )
+                if metrics[metric] != wanted:
+                    other = "max_metrics" if key == "min_metrics" else "min_metrics"
+                    raise ValueError(
+                        f"gates.{key}: {metric} is better when {metrics[metric]}; "
+                        f"put its bound under gates.{other}"
+                    )
+                if metric in tasks.BOUNDED and not 0 <= bound <= 1:
+                    raise ValueError(f"gates.{key}.{metric}: {bound} is outside [0, 1]")
+        if self.primary_metric is not None and self.primary_metric not in metrics:
+            raise ValueError(
+                f"gates.primary_metric: unknown metric {self.primary_metric!r} for "
+                f"task = {task!r}: expected one of {list(metrics)}"
+            )
+        gap = self.max_fairness_gap
+        if gap is not None and tasks.FAIRNESS[task].bounded and gap > 1:
+            raise ValueError(
+                f"gates.max_fairness_gap: {gap} is outside [0, 1] "
+                f"({tasks.FAIRNESS[task].gap} is a difference of rates)"
+            )
 
 
 class ModelSpec(_Strict):
@@ -91,7 +124,10 @@ class ModelSpec(_Strict):
     description: str = ""
     dataset: DatasetSpec
     target: Annotated[str, Field(min_length=1)]
-    positive_label: int | str = 1
+    task: Literal[tasks.TASKS] = tasks.BINARY  # type: ignore[valid-type]
+    positive_label: int | float | str | None = Field(
+        default=None, description="binary only: the label predicted as class 1 (default 1)"
+    )
     features: Annotated[list[Feature], Field(min_length=1)]
     sensitive_attribute: str | None = None
     personal_data: list[str] = Field(
@@ -119,6 +155,17 @@ class ModelSpec(_Strict):
             raise ValueError("sensitive_attribute cannot be the target")
         if self.gates.max_fairness_gap is not None and not self.sensitive_attribute:
             raise ValueError("gates.max_fairness_gap needs a sensitive_attribute")
+        if self.positive_label is not None and self.task != tasks.BINARY:
+            raise ValueError(
+                f"positive_label applies to task = 'binary' only (this spec's task is "
+                f"{self.task!r}); remove it"
+            )
+        if tasks.side(self.task) not in tasks.ESTIMATORS[self.estimator.kind]:
+            raise ValueError(
+                f"estimator.kind {self.estimator.kind!r} does not take task = {self.task!r}: "
+                f"use one of {tasks.kinds_for(self.task)}"
+            )
+        self.gates.check(self.task)
         self._no_personal_data_in_the_artifact(names)
         return self
 
@@ -150,6 +197,16 @@ class ModelSpec(_Strict):
                 )
 
     @property
+    def positive(self) -> int | float | str:
+        """The positive label of a binary target (1 unless the spec says otherwise)."""
+        return 1 if self.positive_label is None else self.positive_label
+
+    @property
+    def primary_metric(self) -> str:
+        """The metric a challenger must improve over the champion."""
+        return self.gates.primary_metric or tasks.PRIMARY_METRIC[self.task]
+
+    @property
     def feature_names(self) -> list[str]:
         return [f.name for f in self.features]
 
@@ -168,8 +225,11 @@ class ModelSpec(_Strict):
         return list(dict.fromkeys([*self.feature_names, self.target, *extra]))
 
 
-def _location(loc: tuple[Any, ...]) -> str:
-    return ".".join(str(part) for part in loc) or "(top level)"
+def _problem(origin: str, error: Any) -> str:
+    """`origin: key: what is wrong` (a check across keys names its keys in the message)."""
+    message = error["msg"].removeprefix("Value error, ")
+    where = ".".join(str(part) for part in error["loc"])
+    return f"{origin}: {where}: {message}" if where else f"{origin}: {message}"
 
 
 def parse_spec(
@@ -179,7 +239,7 @@ def parse_spec(
     try:
         spec = ModelSpec.model_validate(raw)
     except ValidationError as exc:
-        problems = [f"{origin}: {_location(e['loc'])}: {e['msg']}" for e in exc.errors()]
+        problems = [_problem(origin, e) for e in exc.errors()]
         raise SpecError("\n".join(problems)) from None
     source = spec.dataset.source
     if base_dir is not None and "://" not in source and not Path(source).is_absolute():

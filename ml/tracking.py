@@ -262,7 +262,7 @@ def signature(card: dict[str, Any]):
             for f in card["input_schema"]["features"]
         ]
     )
-    classes = card.get("classes")
+    classes = card.get("labels") or card.get("classes")  # the spec's own labels
     names = [str(c) for c in classes] if classes else ["prediction"]
     return ModelSignature(inputs, Schema([ColSpec("float", n) for n in names]))
 

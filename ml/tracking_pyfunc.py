@@ -35,7 +35,7 @@ class TandemOnnxModel(mlflow.pyfunc.PythonModel):
         with open(context.artifacts["card"], encoding="utf-8") as handle:
             card = json.load(handle)
         self.inputs = card["onnx_inputs"]
-        self.classes = card.get("classes")
+        self.classes = card.get("labels") or card.get("classes")  # the spec's own labels
         self.session = ort.InferenceSession(
             context.artifacts["onnx"], providers=["CPUExecutionProvider"]
         )

@@ -30,14 +30,13 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from ml import __version__, artifact, data, drift, evaluate
+from ml import __version__, artifact, data, drift, evaluate, tasks
 from ml.errors import SpecError
-from ml.spec import ESTIMATORS, ModelSpec, load_spec
+from ml.spec import ModelSpec, load_spec
 
 # SageMaker containers also export the directory as SM_INPUT_CONFIG_DIR; it wins when set.
 SAGEMAKER_INPUT_CONFIG_DIR = "/opt/ml/input/config"
 IMPORTANCE_REPEATS = 5
-TASK = "binary"  # the one task trained today; the card, ONNX metadata and endpoint say so
 
 
 def check(
@@ -48,11 +47,13 @@ def check(
     overrides: dict[str, Any] | None = None,
 ) -> tuple[pd.DataFrame, list[Any]]:
     """Everything that needs only the spec and the data, before any fitting: the columns,
-    their types, the target's classes and positive label, the estimator's parameters.
+    their types, the target against the task (classes, positive label), the estimator's
+    parameters.
 
     The training job runs it first, and the lifecycle runs it on the caller's side before a
     job is submitted: one function, so a bad spec fails with the same message in both places,
-    without a (billed) job. Returns the validated frame and the labels in class-index order.
+    without a (billed) job. Returns the validated frame and the labels in class-index order
+    (None for a regression).
     """
     estimator(spec, overrides)
     raw_target = frame[spec.target] if spec.target in frame.columns else None
@@ -66,7 +67,7 @@ def estimator(spec: ModelSpec, overrides: dict[str, Any] | None = None) -> Any:
     import importlib
     import inspect
 
-    module, name = ESTIMATORS[spec.estimator.kind].split(":")
+    module, name = tasks.ESTIMATORS[spec.estimator.kind][tasks.side(spec.task)].split(":")
     cls = getattr(importlib.import_module(module), name)
     params = {**spec.estimator.params, **(overrides or {})}
     accepted = sorted(p for p in inspect.signature(cls).parameters if p not in ("args", "kwargs"))
@@ -97,8 +98,7 @@ def build_pipeline(spec: ModelSpec, overrides: dict[str, Any] | None = None):
 
     model = estimator(spec, overrides)
     numeric_steps = [("impute", SimpleImputer(strategy="median"))]
-    if spec.estimator.kind == "logistic_regression":
-        # trees need no scaling, and a scaler before float32 tree thresholds costs ONNX parity
+    if spec.estimator.kind in tasks.SCALED:
         numeric_steps.append(("scale", StandardScaler()))
     transformers = []
     if spec.numeric:
@@ -143,15 +143,24 @@ class TrainResult:
 
 def holdout_evaluation(model: Any, test: pd.DataFrame, spec: ModelSpec) -> evaluate.Evaluation:
     """Score an ONNX model (deploy.inference.Model) on the holdout rows."""
-    proba = model.predict_proba(model.feeds_from_columns({c: test[c] for c in spec.feature_names}))
+    output = model.scores(model.feeds_from_columns({c: test[c] for c in spec.feature_names}))
     sensitive = data.groups(test[spec.sensitive_attribute]) if spec.sensitive_attribute else None
     return evaluate.score(
         test[spec.target].to_numpy(),
-        proba,
+        output,
         sensitive,
         spec.sensitive_attribute,
         min_group_size=spec.gates.min_group_size,
+        task=spec.task,
+        labels=model.classes if spec.task != tasks.REGRESSION else None,
     )
+
+
+def native_output(pipeline: Any, rows: pd.DataFrame, task: str) -> np.ndarray:
+    """The fitted pipeline's answer in the ONNX model's shape: class probabilities, or values."""
+    if task == tasks.REGRESSION:
+        return np.asarray(pipeline.predict(rows), dtype=float).reshape(-1)
+    return np.asarray(pipeline.predict_proba(rows), dtype=float)
 
 
 def fit(
@@ -190,24 +199,29 @@ def fit(
         input_schema=schema,
         inputs=inputs,
         input_names=artifact.input_names(spec),
-        task=TASK,
+        task=spec.task,
         run_id=run_id,
         missing_token=data.MISSING,
     )
     (out_dir / artifact.ONNX).write_bytes(artifact.to_onnx(pipeline, spec, metadata))
     model = Model(
-        out_dir / artifact.ONNX, columns_from_schema(schema), name=spec.name, inputs=inputs
+        out_dir / artifact.ONNX,
+        columns_from_schema(schema),
+        {"task": spec.task, "labels": labels},
+        name=spec.name,
+        inputs=inputs,
     )
 
     # Metrics come from the ONNX model: that is what endpoints serve.
     evaluation = holdout_evaluation(model, test, spec)
-    onnx_proba = model.predict_proba(model.feeds_from_columns({c: test[c] for c in features}))
-    sklearn_proba = pipeline.predict_proba(test[features])[:, 1]
-    parity = float(np.max(np.abs(onnx_proba - sklearn_proba)))
+    onnx_output = model.scores(model.feeds_from_columns({c: test[c] for c in features}))
+    parity = float(np.max(np.abs(onnx_output - native_output(pipeline, test[features], spec.task))))
     # rows the schema accepts by construction (a holdout row may hold a category training
     # never saw, which the endpoint refuses): the gate times what a served request costs
     records = train[features].head(len(test)).replace({np.nan: None}).to_dict("records")
-    measured = evaluate.latency(lambda i: model.predict([records[i]]), len(records))
+    measured = evaluate.latency(
+        lambda i: model.predict_payload({"instances": [records[i]]}), len(records)
+    )
     evaluation.latency_ms = measured.percentiles()
     evaluation.latency_method = measured.method
 
@@ -215,7 +229,7 @@ def fit(
         pipeline,
         test[features],
         test[spec.target],
-        scoring="roc_auc",
+        scoring=tasks.IMPORTANCE_SCORER[spec.task],
         n_repeats=IMPORTANCE_REPEATS,
         random_state=spec.split.seed,
     )
@@ -251,8 +265,10 @@ def fit(
         "input_schema": schema,
         "onnx_inputs": inputs,
         "input_names": artifact.input_names(spec),
-        "task": TASK,
-        "classes": [_param(c) for c in pipeline.classes_.tolist()],
+        "task": spec.task,
+        # classification: the estimator's class indexes and what each means in the data
+        "classes": [_param(c) for c in getattr(pipeline, "classes_", np.array([])).tolist()]
+        or None,
         "labels": labels,
         "onnx_opset": artifact.TARGET_OPSET,
         "code_version": code_version(),
@@ -262,7 +278,10 @@ def fit(
         "created_at": datetime.now(UTC).isoformat(timespec="seconds"),
     }
     artifact.write_json(out_dir / artifact.CARD, card)
-    artifact.write_json(out_dir / artifact.BASELINE, drift.baseline(train, spec))
+    train_output = model.scores(model.feeds_from_columns({c: train[c] for c in features}))
+    artifact.write_json(
+        out_dir / artifact.BASELINE, drift.baseline(train, spec, train_output, labels)
+    )
     artifact.seal(out_dir)
     return TrainResult(out_dir, card)
 

@@ -75,7 +75,7 @@ def test_fairness_gap_above_one(tmp_path: Path) -> None:
     gates = {**BASE_SPEC["gates"], "max_fairness_gap": 1.5}
     message = _error(tmp_path, gates=gates)
     assert "gates.max_fairness_gap" in message
-    assert "less than or equal to 1" in message
+    assert "1.5 is outside [0, 1]" in message
 
 
 def test_unknown_metric_in_min_metrics(tmp_path: Path) -> None:

@@ -93,8 +93,8 @@ errors = Console(stderr=True)
 KEY_METRICS = ("roc_auc", "f1_macro", "rmse", "accuracy", "f1", "r2", "mae", "log_loss")
 
 
-def headline(metrics: dict[str, float]) -> str:
-    shown = [k for k in KEY_METRICS if k in metrics][:3]
+def headline(metrics: dict[str, float], most: int = 3) -> str:
+    shown = [k for k in KEY_METRICS if k in metrics][:most]
     return " ".join(f"{k} {metrics[k]:.3f}" for k in shown) or "-"
 
 
@@ -466,7 +466,7 @@ def models(
         for v in versions
     ]
     table = Table(title=f"models on {escape(state.cloud)}:{escape(state.stack_name)}")
-    widths = {"model": max([5, *map(len, names)]), "v": 2, "status": 8, "metrics": 20,
+    widths = {"model": max([5, *map(len, names)]), "v": 2, "status": 8, "metric": 13,
               "fairness gap": 6, "live": 4}  # fmt: skip
     for column, width in widths.items():
         table.add_column(column, no_wrap=True, min_width=width)
@@ -478,7 +478,7 @@ def models(
             escape(v.model),
             str(v.version),
             f"[{colour.get(v.status, 'default')}]{escape(v.status)}[/]",
-            headline(v.metrics),
+            headline(v.metrics, most=1),  # the task's primary metric: the table stays narrow
             fairness_cell(v.metrics),
             _traffic_mark(row["traffic"], canary),
             escape(v.status_reason),

@@ -158,3 +158,12 @@ def test_missing_applies_to_the_latency_gates_predict_too(mapping: Model) -> Non
 def test_an_unknown_rule_in_the_card_is_refused_naming_the_key(artifact: Path) -> None:
     with pytest.raises(IntegrityError, match=r"input_schema\.unseen is 'drop'"):
         model_with_rule(artifact, "drop")
+
+
+def test_tandem_predict_says_what_was_scored_as_missing(mapping: Model) -> None:
+    from ml.cli import prediction_table
+
+    rows = [ROW, {**ROW, "island": "Mars"}]
+    table = prediction_table(mapping.predict_payload({"instances": rows}))
+    assert table.caption is not None and "row 1 island='Mars'" in str(table.caption)
+    assert prediction_table(mapping.predict_payload({"instances": [ROW]})).caption is None

@@ -50,6 +50,15 @@ MAX_ROWS = 1000
 MAX_BODY_BYTES = 6 * 1024 * 1024  # Lambda's synchronous payload limit
 MAX_ECHO_CHARS = 60  # an error message never quotes more of a value than this
 
+# A categorical value outside the categories a model was trained on (when the card's list of
+# them is complete): the spec's `unseen_categories` picks the rule, the card's input schema
+# records it under UNSEEN_KEY (a card without it means UNSEEN_ERROR).
+UNSEEN_ERROR = "error"  # refuse the request: 422 naming the field
+UNSEEN_MISSING = "missing"  # score the value as a missing one and say so in the answer
+UNSEEN_RULES = (UNSEEN_ERROR, UNSEEN_MISSING)
+UNSEEN_KEY = "unseen"  # the schema's rule, and the answer's note of what was scored as missing
+MAX_UNSEEN_NOTES = 5  # the note lists at most this many values (and counts them all)
+
 # The serving container (`python -m deploy.container serve`, deploy/Dockerfile): one image for
 # SageMaker real-time endpoints (above), Azure ML online endpoints and Kubernetes. Azure ML's
 # custom-container contract names the liveness, readiness and scoring routes (port and path)

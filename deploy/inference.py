@@ -8,6 +8,9 @@ s3:// source). Nothing here ever unpickles anything; the model is `model.onnx`.
 A request is validated against the model card's input schema before ONNX sees it: every
 value that onnxruntime would choke on or silently score (an integer beyond float range, ±inf,
 a lone surrogate, an unseen category) is refused with a RequestError naming the field.
+The one exception is the rule the card's schema may record for unseen categories
+(contract.serving.UNSEEN_KEY): with "missing", a value outside a complete list of categories
+is scored as a missing value and the answer lists it under "unseen".
 """
 
 from __future__ import annotations
@@ -21,12 +24,20 @@ import reprlib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 from urllib.parse import urlsplit
 
 import numpy as np
 
-from contract.serving import MAX_ECHO_CHARS, MAX_ROWS
+from contract.serving import (
+    MAX_ECHO_CHARS,
+    MAX_ROWS,
+    MAX_UNSEEN_NOTES,
+    UNSEEN_ERROR,
+    UNSEEN_KEY,
+    UNSEEN_MISSING,
+    UNSEEN_RULES,
+)
 
 MANIFEST = "MANIFEST.json"
 ONNX = "model.onnx"
@@ -338,6 +349,15 @@ class Model:
         elif names:
             self._numbers = operator.itemgetter(*names)
         self._personal = frozenset(spec.get("personal_data") or ())
+        schema = self.card.get("input_schema") or {}
+        rule = schema.get(UNSEEN_KEY, UNSEEN_ERROR)  # a card from before the rule: refuse
+        if rule not in UNSEEN_RULES:
+            raise IntegrityError(
+                f"{CARD}: input_schema.{UNSEEN_KEY} is {echo(rule)}; expected one of "
+                f"{list(UNSEEN_RULES)}"
+            )
+        self.unseen_rule: str = rule
+        self._column_order = {c.name: j for j, c in enumerate(self._strings)}
 
         outputs = self.session.get_outputs()
         if len(outputs) >= 2:  # a classifier: label, probabilities (zipmap off)
@@ -418,20 +438,24 @@ class Model:
                 "send either 'instances' (records) or 'inputs' (columns), not both",
                 field="inputs",
             )
+        unseen: list[tuple[int, str, str]] = []  # (row, field, value) scored as missing
         if "instances" in payload:
-            numeric, strings = self._from_records(payload["instances"], max_rows)
+            numeric, strings = self._from_records(payload["instances"], max_rows, unseen)
         elif "inputs" in payload:
-            numeric, strings = self._from_columns(payload["inputs"], max_rows)
+            numeric, strings = self._from_columns(payload["inputs"], max_rows, unseen)
         else:
             key = _name(next(iter(payload)))
             raise RequestError(
                 f"{key}: unknown field; the body holds 'instances' or 'inputs'", field=key
             )
-        return self._answer(self._run(numeric, strings), request_id)
+        return self._answer(self._run(numeric, strings), request_id, unseen)
 
     def _from_records(
-        self, rows: object, max_rows: int
+        self, rows: object, max_rows: int, unseen: list[tuple[int, str, str]] | None = None
     ) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+        """`unseen` collects the (row, field, value) scored as missing under that rule."""
+        if unseen is None:
+            unseen = []
         if type(rows) is not list:
             raise RequestError(
                 f"instances: expected a list of objects, got {echo(rows)}", field="instances"
@@ -470,7 +494,8 @@ class Model:
                 elif value is None:
                     strings[column.name].append(MISSING)
                 else:
-                    _refuse_string(value, column, f"instances[{i}].{column.name}")
+                    field = f"instances[{i}].{column.name}"
+                    strings[column.name].append(self._unseen(value, column, i, field, unseen))
             if len(row) != n_features:
                 self._check_extra(row, f"instances[{i}].")
         numeric = (
@@ -496,8 +521,11 @@ class Model:
         return values
 
     def _from_columns(
-        self, inputs: object, max_rows: int
+        self, inputs: object, max_rows: int, unseen: list[tuple[int, str, str]] | None = None
     ) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+        """`unseen` collects the (row, field, value) scored as missing under that rule."""
+        if unseen is None:
+            unseen = []
         if type(inputs) is not dict:
             raise RequestError(
                 f"inputs: expected an object of columns, got {echo(inputs)}", field="inputs"
@@ -544,9 +572,28 @@ class Model:
                 elif value is None:
                     checked_strings.append(MISSING)
                 else:
-                    _refuse_string(value, column, f"{field}[{i}]")
+                    checked_strings.append(self._unseen(value, column, i, f"{field}[{i}]", unseen))
             strings[column.name] = _string_column(checked_strings)
         return numeric, strings
+
+    def _unseen(
+        self, value: Any, column: Column, row: int, field: str, unseen: list[tuple[int, str, str]]
+    ) -> str:
+        """A categorical value `_accepted` refused: under the "missing" rule an unseen
+        category is scored as a missing one (and noted in `unseen`); anything else, or any
+        value under the "error" rule, raises the RequestError naming the field. Only values
+        off the fast path come here, so a request of known values pays nothing for the rule."""
+        if (
+            self.unseen_rule == UNSEEN_MISSING
+            and type(value) is str
+            and column.categories is not None
+            and value not in column.categories
+            and len(value) <= MAX_STRING_CHARS
+            and _encodable(value)
+        ):
+            unseen.append((row, column.name, value))
+            return MISSING
+        _refuse_string(value, column, field)
 
     @staticmethod
     def _check_count(n: int, max_rows: int, field: str) -> None:
@@ -587,7 +634,12 @@ class Model:
             feeds[input_name] = strings[column]
         return self.session.run([self._output], feeds)[0]
 
-    def _answer(self, output: np.ndarray, request_id: str | None) -> dict[str, Any]:
+    def _answer(
+        self,
+        output: np.ndarray,
+        request_id: str | None,
+        unseen: list[tuple[int, str, str]] | None = None,
+    ) -> dict[str, Any]:
         answer: dict[str, Any] = {"model": self.name, "version": self.version}
         if request_id is not None:
             answer["request_id"] = request_id
@@ -602,7 +654,22 @@ class Model:
             classes = self.classes
             answer["predictions"] = [classes[k] for k in best] if classes else best
             answer["probabilities"] = shares
+        if unseen:  # only then: an answer with every value known is what it always was
+            answer[UNSEEN_KEY] = self._unseen_note(unseen)
         return answer
+
+    def _unseen_note(self, unseen: list[tuple[int, str, str]]) -> dict[str, Any]:
+        """{"count": n, "values": [{"row", "field", "value"}, ...]}: every value scored as
+        missing counted, the first few (by row, then feature) listed, each value cut short
+        like any echoed value. Both request shapes give the same note."""
+        order = self._column_order
+        first = sorted(unseen, key=lambda note: (note[0], order[note[1]]))[:MAX_UNSEEN_NOTES]
+        return {
+            "count": len(unseen),
+            "values": [
+                {"row": row, "field": field, "value": _name(value)} for row, field, value in first
+            ],
+        }
 
     # --- batch scoring for training and evaluation (trusted columns, no validation) ----------
 
@@ -683,7 +750,7 @@ def _accepted(value: str, column: Column) -> bool:
     )
 
 
-def _refuse_string(value: Any, column: Column, field: str) -> None:
+def _refuse_string(value: Any, column: Column, field: str) -> NoReturn:
     """Raise the RequestError saying why `value` is not a categorical value it can score."""
     if value is _ABSENT:
         raise RequestError(f"{field}: required (null if unknown)", field=field)

@@ -29,6 +29,7 @@ from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 from contract.naming import check_stack_name
+from contract.serving import UNSEEN_KEY
 from ml import lifecycle, tasks
 from ml.clouds import CLOUDS, connect
 from ml.clouds.base import Stack, checked_model, primary_version
@@ -648,6 +649,15 @@ def prediction_table(answer: dict[str, Any]) -> Table:
     for i, prediction in enumerate(answer["predictions"]):
         shares = probabilities[i] if i < len(probabilities) else []
         table.add_row(str(i), escape(str(prediction)), *(f"{p:.3f}" for p in shares))
+    unseen = answer.get(UNSEEN_KEY)
+    if isinstance(unseen, dict):  # the model's rule scored unseen categories as missing
+        shown = ", ".join(
+            f"row {v.get('row')} {v.get('field')}={v.get('value')!r}"
+            for v in unseen.get("values") or ()
+        )
+        table.caption = escape(
+            f"{unseen.get('count')} unseen category value(s) scored as missing: {shown}"
+        )
     return table
 
 

@@ -17,6 +17,7 @@ from urllib.parse import urlparse
 import numpy as np
 import pandas as pd
 
+from contract.serving import UNSEEN_KEY
 from ml import tasks
 from ml.datasets import BUILTIN_SCHEMES, load_builtin
 from ml.errors import DataError
@@ -265,7 +266,9 @@ def input_schema(frame: pd.DataFrame, spec: ModelSpec) -> dict[str, Any]:
         entry["nullable"] = bool(column.isna().any())
         columns.append(entry)
     positive = spec.positive if spec.task == tasks.BINARY else None
-    return {"features": columns, "target": spec.target, "positive_label": positive}
+    schema = {"features": columns, "target": spec.target, "positive_label": positive}
+    schema[UNSEEN_KEY] = spec.unseen_categories  # the endpoint's rule travels with the model
+    return schema
 
 
 def content_hash(frame: pd.DataFrame) -> str:

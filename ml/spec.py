@@ -15,6 +15,7 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from contract.naming import MODEL_NAME_RULE, check_model_name
+from contract.serving import UNSEEN_ERROR, UNSEEN_RULES
 from ml import tasks
 from ml.errors import SpecError
 
@@ -133,6 +134,14 @@ class ModelSpec(_Strict):
     personal_data: list[str] = Field(
         default_factory=list,
         description="columns the model must never see nor the artifact hold (IDs, names, ...)",
+    )
+    unseen_categories: Literal[UNSEEN_RULES] = Field(
+        default=UNSEEN_ERROR,
+        description=(
+            "a categorical value the model never saw in training: 'error' refuses the "
+            "request (422 naming the field), 'missing' scores it as a missing value and "
+            "lists it in the answer's 'unseen'"
+        ),
     )
     estimator: EstimatorSpec
     split: SplitSpec = SplitSpec()

@@ -122,6 +122,19 @@ def test_bad_feature_type_names_the_index(tmp_path: Path) -> None:
     assert "features.1.type" in message
 
 
+def test_unseen_categories_defaults_to_error_and_reads_missing(tmp_path: Path) -> None:
+    assert load_spec(write_spec(tmp_path)).unseen_categories == "error"
+    assert load_spec(write_spec(tmp_path, unseen_categories="missing")).unseen_categories == (
+        "missing"
+    )
+
+
+def test_bad_unseen_categories_names_the_key_and_the_choices(tmp_path: Path) -> None:
+    message = _error(tmp_path, unseen_categories="drop")
+    assert "unseen_categories" in message
+    assert "'error' or 'missing'" in message
+
+
 def test_every_problem_is_reported(tmp_path: Path) -> None:
     message = _error(tmp_path, target=None, estimator={"kind": "svm"})
     assert "target" in message

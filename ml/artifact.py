@@ -73,7 +73,9 @@ def to_onnx(pipeline: Any, spec: Any, metadata: Mapping[str, str] | None = None)
         (f.name, FloatTensorType([None, 1]) if f.type == "numeric" else StringTensorType([None, 1]))
         for f in spec.features
     ]
-    # zipmap off: probabilities come back as a plain float tensor, cheap to read
+    register_converters(pipeline)
+    # zipmap off: probabilities come back as a plain float tensor, cheap to read (the option
+    # reaches an XGBoost or LightGBM classifier too: register_converters declares it)
     classifier = hasattr(pipeline, "classes_")
     onnx_model = convert(
         pipeline,
@@ -95,6 +97,57 @@ def to_onnx(pipeline: Any, spec: Any, metadata: Mapping[str, str] | None = None)
         entry = onnx_model.metadata_props.add()
         entry.key, entry.value = key, value
     return onnx_model.SerializeToString()
+
+
+def register_converters(pipeline: Any) -> None:
+    """Teach skl2onnx the XGBoost and LightGBM estimators (onnxmltools' converters, skl2onnx's
+    shape calculators), so a pipeline ending in one converts in one call. Only when the
+    pipeline holds one: the extras stay unimported otherwise."""
+    steps = [step for _, step in pipeline.steps] if hasattr(pipeline, "steps") else [pipeline]
+    libraries = {type(step).__module__.split(".")[0] for step in steps}
+    if not libraries & {"xgboost", "lightgbm"}:
+        return
+    from skl2onnx import update_registered_converter
+    from skl2onnx.common.shape_calculator import (
+        calculate_linear_classifier_output_shapes,
+        calculate_linear_regressor_output_shapes,
+    )
+
+    options = {"nocl": [True, False], "zipmap": [True, False, "columns"]}
+    if "xgboost" in libraries:
+        from onnxmltools.convert.xgboost.operator_converters.XGBoost import convert_xgboost
+        from xgboost import XGBClassifier, XGBRegressor
+
+        update_registered_converter(
+            XGBClassifier,
+            "XGBoostXGBClassifier",
+            calculate_linear_classifier_output_shapes,
+            convert_xgboost,
+            options=options,
+        )
+        update_registered_converter(
+            XGBRegressor,
+            "XGBoostXGBRegressor",
+            calculate_linear_regressor_output_shapes,
+            convert_xgboost,
+        )
+    if "lightgbm" in libraries:
+        from lightgbm import LGBMClassifier, LGBMRegressor
+        from onnxmltools.convert.lightgbm.operator_converters.LightGbm import convert_lightgbm
+
+        update_registered_converter(
+            LGBMClassifier,
+            "LightGbmLGBMClassifier",
+            calculate_linear_classifier_output_shapes,
+            convert_lightgbm,
+            options=options,
+        )
+        update_registered_converter(
+            LGBMRegressor,
+            "LightGbmLGBMRegressor",
+            calculate_linear_regressor_output_shapes,
+            convert_lightgbm,
+        )
 
 
 def tandem_version() -> str:

@@ -91,6 +91,24 @@ ESTIMATORS: dict[str, dict[str, str]] = {
         CLASSIFIER: "sklearn.ensemble:GradientBoostingClassifier",
         REGRESSOR: "sklearn.ensemble:GradientBoostingRegressor",
     },
+    # categorical features reach it one-hot encoded by the pipeline, never through its own
+    # `categorical_features`, whose ONNX conversion does not match scikit-learn's answers
+    "hist_gradient_boosting": {
+        CLASSIFIER: "sklearn.ensemble:HistGradientBoostingClassifier",
+        REGRESSOR: "sklearn.ensemble:HistGradientBoostingRegressor",
+    },
+    "xgboost": {CLASSIFIER: "xgboost:XGBClassifier", REGRESSOR: "xgboost:XGBRegressor"},
+    "lightgbm": {CLASSIFIER: "lightgbm:LGBMClassifier", REGRESSOR: "lightgbm:LGBMRegressor"},
+}
+# kinds outside scikit-learn: the pyproject extra that installs them (and onnxmltools, which
+# converts them to ONNX), and the modules that extra brings
+EXTRAS: dict[str, tuple[str, tuple[str, ...]]] = {
+    "xgboost": ("xgboost", ("xgboost", "onnxmltools")),
+    "lightgbm": ("lightgbm", ("lightgbm", "onnxmltools")),
+}
+# defaults Tandem sets unless the spec's params say otherwise
+DEFAULT_PARAMS: dict[str, dict[str, object]] = {
+    "lightgbm": {"verbose": -1},  # no per-iteration warnings in the job's log
 }
 # linear models see standardized numeric features; trees need no scaling (and a scaler in
 # front of float32 tree thresholds costs ONNX parity)

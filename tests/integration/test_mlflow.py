@@ -4,6 +4,7 @@ Tandem's inference core does, and a server that is down costing one warning, not
 
 from __future__ import annotations
 
+import dataclasses
 import warnings
 from pathlib import Path
 
@@ -15,7 +16,7 @@ mlflow = pytest.importorskip("mlflow")
 
 from deploy.inference import Model  # noqa: E402
 from ml import data, lifecycle, tracking  # noqa: E402
-from ml.clouds.base import APPROVED  # noqa: E402
+from ml.clouds.base import APPROVED, ARCHIVED, PENDING, REJECTED  # noqa: E402
 from ml.errors import ConfigError  # noqa: E402
 from ml.spec import load_spec  # noqa: E402
 from tests.conftest import CREDIT_ROW, CREDIT_SOURCE  # noqa: E402
@@ -127,3 +128,84 @@ def test_a_file_store_uri_is_refused_before_training(
     with pytest.raises(ConfigError, match="refuses the file store"):
         lifecycle.train(local_stack, spec)
     assert lifecycle.list_runs(local_stack) == []
+
+
+def _mirrored(client, model: str) -> dict[int, tuple[str, str | None]]:
+    """{Tandem version: (MLflow version, its tandem.status tag)} in MLflow's registry."""
+    return {
+        int(v.tags["tandem.version"]): (v.version, v.tags.get("tandem.status"))
+        for v in client.search_model_versions(f"name='{model}'")
+    }
+
+
+def _champion(client, model: str) -> str | None:
+    return client.get_registered_model(model).aliases.get(tracking.CHAMPION_ALIAS)
+
+
+def test_registry_states_are_mirrored_with_a_champion_alias(
+    mlflow_server: str,  # noqa: F811 (the fixture imported above)
+    monkeypatch,
+    local_stack,
+    spec_writer,
+) -> None:
+    """Approve, a second approval, reject, rollback: each one's tag and the alias follow,
+    on the stack's own tracking server (MLFLOW_TRACKING_URI unset)."""
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    monkeypatch.setenv(tracking.REGISTRY_ENV, "1")
+    stack = dataclasses.replace(local_stack, tracking_uri=mlflow_server)
+    spec = load_spec(spec_writer(name="scoring"))
+    client = mlflow.MlflowClient(mlflow_server)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", tracking.TrackingWarning)
+        first = lifecycle.pipeline(stack, spec)  # approve + deploy v1
+        mirrored = _mirrored(client, "scoring")
+        assert mirrored[1][1] == APPROVED
+        assert _champion(client, "scoring") == mirrored[1][0]
+
+        lifecycle.pipeline(stack, spec)  # v2 approved + deployed
+        mirrored = _mirrored(client, "scoring")
+        assert [mirrored[n][1] for n in (1, 2)] == [APPROVED, APPROVED]
+        assert _champion(client, "scoring") == mirrored[2][0], "the alias moved to v2"
+
+        outcome = lifecycle.train(stack, spec)
+        third, _ = lifecycle.submit(stack, spec, outcome)
+        assert _mirrored(client, "scoring")[3][1] == PENDING
+        lifecycle.reject(stack, "scoring", third.version, "not this one")
+        assert _mirrored(client, "scoring")[3][1] == REJECTED
+        assert _champion(client, "scoring") == mirrored[2][0], "a rejection moves no alias"
+
+        lifecycle.rollback(stack, "scoring")  # archives v2, serves v1 again
+        mirrored = _mirrored(client, "scoring")
+        assert mirrored[2][1] == ARCHIVED
+        assert _champion(client, "scoring") == mirrored[1][0], "back on v1"
+    assert first.version.version == 1
+
+
+def test_a_state_change_with_the_server_down_costs_one_warning(
+    mlflow_server: str,  # noqa: F811 (the fixture imported above)
+    monkeypatch,
+    local_stack,
+    spec_writer,
+) -> None:
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", mlflow_server)
+    monkeypatch.setenv(tracking.REGISTRY_ENV, "1")
+    spec = load_spec(spec_writer(name="downtime"))
+    first, second = (
+        lifecycle.submit(local_stack, spec, lifecycle.train(local_stack, spec))[0] for _ in range(2)
+    )
+    down = f"http://127.0.0.1:{free_port()}"  # nothing listens there
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", down)
+    with pytest.warns(tracking.TrackingWarning) as caught:
+        approved = lifecycle.approve(local_stack, "downtime", first.version)
+        rejected = lifecycle.reject(local_stack, "downtime", second.version, "not this one")
+    assert (approved.status, rejected.status) == (APPROVED, REJECTED)
+    assert local_stack.registry.get_version("downtime", first.version).status == APPROVED
+    messages = [str(w.message) for w in caught if w.category is tracking.TrackingWarning]
+    assert len(messages) == 1 and down in messages[0], messages
+    # the server holds what the registrations left: nothing half-written, no alias yet
+    client = mlflow.MlflowClient(mlflow_server)
+    assert {n: s for n, (_, s) in _mirrored(client, "downtime").items()} == {
+        1: PENDING,
+        2: PENDING,
+    }
+    assert _champion(client, "downtime") is None

@@ -82,5 +82,6 @@ def connect(outputs: Mapping[str, Any]) -> Stack:
         endpoint=LambdaEndpoint(clients("lambda"), store, cfg.endpoints, stack=cfg.stack),
         locks=S3Locks(store),
         outputs=dict(outputs),
+        tracking_uri=cfg.mlflow_tracking_server_arn,
         pseudonym_key=pseudonym_key(clients("secretsmanager"), cfg.pseudonym_secret_arn),
     )

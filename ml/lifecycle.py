@@ -119,7 +119,7 @@ def train(
         layout.run_key(spec.name, card["run_id"]), json.dumps(record, indent=2).encode()
     )
     outcome = TrainOutcome(card["run_id"], result.artifact_uri, card)
-    tracking.mirror_training(stack.store, outcome)
+    tracking.mirror_training(stack.store, outcome, stack_uri=stack.tracking_uri)
     return outcome
 
 
@@ -183,11 +183,15 @@ def register(
 
 
 def approve(stack: Stack, model: str, version: int, reason: str = "") -> ModelVersion:
-    return stack.registry.set_status(checked_model(model), version, APPROVED, reason)
+    approved = stack.registry.set_status(checked_model(model), version, APPROVED, reason)
+    tracking.mirror_status(stack, approved)
+    return approved
 
 
 def reject(stack: Stack, model: str, version: int, reason: str = "") -> ModelVersion:
-    return stack.registry.set_status(checked_model(model), version, REJECTED, reason)
+    rejected = stack.registry.set_status(checked_model(model), version, REJECTED, reason)
+    tracking.mirror_status(stack, rejected)
+    return rejected
 
 
 def deploy(
@@ -246,7 +250,8 @@ def rollback(stack: Stack, model: str, reason: str = "rolled back") -> Deploymen
         if not previous:
             raise NotFoundError(f"{model}: no approved version older than the live v{live.version}")
         deployment = _shift(stack, previous[-1], None)
-        stack.registry.set_status(model, live.version, ARCHIVED, reason)
+        archived = stack.registry.set_status(model, live.version, ARCHIVED, reason)
+        tracking.mirror_status(stack, archived)
         return deployment
 
 
@@ -411,7 +416,7 @@ def submit(
     version = register(stack, spec.name, outcome.artifact_uri, outcome.card["metrics"], tags)
     if not report.verdict.passed:
         version = reject(stack, spec.name, version.version, "; ".join(report.verdict.reasons))
-    tracking.mirror_registration(outcome, version, report.verdict)
+    tracking.mirror_registration(outcome, version, report.verdict, stack_uri=stack.tracking_uri)
     return version, report
 
 

@@ -1,4 +1,6 @@
-"""Mirror a Tandem run into MLflow, when `MLFLOW_TRACKING_URI` names a tracking server.
+"""Mirror a Tandem run into MLflow, when `MLFLOW_TRACKING_URI` names a tracking server (or,
+when it is not set, the stack has one of its own: `Stack.tracking_uri`, on AWS the SageMaker
+tracking server of `tandem:aws.mlflow`).
 
 Tandem's store and registry are the record; MLflow is a mirror, and it never gets in the way:
 - every call runs after the artifact is stored, and MLflow's HTTP timeout and retries are
@@ -12,8 +14,12 @@ Tandem's store and registry are the record; MLflow is a mirror, and it never get
 One MLflow run per Tandem run, in the experiment named after the model and tagged
 `tandem.run_id`: the training job logs it (params, metrics, the model as a pyfunc model), the
 lifecycle logs it from the stored artifact if the job could not, and after registration sets
-the gate verdict and the version on it. mlflow is imported only here, and only when used
-(the `[mlflow]` extra); a SageMaker tracking server ARN needs the `sagemaker-mlflow` plugin.
+the gate verdict and the version on it. With TANDEM_MLFLOW_REGISTRY=1 the version is also
+an MLflow model version, and every later state change (approve, reject, archive on rollback)
+is mirrored onto it: its tag `tandem.status`, and the alias `champion` on the MLflow version
+of Tandem's newest approved version (removed when there is none). mlflow is imported only
+here, and only when used (the `[mlflow]` extra); a SageMaker tracking server ARN needs the
+`sagemaker-mlflow` plugin (in the same extra).
 """
 
 from __future__ import annotations
@@ -28,11 +34,13 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
+from ml.clouds.base import APPROVED
 from ml.errors import ConfigError
 
 URI_ENV = "MLFLOW_TRACKING_URI"
 REGISTRY_ENV = "TANDEM_MLFLOW_REGISTRY"  # "1": also mirror versions into MLflow's registry
 MODEL_NAME = "model"  # the logged model's name in the run
+CHAMPION_ALIAS = "champion"  # MLflow alias of Tandem's newest approved version
 # Bounds on MLflow's own HTTP client (mlflow.environment_variables); its defaults (120 s
 # timeout, 7 retries with backoff) hold a pipeline ~250 s on a server that is down.
 HTTP_BOUNDS = {
@@ -49,9 +57,9 @@ class TrackingWarning(UserWarning):
     """MLflow tracking failed; Tandem's own run, artifact and version are unaffected."""
 
 
-def tracking_uri() -> str | None:
-    """The configured tracking URI, or None when tracking is off."""
-    return os.environ.get(URI_ENV, "").strip() or None
+def tracking_uri(stack_uri: str | None = None) -> str | None:
+    """The tracking URI: MLFLOW_TRACKING_URI, else the stack's own server, else None (off)."""
+    return os.environ.get(URI_ENV, "").strip() or stack_uri or None
 
 
 def check_uri(uri: str | None = None) -> None:
@@ -79,10 +87,10 @@ def log_run(card: dict[str, Any], artifact_dir: Path, *, artifact_uri: str = "")
     return None
 
 
-def mirror_training(store: Any, outcome: Any) -> str | None:
+def mirror_training(store: Any, outcome: Any, *, stack_uri: str | None = None) -> str | None:
     """After the lifecycle stored a run: find its MLflow run (the job logs it when it can
     reach the server) or log it from the stored, verified artifact. Returns the run id."""
-    uri = tracking_uri()
+    uri = tracking_uri(stack_uri)
     if uri is None or uri in _failed:
         return None
     with _guard(uri, outcome.run_id):
@@ -96,10 +104,12 @@ def mirror_training(store: Any, outcome: Any) -> str | None:
     return None
 
 
-def mirror_registration(outcome: Any, version: Any, verdict: Any) -> None:
+def mirror_registration(
+    outcome: Any, version: Any, verdict: Any, *, stack_uri: str | None = None
+) -> None:
     """Tag the run with the gate verdict and the version Tandem registered (and, with
     TANDEM_MLFLOW_REGISTRY=1, register the logged model in MLflow's registry too)."""
-    uri = tracking_uri()
+    uri = tracking_uri(stack_uri)
     if uri is None or uri in _failed:
         return
     with _guard(uri, outcome.run_id):
@@ -117,6 +127,33 @@ def mirror_registration(outcome: Any, version: Any, verdict: Any) -> None:
             client.set_tag(found, key, value)
         if os.environ.get(REGISTRY_ENV) == "1":
             _register(client, found, version)
+
+
+def mirror_status(stack: Any, version: Any) -> None:
+    """With TANDEM_MLFLOW_REGISTRY=1, after Tandem changed `version`'s status: set the MLflow
+    model version's `tandem.status`, and put the `champion` alias on the MLflow version of
+    the newest approved Tandem version (or remove it: no approved version is mirrored).
+
+    A version mirrored nowhere (registered with the mirror off, or promoted from another
+    stack) has nothing to update; that is not a failure."""
+    uri = tracking_uri(stack.tracking_uri)
+    if uri is None or uri in _failed or os.environ.get(REGISTRY_ENV) != "1":
+        return
+    with _guard(uri, version.tags.get("run_id", f"{version.model} v{version.version}")):
+        client = _client(uri)
+        mirrored = _mirrored_versions(client, version.model)
+        if not mirrored:
+            return
+        if (own := mirrored.get(version.version)) is not None:
+            client.set_model_version_tag(version.model, own, "tandem.status", version.status)
+        approved = [
+            v.version for v in stack.registry.list_versions(version.model) if v.status == APPROVED
+        ]
+        champion = next((mirrored[v] for v in reversed(approved) if v in mirrored), None)
+        if champion is not None:
+            client.set_registered_model_alias(version.model, CHAMPION_ALIAS, champion)
+        elif CHAMPION_ALIAS in _aliases(client, version.model):
+            client.delete_registered_model_alias(version.model, CHAMPION_ALIAS)
 
 
 # --- internals ------------------------------------------------------------------------------
@@ -153,9 +190,12 @@ def _guard(uri: str, run_id: str) -> Iterator[None]:
 
 
 def _client(uri: str):
-    from mlflow import MlflowClient
+    import mlflow
 
-    return MlflowClient(tracking_uri=uri)
+    # The sagemaker-mlflow plugin routes a request by the process's tracking URI (a header
+    # naming the server's ARN), not the client's: both must name the same server.
+    mlflow.set_tracking_uri(uri)
+    return mlflow.MlflowClient(tracking_uri=uri)
 
 
 def _find(uri: str, model: str, run_id: str) -> str | None:
@@ -302,6 +342,20 @@ def _register(client: Any, run_id: str, version: Any) -> None:
         mirrored = client.create_model_version(version.model, source, run_id=run_id)
     for key, value in (("tandem.version", str(version.version)), ("tandem.status", version.status)):
         client.set_model_version_tag(version.model, mirrored.version, key, value)
+
+
+def _mirrored_versions(client: Any, model: str) -> dict[int, str]:
+    """{Tandem version: MLflow model version} of the versions mirrored into MLflow."""
+    found = client.search_model_versions(f"name='{model}'")
+    return {
+        int(v.tags["tandem.version"]): v.version
+        for v in found
+        if str(v.tags.get("tandem.version", "")).isdigit()
+    }
+
+
+def _aliases(client: Any, model: str) -> list[str]:
+    return list(client.get_registered_model(model).aliases)
 
 
 def _flatten(prefix: str, value: Any) -> dict[str, Any]:

@@ -115,6 +115,16 @@ class Identity(pulumi.ComponentResource):
         child_opts = ResourceOptions.merge(opts, ResourceOptions(parent=self))
         region, partition = args.region, args.partition
 
+        names = AwsNames(args.name_prefix)
+
+        def tracking_server(account_id: str) -> str | None:
+            """The stack's MLflow tracking server (named, so known before it exists)."""
+            if not args.mlflow:
+                return None
+            return policies.mlflow_tracking_server_arn(
+                region, account_id, names.mlflow_server, partition
+            )
+
         def group_arns(account_id: str) -> list[str]:
             return [
                 policies.model_package_group_arn(region, account_id, g, partition)
@@ -152,6 +162,7 @@ class Identity(pulumi.ComponentResource):
                         training_job_prefix=args.name_prefix,
                         ecr_repository_arns=list(a[4] or ()),
                         mlflow=args.mlflow,
+                        mlflow_tracking_server_arn=tracking_server(a[0]),
                         partition=partition,
                     )
                 )
@@ -159,7 +170,6 @@ class Identity(pulumi.ComponentResource):
             opts=ResourceOptions.merge(child_opts, ResourceOptions(parent=self.sagemaker_role)),
         )
 
-        names = AwsNames(args.name_prefix)
         self.lambda_roles, self.lambda_policies = {}, {}
         for model in args.models:
             self._serving_role(name, model, names, args, child_opts)
@@ -223,6 +233,7 @@ class Identity(pulumi.ComponentResource):
                             training_repository_arn=a[5],
                             pseudonym_secret_arn=a[6],
                             serving_repository_arn=a[7],
+                            mlflow_tracking_server_arn=tracking_server(a[0]),
                             partition=partition,
                         )
                     )

@@ -306,5 +306,8 @@ class Stack:
     endpoint: EndpointTarget
     locks: Locks
     outputs: dict[str, Any] = field(default_factory=dict)
+    # the stack's own MLflow tracking server (a SageMaker server's ARN on AWS), which the
+    # lifecycle mirrors into when MLFLOW_TRACKING_URI is not set (ml/tracking.py)
+    tracking_uri: str | None = None
     # the per-stack key of personal-data pseudonyms (contract.privacy); read on first use
     pseudonym_key: Callable[[], bytes] | None = None

@@ -60,15 +60,23 @@ def sourcedir_tarball(files: Mapping[str, bytes]) -> bytes:
     return artifact.targz(files)
 
 
-def runtime_requirements() -> list[str]:
-    """The project's runtime dependencies, for an image that must pip-install them."""
+def runtime_requirements(extras: tuple[str, ...] = ()) -> list[str]:
+    """The project's runtime dependencies, and those of `extras` (e.g. ``("mlflow",)``), for
+    an image that must pip-install them."""
     from importlib import metadata
 
     try:
         requires = metadata.requires("tandem-mlops") or []
     except metadata.PackageNotFoundError:
         requires = []
-    return [r for r in requires if "extra ==" not in r]
+    wanted = []
+    for requirement in requires:
+        name, _, marker = requirement.partition(";")
+        if "extra ==" not in marker:
+            wanted.append(requirement)
+        elif any(f'extra == "{extra}"' in marker for extra in extras):
+            wanted.append(name.strip())
+    return wanted
 
 
 def stage_dataset(store: ArtifactStore, spec: ModelSpec, data_uri: str) -> str:

@@ -13,7 +13,7 @@ import yaml
 
 from contract.outputs import AWS
 from infra import config
-from infra.aws import audit, build_aws_platform
+from infra.aws import audit, build_aws_platform, policies
 from infra.aws.config import ECR_IMAGE_RE
 from infra.aws.names import AwsNames
 from tests.infra.conftest import ACCOUNT, REGION, TandemMocks
@@ -440,4 +440,54 @@ def test_every_iam_policy_in_the_platform_is_least_privilege(recording, tmp_path
         *(pol.policy for pol in p.identity.lambda_policies.values()),
         p.audit.logs_role_policy.policy,
         *(pol.policy for pol in p.storage.policies.values()),
+    ).apply(check)
+
+
+def _mlflow_grants(policy: str) -> dict[str, set[str]]:
+    """{resource: sagemaker-mlflow actions granted on it} of one policy document."""
+    found: dict[str, set[str]] = {}
+    for st in statements(policy):
+        actions = {a for a in as_list(st["Action"]) if a.startswith("sagemaker-mlflow:")}
+        for resource in as_list(st["Resource"]) if actions else ():
+            found.setdefault(resource, set()).update(actions)
+    return found
+
+
+@pulumi.runtime.test
+def test_the_job_and_ci_roles_use_exactly_the_stacks_tracking_server(tmp_path):
+    """prod has `tandem:aws.mlflow: true`: both roles get the mirror's actions, on the one
+    tracking server the stack creates (its name, the stack's region and account)."""
+    cfg = stack_config("prod")
+    p = build_aws_platform(cfg, "prod", build_dir=str(tmp_path))
+
+    def check(values):
+        urn, server_name, job_policy, ci_policy = values
+        arn = f"arn:aws:sagemaker:{cfg.aws.region}:{ACCOUNT}:mlflow-tracking-server/{server_name}"
+        for role, policy in (("job", job_policy), ("ci", ci_policy)):
+            grants = _mlflow_grants(policy)
+            assert grants == {arn: set(policies.MIRROR_ACTIONS)}, f"{urn}: {role} role {grants}"
+
+    return pulumi.Output.all(
+        p.registry.mlflow_server.urn,
+        p.registry.mlflow_server.tracking_server_name,
+        p.identity.sagemaker_policy.policy,
+        p.identity.ci_policy.policy,
+    ).apply(check)
+
+
+@pulumi.runtime.test
+def test_no_tracking_server_no_mlflow_actions(tmp_path):
+    raw = yaml.safe_load((ROOT / "Pulumi.prod.yaml").read_text())["config"]
+    raw["tandem:aws"] = {**raw["tandem:aws"], "mlflow": False}
+    p = build_aws_platform(config.load("prod", raw), "prod", build_dir=str(tmp_path))
+    assert p.registry.mlflow_server is None
+
+    def check(values):
+        urn, job_policy, ci_policy = values
+        for role, policy in (("job", job_policy), ("ci", ci_policy)):
+            assert _mlflow_grants(policy) == {}, f"{urn}: {role} role without a server"
+            assert "mlflow" not in json.dumps(policy), f"{urn}: {role} role reaches mlflow/"
+
+    return pulumi.Output.all(
+        p.identity.urn, p.identity.sagemaker_policy.policy, p.identity.ci_policy.policy
     ).apply(check)

@@ -2,11 +2,13 @@
 
 `mlflow_server` (module scope) starts `mlflow server` in its own process group, waits for
 /health and always stops that group (by the PID it started), also when a test fails.
+`rest_calls(url)` reads the REST calls the server has answered from its access log.
 """
 
 from __future__ import annotations
 
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -18,7 +20,16 @@ from pathlib import Path
 
 import pytest
 
+SERVER_LOGS: dict[str, Path] = {}  # server URL -> its log (uvicorn's access lines)
+_ACCESS = re.compile(r'"([A-Z]+) (/api/[^ ?]*)[^"]* HTTP/[0-9.]+"')
 START_SECONDS = 90.0  # a cold start imports MLflow's server app; slow on a loaded machine
+
+
+def rest_calls(url: str, since: int = 0) -> tuple[list[tuple[str, str]], int]:
+    """(method, path) of each REST call the server at `url` answered after byte `since` of
+    its log, and the log's size now (the `since` of a later read)."""
+    text = SERVER_LOGS[url].read_bytes()
+    return _ACCESS.findall(text[since:].decode(errors="replace")), len(text)
 
 
 def free_port() -> int:
@@ -61,9 +72,15 @@ def mlflow_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     ]  # fmt: skip
     log = (root / "server.log").open("wb")
     process = subprocess.Popen(
-        command, cwd=root, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+        command,
+        cwd=root,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+        env={**os.environ, "PYTHONUNBUFFERED": "1"},  # each access line as it happens
     )
     url = f"http://127.0.0.1:{port}"
+    SERVER_LOGS[url] = root / "server.log"
     try:
         deadline = time.monotonic() + START_SECONDS
         while not _healthy(url):

@@ -4,6 +4,8 @@ Tandem's inference core does, and a server that is down costing one warning, not
 
 from __future__ import annotations
 
+import dataclasses
+import re
 import warnings
 from pathlib import Path
 
@@ -14,12 +16,18 @@ import pytest
 mlflow = pytest.importorskip("mlflow")
 
 from deploy.inference import Model  # noqa: E402
+from infra.aws import policies  # noqa: E402
 from ml import data, lifecycle, tracking  # noqa: E402
-from ml.clouds.base import APPROVED  # noqa: E402
+from ml.clouds.base import APPROVED, ARCHIVED, PENDING, REJECTED  # noqa: E402
 from ml.errors import ConfigError  # noqa: E402
 from ml.spec import load_spec  # noqa: E402
 from tests.conftest import CREDIT_ROW, CREDIT_SOURCE  # noqa: E402
-from tests.integration.mlflow_server import free_port, mlflow_server  # noqa: E402, F401
+from tests.integration.iam_eval import ALLOW, IMPLICIT_DENY, evaluate  # noqa: E402
+from tests.integration.mlflow_server import (  # noqa: E402
+    free_port,
+    mlflow_server,  # noqa: F401 (a fixture)
+    rest_calls,
+)
 
 
 @pytest.fixture(autouse=True)
@@ -127,3 +135,158 @@ def test_a_file_store_uri_is_refused_before_training(
     with pytest.raises(ConfigError, match="refuses the file store"):
         lifecycle.train(local_stack, spec)
     assert lifecycle.list_runs(local_stack) == []
+
+
+def _mirrored(client, model: str) -> dict[int, tuple[str, str | None]]:
+    """{Tandem version: (MLflow version, its tandem.status tag)} in MLflow's registry."""
+    return {
+        int(v.tags["tandem.version"]): (v.version, v.tags.get("tandem.status"))
+        for v in client.search_model_versions(f"name='{model}'")
+    }
+
+
+def _champion(client, model: str) -> str | None:
+    return client.get_registered_model(model).aliases.get(tracking.CHAMPION_ALIAS)
+
+
+def test_registry_states_are_mirrored_with_a_champion_alias(
+    mlflow_server: str,  # noqa: F811 (the fixture imported above)
+    monkeypatch,
+    local_stack,
+    spec_writer,
+) -> None:
+    """Approve, a second approval, reject, rollback: each one's tag and the alias follow,
+    on the stack's own tracking server (MLFLOW_TRACKING_URI unset)."""
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    monkeypatch.setenv(tracking.REGISTRY_ENV, "1")
+    stack = dataclasses.replace(local_stack, tracking_uri=mlflow_server)
+    spec = load_spec(spec_writer(name="scoring"))
+    client = mlflow.MlflowClient(mlflow_server)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", tracking.TrackingWarning)
+        first = lifecycle.pipeline(stack, spec)  # approve + deploy v1
+        mirrored = _mirrored(client, "scoring")
+        assert mirrored[1][1] == APPROVED
+        assert _champion(client, "scoring") == mirrored[1][0]
+
+        lifecycle.pipeline(stack, spec)  # v2 approved + deployed
+        mirrored = _mirrored(client, "scoring")
+        assert [mirrored[n][1] for n in (1, 2)] == [APPROVED, APPROVED]
+        assert _champion(client, "scoring") == mirrored[2][0], "the alias moved to v2"
+
+        outcome = lifecycle.train(stack, spec)
+        third, _ = lifecycle.submit(stack, spec, outcome)
+        assert _mirrored(client, "scoring")[3][1] == PENDING
+        lifecycle.reject(stack, "scoring", third.version, "not this one")
+        assert _mirrored(client, "scoring")[3][1] == REJECTED
+        assert _champion(client, "scoring") == mirrored[2][0], "a rejection moves no alias"
+
+        lifecycle.rollback(stack, "scoring")  # archives v2, serves v1 again
+        mirrored = _mirrored(client, "scoring")
+        assert mirrored[2][1] == ARCHIVED
+        assert _champion(client, "scoring") == mirrored[1][0], "back on v1"
+    assert first.version.version == 1
+
+
+def test_a_state_change_with_the_server_down_costs_one_warning(
+    mlflow_server: str,  # noqa: F811 (the fixture imported above)
+    monkeypatch,
+    local_stack,
+    spec_writer,
+) -> None:
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", mlflow_server)
+    monkeypatch.setenv(tracking.REGISTRY_ENV, "1")
+    spec = load_spec(spec_writer(name="downtime"))
+    first, second = (
+        lifecycle.submit(local_stack, spec, lifecycle.train(local_stack, spec))[0] for _ in range(2)
+    )
+    down = f"http://127.0.0.1:{free_port()}"  # nothing listens there
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", down)
+    with pytest.warns(tracking.TrackingWarning) as caught:
+        approved = lifecycle.approve(local_stack, "downtime", first.version)
+        rejected = lifecycle.reject(local_stack, "downtime", second.version, "not this one")
+    assert (approved.status, rejected.status) == (APPROVED, REJECTED)
+    assert local_stack.registry.get_version("downtime", first.version).status == APPROVED
+    messages = [str(w.message) for w in caught if w.category is tracking.TrackingWarning]
+    assert len(messages) == 1 and down in messages[0], messages
+    # the server holds what the registrations left: nothing half-written, no alias yet
+    client = mlflow.MlflowClient(mlflow_server)
+    assert {n: s for n, (_, s) in _mirrored(client, "downtime").items()} == {
+        1: PENDING,
+        2: PENDING,
+    }
+    assert _champion(client, "downtime") is None
+
+
+def _rpc_names() -> list[tuple[str, re.Pattern[str], str]]:
+    """(HTTP method, path pattern, RPC name) of every MLflow REST endpoint, from MLflow's own
+    protos: the names SageMaker's `sagemaker-mlflow:<Rpc>` actions follow."""
+    from mlflow.protos import databricks_pb2, model_registry_pb2, service_pb2
+
+    table = []
+    for module in (service_pb2, model_registry_pb2):
+        for service in module.DESCRIPTOR.services_by_name.values():
+            for method in service.methods:
+                for endpoint in method.GetOptions().Extensions[databricks_pb2.rpc].endpoints:
+                    path = re.sub(r"\{[^}]+\}", "[^/]+", endpoint.path)
+                    pattern = re.compile(rf"/api/\d+\.\d+{path}")
+                    name = method.name[0].upper() + method.name[1:]
+                    table.append((endpoint.method, pattern, name))
+    return table
+
+
+def test_the_mirrors_calls_are_exactly_what_the_roles_may_call(
+    mlflow_server: str,  # noqa: F811 (the fixture imported above)
+    monkeypatch,
+    local_stack,
+    spec_writer,
+) -> None:
+    """Every MLflow REST call a whole lifecycle makes (log, register, approve, a second
+    approval, rollback with the alias removed) maps to an action that the CI role's policy
+    allows on the stack's tracking server (infra/aws/policies/mlflow.py), and every action
+    granted is used. Artifacts (mlflow-artifacts/) do not count: on SageMaker the client
+    writes them to S3 itself."""
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    stack = dataclasses.replace(local_stack, tracking_uri=mlflow_server)
+    spec = load_spec(spec_writer(name="audited"))
+    _, since = rest_calls(mlflow_server)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", tracking.TrackingWarning)
+        lifecycle.pipeline(stack, spec)  # v1: logged, not in MLflow's registry
+        monkeypatch.setenv(tracking.REGISTRY_ENV, "1")
+        lifecycle.pipeline(stack, spec)  # v2: registered, approved, the champion
+        lifecycle.rollback(stack, "audited")  # v2 archived; v1 is not mirrored: no champion
+    calls, _ = rest_calls(mlflow_server, since)
+    table = _rpc_names()
+    seen = set()
+    for method, path in calls:
+        if "/mlflow-artifacts/" in path:
+            continue
+        names = [n for m, p, n in table if m == method and p.fullmatch(path)]
+        assert names, f"{method} {path}: no MLflow RPC"
+        seen.add(names[0])
+    unmapped = seen - set(policies.MIRROR_CALLS)
+    assert not unmapped, f"MLflow calls with no granted action: {sorted(unmapped)}"
+    # polled only while SageMaker registers a version (a local server answers READY at once)
+    assert set(policies.MIRROR_CALLS) - seen == {"GetModelVersion"}
+
+    server = policies.mlflow_tracking_server_arn("us-east-1", "123456789012", "tandem-dev-mlflow")
+    policy = policies.ci_deploy_policy(
+        region="us-east-1",
+        account_id="123456789012",
+        data_bucket="tandem-dev-data",
+        models_bucket="tandem-dev-models",
+        kms_key_arn="arn:aws:kms:us-east-1:123456789012:key/k",
+        sagemaker_role_arn="arn:aws:iam::123456789012:role/tandem-dev-sagemaker",
+        model_package_group_arns=["arn:aws:sagemaker:us-east-1:123456789012:model-package-group/g"],
+        function_names=["tandem-dev-audited"],
+        name_prefix="tandem-dev",
+        pseudonym_secret_arn="arn:aws:secretsmanager:us-east-1:123456789012:secret:s",
+        mlflow_tracking_server_arn=server,
+    )
+    for name in sorted(seen):
+        action = policies.MIRROR_CALLS[name]
+        assert evaluate([policy], action, server) == ALLOW, f"{name} -> {action}"
+        other = server.replace("tandem-dev-mlflow", "tandem-prod-mlflow")
+        assert evaluate([policy], action, other) == IMPLICIT_DENY, f"{action} on {other}"
+    assert evaluate([policy], "sagemaker-mlflow:AccessUI", server) == IMPLICIT_DENY

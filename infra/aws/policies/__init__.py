@@ -10,6 +10,7 @@ tests hand the very same documents to moto (tests/integration/test_aws_least_pri
 - `buckets`     S3 bucket policies
 - `execution`   the SageMaker and Lambda execution roles
 - `ci`          the CI deploy role
+- `mlflow`      the calls of Tandem's MLflow mirror on the stack's tracking server
 
 Rules every document follows (security baseline, IAM rows):
 - no ``"Action": "*"`` and no service-wide ``"<service>:*"``;
@@ -29,6 +30,7 @@ from infra.aws.policies.arns import (
     ecr_repository_arn,
     function_arn,
     log_group_arn,
+    mlflow_tracking_server_arn,
     model_package_arns,
     model_package_group_arn,
     partition_for,
@@ -55,6 +57,7 @@ from infra.aws.policies.kms import (
     KMS_USE_ACTIONS,
     kms_key_policy,
 )
+from infra.aws.policies.mlflow import MIRROR_ACTIONS, MIRROR_CALLS, use_tracking_server
 from infra.aws.policies.statements import (
     ECR_PULL_ACTIONS,
     ECR_PUSH_ACTIONS,
@@ -81,6 +84,8 @@ __all__ = [
     "GITHUB_OIDC_URL",
     "KMS_ADMIN_ACTIONS",
     "KMS_USE_ACTIONS",
+    "MIRROR_ACTIONS",
+    "MIRROR_CALLS",
     "SAGEMAKER_TRAINING_LOG_GROUP",
     "SAGEMAKER_TRAINING_NAMESPACE",
     "STS_AUDIENCE",
@@ -101,6 +106,7 @@ __all__ = [
     "lambda_trust_policy",
     "log_group_arn",
     "logs_bucket_policy",
+    "mlflow_tracking_server_arn",
     "model_package_arns",
     "model_package_group_arn",
     "partition_for",
@@ -110,4 +116,5 @@ __all__ = [
     "sagemaker_trust_policy",
     "tls_only_bucket_policy",
     "training_jobs_arn",
+    "use_tracking_server",
 ]

@@ -55,6 +55,13 @@ def training_jobs_arn(
     return f"arn:{partition}:sagemaker:{region}:{account_id}:training-job/{name_prefix}-*"
 
 
+def mlflow_tracking_server_arn(
+    region: str, account_id: str, name: str, partition: str = "aws"
+) -> str:
+    """A SageMaker MLflow tracking server, by its name (known before the server exists)."""
+    return f"arn:{partition}:sagemaker:{region}:{account_id}:mlflow-tracking-server/{name}"
+
+
 def alarms_arn(region: str, account_id: str, pattern: str, partition: str = "aws") -> str:
     return f"arn:{partition}:cloudwatch:{region}:{account_id}:alarm:{pattern}"
 

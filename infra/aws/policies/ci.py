@@ -8,6 +8,7 @@ from collections.abc import Sequence
 from contract import layout, metrics, serving
 from infra.aws.policies.arns import alarms_arn, function_arn, log_group_arn, training_jobs_arn
 from infra.aws.policies.execution import SAGEMAKER_TRAINING_LOG_GROUP, register_versions
+from infra.aws.policies.mlflow import use_tracking_server
 from infra.aws.policies.statements import (
     ECR_PUSH_ACTIONS,
     Document,
@@ -175,6 +176,17 @@ def _monitoring(alarms: str, training_logs: str, training_streams: str) -> list[
     ]
 
 
+def _mlflow(tracking_server_arn: str, models_bucket: str) -> list[Statement]:
+    """The mirror's calls on the stack's tracking server; the MLflow client uploads a run's
+    artifacts (the model, its card) to the server's artifact store itself, with these
+    credentials: write-only under ``mlflow/``, listing there."""
+    return [
+        use_tracking_server("MirrorToTheStackTrackingServer", tracking_server_arn),
+        list_prefixes("ListMlflowArtifacts", models_bucket, [layout.MLFLOW]),
+        allow("WriteMlflowArtifacts", "s3:PutObject", objects(models_bucket, [layout.MLFLOW])),
+    ]
+
+
 def ci_deploy_policy(
     *,
     region: str,
@@ -189,6 +201,7 @@ def ci_deploy_policy(
     pseudonym_secret_arn: str,
     training_repository_arn: str | None = None,
     serving_repository_arn: str | None = None,
+    mlflow_tracking_server_arn: str | None = None,
     partition: str = "aws",
 ) -> Document:
     """What the CI pipeline needs to run the model lifecycle (not to run `pulumi up`).
@@ -215,6 +228,8 @@ def ci_deploy_policy(
       read.
     - ECR: push the training and serving images to the stack's repositories.
     - CloudWatch: metrics in the Tandem namespace, the stack's alarms, its jobs' logs.
+    - MLflow (with ``mlflow_tracking_server_arn``): the lifecycle's mirror calls on that one
+      tracking server (`policies.mlflow`), and its artifacts written under ``mlflow/``.
     """
     if not function_names:
         raise ValueError("ci_deploy_policy: function_names is empty")
@@ -247,6 +262,8 @@ def ci_deploy_policy(
             ["kms:Decrypt", "kms:GenerateDataKey"],
         ),
     ]
+    if mlflow_tracking_server_arn:
+        statements += _mlflow(mlflow_tracking_server_arn, models_bucket)
     repositories = [r for r in (training_repository_arn, serving_repository_arn) if r]
     if repositories:
         statements += [allow("PushImages", ECR_PUSH_ACTIONS, repositories), ecr_login()]

@@ -7,6 +7,7 @@ from collections.abc import Sequence
 
 from contract import layout, metrics
 from infra.aws.policies.arns import log_group_arn, model_package_arns
+from infra.aws.policies.mlflow import use_tracking_server
 from infra.aws.policies.statements import (
     ECR_PULL_ACTIONS,
     Document,
@@ -43,6 +44,7 @@ def sagemaker_execution_policy(
     training_job_prefix: str,
     ecr_repository_arns: Sequence[str] = (),
     mlflow: bool = False,
+    mlflow_tracking_server_arn: str | None = None,
     partition: str = "aws",
 ) -> Document:
     """What a training job (and the MLflow server) needs, and nothing else.
@@ -50,7 +52,9 @@ def sagemaker_execution_policy(
     Reads ``datasets/`` in the data bucket; reads and writes ``artifacts/`` and ``runs/``
     (and ``mlflow/`` with MLflow) in the models bucket; registers versions into the
     stack's model package groups; writes its job's logs and metrics; pulls the training
-    image from ``ecr_repository_arns`` (the repository of the image jobs run).
+    image from ``ecr_repository_arns`` (the repository of the image jobs run). With
+    ``mlflow_tracking_server_arn``, a job that has network (a stock image) logs its run to
+    that one tracking server (`policies.mlflow`).
     """
     if not model_package_group_arns:
         raise ValueError("sagemaker_execution_policy: model_package_group_arns is empty")
@@ -115,6 +119,10 @@ def sagemaker_execution_policy(
             f"{training_logs}:log-stream:{training_job_prefix}-*",
         ),
     ]
+    if mlflow_tracking_server_arn:
+        statements.append(
+            use_tracking_server("LogToTheStackTrackingServer", mlflow_tracking_server_arn)
+        )
     if ecr_repository_arns:
         # SageMaker pulls a custom training image with the execution role's credentials.
         # https://docs.aws.amazon.com/sagemaker/latest/dg/sagemaker-roles.html

@@ -25,6 +25,9 @@ Decisions a reader should know:
   hosting can serve it.
 - Locks are leases in S3 (`locks/`), taken and released with conditional writes.
 - Errors. Every public method raises Tandem's errors (`translate_errors`), never botocore's.
+- MLflow. `mlflow_tracking_server_arn`, when exported, is the Stack's `tracking_uri` (the
+  lifecycle's mirror uses it unless MLFLOW_TRACKING_URI is set) and the MLFLOW_TRACKING_URI
+  of a training job with network; a network-isolated job (Tandem's image) is not told.
 """
 
 from __future__ import annotations
@@ -82,5 +85,6 @@ def connect(outputs: Mapping[str, Any]) -> Stack:
         endpoint=LambdaEndpoint(clients("lambda"), store, cfg.endpoints, stack=cfg.stack),
         locks=S3Locks(store),
         outputs=dict(outputs),
+        tracking_uri=cfg.mlflow_tracking_server_arn,
         pseudonym_key=pseudonym_key(clients("secretsmanager"), cfg.pseudonym_secret_arn),
     )

@@ -21,7 +21,7 @@ from urllib.parse import quote
 from botocore.exceptions import ClientError
 
 from contract import layout
-from ml import artifact
+from ml import artifact, tracking
 from ml import train as training
 from ml.clouds import packaging
 from ml.clouds.aws.common import AwsOutputs, _code, _message, translate_errors
@@ -113,11 +113,22 @@ class SageMakerJobRunner:
             self.sagemaker.stop_training_job(TrainingJobName=job)
 
     # submit
+    @property
+    def tracking_uri(self) -> str | None:
+        """The stack's MLflow tracking server, for a job that can reach it. A network-isolated
+        job cannot (no route to SageMaker's MLflow endpoint, nor to STS for its signature):
+        it is not told, and the lifecycle mirrors the run from the stored artifact."""
+        if self.network_isolation:
+            return None
+        return self.outputs.mlflow_tracking_server_arn
+
     def package_source(self, spec: ModelSpec, output_key: str) -> str:
         files = packaging.source_files(spec)
         if not self.network_isolation:
+            # a job that logs to MLflow also installs the [mlflow] extra (sagemaker-mlflow)
+            extras = ("mlflow",) if self.tracking_uri else ()
             files["requirements.txt"] = (
-                "\n".join(packaging.runtime_requirements()) + "\n"
+                "\n".join(packaging.runtime_requirements(extras)) + "\n"
             ).encode()
         key = layout.code_key(output_key, SOURCEDIR)
         return self.store.put_bytes(key, packaging.sourcedir_tarball(files))
@@ -169,8 +180,7 @@ class SageMakerJobRunner:
             },
             "StoppingCondition": {"MaxRuntimeInSeconds": self.max_runtime_seconds},
             "EnableNetworkIsolation": self.network_isolation,
-            # the container has no git checkout: tell it which code it runs
-            "Environment": {"TANDEM_CODE_VERSION": training.code_version()},
+            "Environment": self._environment(),
             "Tags": [
                 {"Key": "tandem:model", "Value": spec.name},
                 {"Key": "tandem:stack", "Value": self.outputs.stack},
@@ -189,6 +199,13 @@ class SageMakerJobRunner:
                 f"({self.instance_type}, image {self.outputs.training_image_uri})"
             )
         return name
+
+    def _environment(self) -> dict[str, str]:
+        # the container has no git checkout: tell it which code it runs
+        environment = {"TANDEM_CODE_VERSION": training.code_version()}
+        if self.tracking_uri:
+            environment[tracking.URI_ENV] = self.tracking_uri
+        return environment
 
     @staticmethod
     def _channel(name: str, uri: str) -> dict[str, Any]:

@@ -14,6 +14,8 @@ from typing import Any
 import pytest
 from botocore.stub import Stubber
 
+from infra.aws.names import AwsNames
+from infra.aws.policies import mlflow_tracking_server_arn
 from ml import artifact
 from ml.clouds import connect, packaging
 from ml.clouds.base import Stack
@@ -21,6 +23,7 @@ from ml.errors import TandemError
 from ml.spec import load_spec
 from tests.conftest import write_spec
 from tests.integration.aws_fixtures import (
+    ACCOUNT,
     SKLEARN_IMAGE,
     FakeTrainingContainer,
     calls,
@@ -164,3 +167,57 @@ def _job_description(name: str, status: str, secondary: str) -> dict[str, Any]:
         "StoppingCondition": {},
         "CreationTime": datetime(2026, 11, 27, tzinfo=UTC),
     }
+
+
+def _with_tracking_server(outputs: dict[str, Any]) -> tuple[dict[str, Any], str]:
+    """The outputs of the same stack with `tandem:aws.mlflow` on (its server's ARN exported)."""
+    names = AwsNames(outputs["name_prefix"])
+    arn = mlflow_tracking_server_arn(outputs["region"], ACCOUNT, names.mlflow_server)
+    return {**outputs, "mlflow_tracking_server_arn": arn}, arn
+
+
+@pytest.mark.parametrize("tracking_server", [True, False], ids=["mlflow-on", "mlflow-off"])
+def test_a_job_with_network_logs_to_the_stacks_tracking_server(
+    tracking_server: bool, endpoint_url: str | None, tmp_path: Path, monkeypatch
+) -> None:
+    monkeypatch.setenv("TANDEM_CODE_VERSION", "test-code-1")
+    outputs = create_stack("dev", endpoint_url=endpoint_url, training_image_uri=SKLEARN_IMAGE)
+    arn = None
+    if tracking_server:
+        outputs, arn = _with_tracking_server(outputs)
+    stack = connect("aws", outputs)
+    requests = calls(stack.jobs.sagemaker, "CreateTrainingJob")
+    spec = load_spec(write_spec(tmp_path, estimator=SMALL_MODEL))
+    data = stack.store.put_bytes("datasets/credit/given.csv", b"a,b\n1,2\n")
+    name = stack.jobs.submit(spec, data, "artifacts/credit/run-9")
+
+    assert requests[0]["EnableNetworkIsolation"] is False
+    expected = {"TANDEM_CODE_VERSION": "test-code-1"}
+    if arn:
+        expected["MLFLOW_TRACKING_URI"] = arn
+    assert requests[0]["Environment"] == expected
+    assert stack.tracking_uri == arn  # the lifecycle's own mirror calls use it too
+    hyper = {
+        k: json.loads(v)
+        for k, v in client("sagemaker")
+        .describe_training_job(TrainingJobName=name)["HyperParameters"]
+        .items()
+    }
+    requirements = sourcedir(outputs, hyper["sagemaker_submit_directory"])["requirements.txt"]
+    # the job installs what logging to the server needs: the [mlflow] extra
+    assert any(r.startswith("mlflow") for r in requirements.decode().split()) == tracking_server
+
+
+def test_a_network_isolated_job_is_not_told_the_tracking_server(
+    endpoint_url: str | None, tmp_path: Path
+) -> None:
+    """Tandem's own image runs isolated: the job cannot reach the tracking server, so it is
+    not told; the lifecycle (caller side) mirrors the run from the stored artifact."""
+    outputs, arn = _with_tracking_server(create_stack("dev", endpoint_url=endpoint_url))
+    stack = connect("aws", outputs)
+    requests = calls(stack.jobs.sagemaker, "CreateTrainingJob")
+    spec = load_spec(write_spec(tmp_path, estimator=SMALL_MODEL))
+    stack.jobs.submit(spec, "synthetic://credit?rows=200&seed=3", "artifacts/credit/run-10")
+    assert requests[0]["EnableNetworkIsolation"] is True
+    assert "MLFLOW_TRACKING_URI" not in requests[0]["Environment"]
+    assert stack.tracking_uri == arn

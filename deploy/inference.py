@@ -697,7 +697,7 @@ class Model:
 
     def predict_proba(self, feeds: Mapping[str, np.ndarray]) -> np.ndarray:
         """Probability of the positive (last) class, one per row."""
-        return self.session.run([self._output], dict(feeds))[0][:, -1]
+        return self.scores(feeds)[:, -1]
 
     def predict(self, rows: list[dict[str, Any]], threshold: float = 0.5) -> list[dict[str, Any]]:
         """Validated records to [{"label", "probability"}] (the positive class's probability

@@ -89,9 +89,13 @@ app = TandemApp(
 console = Console()
 errors = Console(stderr=True)
 
-# what a table shows of a version's metrics: the first three of these it has (each task's
-# primary metric first), then its fairness gap
-KEY_METRICS = ("roc_auc", "f1_macro", "rmse", "accuracy", "f1", "r2", "mae", "log_loss")
+# what a table shows of a version's metrics: the first few of these it has (each task's
+# primary metric first, then the task's other metrics in their order), then its fairness gap
+KEY_METRICS = tuple(
+    dict.fromkeys(
+        [*tasks.PRIMARY_METRIC.values(), *(m for ms in tasks.METRICS.values() for m in ms)]
+    )
+)
 
 
 def headline(metrics: dict[str, float], most: int = 3) -> str:

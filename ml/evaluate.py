@@ -123,7 +123,7 @@ def score(
         y_pred = (proba >= threshold).astype(int)
         evaluation = _binary(y_true, proba, y_pred)
     evaluation.task, evaluation.rows = task, len(y_true)
-    evaluation.labels = labels if labels is not None else evaluation.labels
+    evaluation.labels = labels
     if sensitive is not None:
         evaluation.fairness = group_fairness(
             y_true,

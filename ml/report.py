@@ -88,13 +88,12 @@ def _plots(evaluation: Evaluation) -> list[tuple[str, str]]:
         ax.bar(list(groups), values, color="#4c78a8")
         if measure != "mae":
             ax.set_ylim(0, 1)
-        ax.set_ylabel(MEASURES[measure])
-        ax.set_title(f"{MEASURES[measure]} by {fairness['attribute']}")
+        ax.set_ylabel(tasks.MEASURE_TITLES[measure])
+        ax.set_title(f"{tasks.MEASURE_TITLES[measure]} by {fairness['attribute']}")
         images.append(("Fairness", _png(fig)))
     return images
 
 
-MEASURES = {"tpr": "true positive rate", "recall_macro": "macro recall", "mae": "MAE"}
 MAX_LABELLED_CLASSES = 20  # beyond this a confusion matrix's cells are too small to read
 
 
@@ -216,7 +215,11 @@ def _fairness(f: dict[str, Any]) -> str:
     measure = f.get("measure", "tpr")
     binary = measure == "tpr"
     name, gap = fairness_gap(f)
-    header = (f["attribute"], MEASURES[measure], *(("selection rate",) if binary else ()))
+    header = (
+        f["attribute"],
+        tasks.MEASURE_TITLES[measure],
+        *(("selection rate",) if binary else ()),
+    )
     rows = [
         (
             g,

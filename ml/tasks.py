@@ -66,14 +66,21 @@ class Fairness:
     gap: str  # the largest difference of `measure` between judged groups (flat metric name)
     bounded: bool  # the gap lies in [0, 1] (a rate); else it is in the target's units
     title: str  # the gap in words
+    measure_title: str  # the measure in words
 
 
 FAIRNESS = {
-    BINARY: Fairness("tpr", "equal_opportunity_difference", True, "equal-opportunity difference"),
-    MULTICLASS: Fairness("recall_macro", "recall_difference", True, "macro recall difference"),
-    REGRESSION: Fairness("mae", "mae_difference", False, "MAE difference"),
-}
+    BINARY: Fairness(
+        "tpr", "equal_opportunity_difference", True, "equal-opportunity difference",
+        "true positive rate",
+    ),
+    MULTICLASS: Fairness(
+        "recall_macro", "recall_difference", True, "macro recall difference", "macro recall"
+    ),
+    REGRESSION: Fairness("mae", "mae_difference", False, "MAE difference", "MAE"),
+}  # fmt: skip
 TITLES = {f.gap: f.title for f in FAIRNESS.values()}
+MEASURE_TITLES = {f.measure: f.measure_title for f in FAIRNESS.values()}
 
 CLASSIFIER, REGRESSOR = "classifier", "regressor"
 

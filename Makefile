@@ -6,10 +6,11 @@ STAMP := $(VENV)/.installed
 
 .PHONY: demo test lint bench clean
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml package.json
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade "pip>=24"
-	$(BIN)/pip install --quiet -e ".[aws,infra,dev]"
+	$(BIN)/pip install --quiet -e ".[aws,azure,infra,dev]"
+	npm install --no-audit --no-fund --silent  # Azurite, the Blob Storage emulator the tests start
 	touch $(STAMP)
 
 demo: $(STAMP)
@@ -28,4 +29,4 @@ bench: $(STAMP)
 	$(BIN)/python -m bench
 
 clean:
-	rm -rf $(VENV) .tandem reports .pytest_cache
+	rm -rf $(VENV) node_modules .tandem reports .pytest_cache

@@ -35,6 +35,24 @@ LAMBDA_CODE = "lambda/"
 # the models bucket's prefixes the ML side writes (the data bucket holds DATASETS)
 MODEL_PREFIXES = (ARTIFACTS, RUNS, REPORTS, CAPTURES, REGISTRY, DEPLOYMENTS, LOCKS)
 
+# Azure keeps the layout in four blob containers, by role: a key's first segment picks its
+# container, and the key is the blob's name in it. Roles are the stack output `containers`.
+AZURE_CONTAINERS = {
+    "data": (DATASETS,),
+    "models": (ARTIFACTS, RUNS, REGISTRY, DEPLOYMENTS, LOCKS, MLFLOW),
+    "captures": (CAPTURES,),
+    "reports": (REPORTS,),
+}
+
+
+def azure_container_role(key: str) -> str:
+    """The role of the container that holds `key` (models unless its prefix says otherwise)."""
+    for role, prefixes in AZURE_CONTAINERS.items():
+        if any(key.startswith(prefix) for prefix in prefixes):
+            return role
+    return "models"
+
+
 CODE_DIR = "code"
 OUTPUT_DIR = "output"
 

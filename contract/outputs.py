@@ -14,6 +14,9 @@ CLOUD, STACK = "cloud", "stack"
 # Not exported by any program: added by hand (or by tests) to point every client of an
 # adapter at an emulator (moto, LocalStack, Azurite).
 ENDPOINT_URL = "endpoint_url"
+# Azure only, likewise never exported: where the Azure Resource Manager, Azure ML, Key Vault
+# and Azure Monitor calls go instead of Azure (a loopback fake in the tests).
+MANAGEMENT_URL = "management_url"
 
 
 @dataclass(frozen=True)
@@ -83,4 +86,49 @@ AWS = OutputContract(
     ),
 )
 
-BY_CLOUD = {c.cloud: c for c in (LOCAL, AWS)}
+# An Azure stack (infra/azure/ exports these; ml/clouds/azure/ reads them).
+AZURE_ENDPOINT_KEYS = ("function_app", "url")  # each entry of Azure's `endpoints`
+AZURE = OutputContract(
+    cloud="azure",
+    required=(
+        CLOUD,
+        STACK,
+        "location",
+        "name_prefix",
+        "subscription_id",
+        "resource_group",
+        # https://<account>.blob.core.windows.net
+        "storage_account_url",
+        # {role: container name} for every role in contract.layout.AZURE_CONTAINERS
+        "containers",
+        "workspace_name",
+        "compute_name",
+        # the user-assigned identity training jobs run as (its client id)
+        "training_identity_client_id",
+        # the Azure ML environment jobs run in: azureml:<name>:<version>
+        "training_environment",
+        # {model: {"function_app", "url"}}: one Flex Consumption function app per model
+        "endpoints",
+        # the resource Tandem's custom metrics are published on (and alerted from)
+        "metrics_resource_id",
+        "metric_namespace",
+        "key_vault_url",
+        "pseudonym_secret_name",
+    ),
+    optional=("mlflow_tracking_uri",),
+    informational=(
+        "tenant_id",
+        "storage_account_name",
+        "key_vault_name",
+        "log_analytics_workspace_id",
+        "application_insights_name",
+        "container_registry_login_server",
+        "action_group_id",
+        "alert_names",
+        "function_identity_client_ids",  # {model: client id}
+        "ci_identity_client_id",
+        "functions_package_container",  # the function apps' deployment packages
+    ),
+)
+
+BY_CLOUD = {c.cloud: c for c in (LOCAL, AWS, AZURE)}

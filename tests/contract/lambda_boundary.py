@@ -93,6 +93,8 @@ class LambdaInvoke:
             "AWS_LAMBDA_FUNCTION_NAME": function,
             "AWS_LAMBDA_FUNCTION_VERSION": version,
         }
+        if endpoint_url:  # the function's own clients (its model download) reach the server
+            environment["AWS_ENDPOINT_URL"] = endpoint_url
         with self._env_lock:
             saved = {key: os.environ.get(key) for key in environment}
             os.environ.update(environment)

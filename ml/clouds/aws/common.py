@@ -10,12 +10,11 @@ from __future__ import annotations
 
 import contextlib
 import functools
-import inspect
 import json
 import os
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import Any
 from urllib.parse import urlparse
 
 import boto3
@@ -30,6 +29,7 @@ from botocore.exceptions import (
 )
 
 from contract.outputs import AWS, ENDPOINT_KEYS, ENDPOINT_URL
+from ml.clouds.translation import translating
 from ml.errors import ConfigError, NotFoundError, TandemError
 
 NOT_FOUND_CODES = frozenset({"404", "NoSuchKey", "NotFound", "NoSuchBucket"})
@@ -81,30 +81,8 @@ def translated(exc: Exception) -> TandemError:
     return TandemError(f"AWS call failed: {exc}")
 
 
-F = TypeVar("F", bound=Callable[..., Any])
-T = TypeVar("T", bound=type)
-
-
-def _translating(method: F) -> F:
-    @functools.wraps(method)
-    def call(*args: Any, **kwargs: Any) -> Any:
-        try:
-            return method(*args, **kwargs)
-        except (ClientError, BotoCoreError) as exc:
-            raise translated(exc) from exc
-
-    return call  # type: ignore[return-value]
-
-
-def translate_errors(cls: T) -> T:
-    """Class decorator: every public method raises Tandem's errors, never botocore's."""
-    for name, member in list(vars(cls).items()):
-        if name.startswith("_") or not inspect.isfunction(member):
-            continue
-        if inspect.isgeneratorfunction(member):
-            continue  # context managers translate on their own
-        setattr(cls, name, _translating(member))
-    return cls
+# Every public method raises Tandem's errors, never botocore's.
+translate_errors = translating((ClientError, BotoCoreError), translated)
 
 
 # -- outputs -------------------------------------------------------------------------------

@@ -167,3 +167,13 @@ def artifact_copy(trained_artifact: Path, tmp_path: Path) -> Path:
     target = tmp_path / "artifact"
     shutil.copytree(trained_artifact, target)
     return target
+
+
+@pytest.fixture(scope="session")
+def azurite(tmp_path_factory: pytest.TempPathFactory):
+    """One Azurite blob service per test session (per xdist worker), stopped at the end,
+    also when tests fail: its blob endpoint URL (tests/azurite.py)."""
+    from tests.azurite import running
+
+    with running(tmp_path_factory.mktemp("azurite")) as url:
+        yield url

@@ -167,10 +167,36 @@ def stack_name(value: str) -> str:
 Model = Annotated[str, typer.Argument(help="model name", callback=model_name)]
 
 
-def open_stack(name: str | None = None, outputs_file: Path | None = None) -> Stack:
+def open_stack(
+    name: str | None = None, outputs_file: Path | None = None, cloud: str | None = None
+) -> Stack:
+    """The stack a verb acts on (the global --cloud/--stack/--outputs), or the one named."""
     if name is None:
         name, outputs_file = state.stack_name, state.outputs_file
-    return connect(state.cloud, read_outputs(state.cloud, name, outputs_file))
+    cloud = cloud or state.cloud
+    return connect(cloud, read_outputs(cloud, name, outputs_file))
+
+
+def stack_ref(value: str | None) -> str | None:
+    """Typer callback: `STACK` or `CLOUD:STACK` (a promotion may cross clouds)."""
+    if value is None:
+        return None
+    cloud, _, name = value.rpartition(":")
+    if cloud and cloud not in CLOUDS:
+        raise usage_error(
+            f"unknown cloud {cloud!r} in {value!r}: expected one of {', '.join(CLOUDS)}"
+        )
+    stack_name(name)
+    return value
+
+
+def split_ref(value: str | None) -> tuple[str, str]:
+    """(cloud, stack) of a `stack_ref`; the global --cloud when it names none, and the
+    global --stack when there is no value at all."""
+    if value is None:
+        return state.cloud, state.stack_name
+    cloud, _, name = value.rpartition(":")
+    return cloud or state.cloud, name
 
 
 def emit(payload: Any, human: Any = None) -> None:
@@ -669,26 +695,44 @@ def prediction_table(answer: dict[str, Any]) -> Table:
 def promote(
     model: Model,
     to: Annotated[
-        str, typer.Option("--to", help="target stack, e.g. staging", callback=stack_name)
+        str,
+        typer.Option(
+            "--to", help="target [CLOUD:]STACK, e.g. staging or azure:staging", callback=stack_ref
+        ),
     ],
+    source: Annotated[
+        str | None,
+        typer.Option(
+            "--from",
+            help="source CLOUD:STACK, e.g. aws:dev (default: --cloud and --stack)",
+            callback=stack_ref,
+        ),
+    ] = None,
     version: Annotated[int | None, typer.Option(help="default: newest approved")] = None,
+    from_outputs: Annotated[
+        Path | None, typer.Option(help="source stack outputs JSON (default: --outputs)")
+    ] = None,
     to_outputs: Annotated[Path | None, typer.Option(help="target stack outputs JSON")] = None,
     approve_target: Annotated[
         bool, typer.Option("--approve", help="approve in the target")
     ] = False,
 ) -> None:
-    """Copy an approved version to another stack (e.g. dev → staging), keeping lineage."""
+    """Copy an approved version to another stack (dev → staging, or across clouds: --from
+    aws:dev --to azure:staging), keeping its lineage."""
+    from_cloud, from_name = split_ref(source)
+    to_cloud, to_name = split_ref(to)
     try:
-        source = open_stack()
-        target = open_stack(to, to_outputs)
+        origin = open_stack(from_name, from_outputs or state.outputs_file, from_cloud)
+        target = open_stack(to_name, to_outputs, to_cloud)
         promoted = lifecycle.promote(
-            source, target, model, version, approve_in_target=approve_target
+            origin, target, model, version, approve_in_target=approve_target
         )
     except TandemError as exc:
         raise fail(exc) from None
     emit(
         promoted,
-        f"promoted {escape(model)} → {escape(to)} as v{promoted.version} "
+        f"promoted {escape(model)} {escape(origin.cloud)}:{escape(origin.name)} → "
+        f"{escape(target.cloud)}:{escape(target.name)} as v{promoted.version} "
         f"({escape(promoted.status)})",
     )
 

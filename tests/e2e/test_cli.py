@@ -96,6 +96,19 @@ def test_promote_to_staging_keeps_lineage(cli, tmp_path):
     assert len(staging) == 1 and staging[0]["tags"]["run_id"] == version["tags"]["run_id"]
 
 
+def test_promote_names_source_and_target_as_cloud_and_stack(cli, tmp_path):
+    spec = small_spec(tmp_path, "synthetic://credit?rows=1200&seed=5")
+    assert cli("--stack", "qa", "pipeline", str(spec)).exit_code == 0
+    # the global --stack is dev (empty): --from picks the source, --to the target
+    promoted = cli("promote", "credit", "--from", "local:qa", "--to", "local:staging")
+    assert promoted.exit_code == 0, promoted.output
+    assert "local:qa → local:staging as v1" in promoted.output
+    staging = json.loads(cli("--json", "--stack", "staging", "models", "credit").output)
+    assert staging[0]["tags"]["promoted_from"] == "local:qa:credit:v1"
+    unknown = cli("--json", "promote", "credit", "--from", "local:qa", "--to", "gcp:staging")
+    assert unknown.exit_code == 2 and "unknown cloud 'gcp'" in unknown.output
+
+
 def test_bad_spec_is_a_clear_error_not_a_traceback(cli, tmp_path):
     spec = small_spec(tmp_path, "synthetic://credit?rows=600&seed=1", max_fairness_gap="# x")
     spec.write_text(spec.read_text().replace("# x = 0.15", "max_fairness_gap = 3"))

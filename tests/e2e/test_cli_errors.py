@@ -47,7 +47,13 @@ def test_a_bad_model_name_is_refused_before_the_stack_is_touched(cli, tmp_path, 
 
 
 @pytest.mark.parametrize(
-    "args", [("--stack", "../x", "models"), ("promote", "credit", "--to", "../../x")]
+    "args",
+    [
+        ("--stack", "../x", "models"),
+        ("promote", "credit", "--to", "../../x"),
+        ("promote", "credit", "--to", "local:../x"),
+        ("promote", "credit", "--from", "aws:../x", "--to", "staging"),
+    ],
 )
 def test_a_bad_stack_name_is_refused_before_anything_is_created(cli, tmp_path, args):
     (tmp_path / "home").mkdir()

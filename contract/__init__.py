@@ -8,6 +8,7 @@ Standard library only, and it imports nothing of theirs, so each side may import
 - `metrics`  Tandem's metric namespace, names and dimensions
 - `serving`  what an endpoint is told through its environment, and the live alias
 - `privacy`  the keyed pseudonym that stands in for personal data
+- `emulators` the loopback hosts and Azurite's public development account
 
 A word written here is written nowhere else.
 """

@@ -57,6 +57,8 @@ _LAMBDA_REQUIRED = (
     "deploy/inference.py",
     "deploy/service.py",
     "deploy/capture.py",
+    "deploy/endpoint.py",
+    "deploy/azure_blob.py",  # the core reads a blob URL with it (standard library until then)
 )
 
 #: What the core imports beyond the standard library (boto3 is in the Lambda runtime).

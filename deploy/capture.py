@@ -16,7 +16,8 @@ row of a request:
      "version": int | null, "inputs": {column: value}, "prediction": label | number,
      "probabilities": [float, ...] | null}
 
-Standard library only (boto3 is imported by the S3 sink when it first writes).
+Standard library only (boto3 is imported by the S3 sink, azure-storage-blob by the blob sink,
+when it first writes).
 """
 
 from __future__ import annotations
@@ -109,9 +110,38 @@ class S3Sink:
         return f"S3Sink('s3://{self.bucket}/{self.prefix}')"
 
 
-def sink_for(uri: str) -> Sink:
-    """The sink for a `TANDEM_CAPTURE_URI`: `s3://bucket[/prefix]`, or a store directory as a
-    path or `file://` URI."""
+class BlobSink:
+    """A blob container (the stack's captures container), blob names under an optional prefix.
+    One upload per batch, so a blob appears whole or not at all, and never over an existing
+    one; signed in as the endpoint's managed identity (Azurite: its development key), see
+    deploy/azure_blob.py."""
+
+    def __init__(self, container: Any) -> None:
+        self.container = container  # an azure_blob.Container: signs in on its first write
+        prefix = container.location.name.strip("/")
+        self.prefix = f"{prefix}/" if prefix else ""
+
+    def put(self, key: str, data: bytes) -> None:
+        self.container.put_new(self.prefix + key, data, CONTENT_TYPE)
+
+    def __repr__(self) -> str:
+        return f"BlobSink('{self.container.location.container_url}/{self.prefix}')"
+
+
+def sink_for(uri: str, environ: Mapping[str, str] = os.environ) -> Sink:
+    """The sink for a `TANDEM_CAPTURE_URI`: `s3://bucket[/prefix]`, a blob container URL
+    (`https://<account>.blob.core.windows.net/<container>[/prefix]`, or Azurite's), or a store
+    directory as a path or `file://` URI. `environ` holds what a blob sink signs in with."""
+    from deploy import azure_blob  # standard library until a blob is written
+
+    try:
+        location = azure_blob.parse(uri)
+    except ValueError as exc:
+        raise ValueError(f"{serving.ENV_CAPTURE_URI}: {exc}") from None
+    if location is not None:
+        if not location.container:
+            raise ValueError(f"{serving.ENV_CAPTURE_URI}: {uri[:60]!r} names no container")
+        return BlobSink(azure_blob.Container(location, environ))
     parsed = urlparse(uri)
     if parsed.scheme == "s3":
         if not parsed.netloc:
@@ -121,8 +151,9 @@ def sink_for(uri: str) -> Sink:
         return DirectorySink(unquote(parsed.path))
     if parsed.scheme and len(parsed.scheme) > 1:  # a one-letter scheme is a Windows drive
         raise ValueError(
-            f"{serving.ENV_CAPTURE_URI}: unsupported scheme {parsed.scheme[:60]!r}; "
-            "expected a directory or s3://bucket[/prefix]"
+            f"{serving.ENV_CAPTURE_URI}: unsupported scheme {parsed.scheme[:60]!r}; expected a "
+            "directory, s3://bucket[/prefix] or https://<account>.blob.core.windows.net/"
+            "<container>[/prefix]"
         )
     return DirectorySink(uri)
 
@@ -207,7 +238,8 @@ class Capture:
             )
         if not uri or sample == 0.0:
             return None
-        return cls(sink_for(uri), sample=sample, personal_columns=personal_columns, key=key, **kw)
+        sink = sink_for(uri, environ)
+        return cls(sink, sample=sample, personal_columns=personal_columns, key=key, **kw)
 
     # the request path
     def offer(

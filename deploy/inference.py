@@ -3,7 +3,8 @@
 Depends on numpy, onnxruntime, the standard library and the stdlib-only vocabulary in
 `contract/`: it is what a Lambda or an Azure Function imports on a cold start, so its import
 time and size are budgets (onnxruntime is imported when a model loads; boto3 only for an
-s3:// source). Nothing here ever unpickles anything; the model is `model.onnx`.
+s3:// source, azure-storage-blob only for a blob URL: deploy/azure_blob.py). Nothing here
+ever unpickles anything; the model is `model.onnx`.
 
 A request is validated against the model card's input schema before ONNX sees it: every
 value that onnxruntime would choke on or silently score (an integer beyond float range, ±inf,
@@ -29,6 +30,7 @@ from urllib.parse import urlsplit
 
 import numpy as np
 
+from contract.emulators import LOOPBACK_HOSTS  # plain http:// only for these
 from contract.serving import (
     MAX_ECHO_CHARS,
     MAX_ROWS,
@@ -52,7 +54,6 @@ MAX_STRING_CHARS = 1024  # longest categorical value accepted (no category is th
 MAX_SCHEMA_CATEGORIES = 200
 NUMERIC_INPUT = "numeric"  # the ONNX input holding every numeric feature, [N, n] float32
 DOWNLOAD_TIMEOUT_SECONDS = 60.0
-LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "::1")  # plain http:// only for these
 
 
 class IntegrityError(Exception):
@@ -104,20 +105,28 @@ def verify_manifest(directory: Path) -> dict[str, str]:
     manifest_path = directory / MANIFEST
     if not manifest_path.is_file():
         raise IntegrityError(f"{manifest_path}: missing manifest")
+    listing = _listing(manifest_path)
+    for name, expected in listing:
+        path = directory / name
+        if not path.is_file():
+            raise IntegrityError(f"{name}: listed in the manifest but missing")
+        if sha256_file(path) != expected:
+            raise IntegrityError(f"{name}: sha256 differs from the manifest (tampered or corrupt)")
+    return dict(listing)
+
+
+def _listing(manifest_path: Path) -> list[tuple[str, str]]:
+    """(file name, sha256) for each file MANIFEST.json lists, sorted; IntegrityError for a
+    malformed manifest or a name that is not a plain file name."""
     try:
         files: dict[str, str] = json.loads(manifest_path.read_text())["files"]
         listing = sorted(files.items())
     except (ValueError, KeyError, TypeError, AttributeError) as exc:
         raise IntegrityError(f"{manifest_path}: malformed manifest ({exc})") from None
-    for name, expected in listing:
-        path = directory / name
+    for name, _ in listing:
         if not isinstance(name, str) or "/" in name or "\\" in name or name.startswith("."):
             raise IntegrityError(f"{name!r}: not a file name the manifest may list")
-        if not path.is_file():
-            raise IntegrityError(f"{name}: listed in the manifest but missing")
-        if sha256_file(path) != expected:
-            raise IntegrityError(f"{name}: sha256 differs from the manifest (tampered or corrupt)")
-    return files
+    return listing
 
 
 # --- fetching an artifact -------------------------------------------------------------------
@@ -126,7 +135,8 @@ def verify_manifest(directory: Path) -> dict[str, str]:
 def fetch(source: str | Path, cache_dir: Path | None = None) -> Path:
     """A verified artifact directory for `source`: an artifact directory, a model.tar.gz, or
     an s3:// / https:// location of one (a URI not ending in .tar.gz names the artifact's
-    prefix, which holds model.tar.gz). Downloads and unpacks into `cache_dir`."""
+    prefix, which holds model.tar.gz; under a blob URL, deploy/azure_blob.py, the files the
+    prefix's MANIFEST.json lists). Downloads and unpacks into `cache_dir`."""
     text = str(source)
     scheme = urlsplit(text).scheme if "://" in text else ""
     if scheme in ("", "file"):
@@ -140,9 +150,16 @@ def fetch(source: str | Path, cache_dir: Path | None = None) -> Path:
             return _unpacked(path, _cache(cache_dir))
         raise FileNotFoundError(f"{text}: no artifact directory or model.tar.gz there")
     target = _cache(cache_dir)
+    from deploy import azure_blob  # standard library until a blob is read
+
+    blob = azure_blob.parse(text)
+    if blob is not None and not text.endswith(".tar.gz"):
+        return _download_blob_artifact(azure_blob.Container(blob), blob, target / "model")
     tarball = target / TARBALL
     url = text if text.endswith(".tar.gz") else text.rstrip("/") + "/" + TARBALL
-    if scheme == "s3":
+    if blob is not None:
+        azure_blob.Container(blob).download(blob.name, tarball)
+    elif scheme == "s3":
         _download_s3(url, tarball)
     elif scheme == "https" or (scheme == "http" and urlsplit(url).hostname in LOOPBACK_HOSTS):
         _download_http(url, tarball)
@@ -175,6 +192,17 @@ def _download_s3(uri: str, dest: Path) -> None:
 
     parts = urlsplit(uri)
     boto3.client("s3").download_file(parts.netloc, parts.path.lstrip("/"), str(dest))
+
+
+def _download_blob_artifact(container: Any, location: Any, dest: Path) -> Path:
+    """The artifact under a blob prefix: MANIFEST.json, then every file it lists, verified.
+    (Blob stores need no model.tar.gz; the files are fetched as the manifest names them.)"""
+    dest.mkdir(parents=True, exist_ok=True)
+    container.download(location.child(MANIFEST), dest / MANIFEST)
+    for name, _ in _listing(dest / MANIFEST):
+        container.download(location.child(name), dest / name)
+    verify_manifest(dest)
+    return dest
 
 
 def _download_http(url: str, dest: Path) -> None:

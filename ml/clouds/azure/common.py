@@ -14,11 +14,13 @@ placeholder token. In the cloud both are absent and `DefaultAzureCredential` sig
 from __future__ import annotations
 
 import contextlib
+import ipaddress
 import json
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
+from urllib.parse import unquote, urlsplit, urlunsplit
 
 from azure.core.credentials import AccessToken, TokenCredential
 from azure.core.exceptions import (
@@ -171,13 +173,52 @@ def credential(cfg: AzureOutputs) -> TokenCredential:
 def _reason(exc: AzureError) -> str:
     error = getattr(exc, "error", None)
     code = getattr(error, "code", None) or getattr(exc, "error_code", None)
+    code = getattr(code, "value", code)  # the storage SDK's codes are enums: their wire name
     message = getattr(error, "message", None) or getattr(exc, "message", None) or str(exc)
     first = str(message).strip().splitlines()[0] if str(message).strip() else type(exc).__name__
-    return f"{code}: {first}" if code else first
+    reason = f"{code}: {first}" if code else first
+    request = _request(exc)
+    return f"{reason}; {request}" if request else reason
+
+
+def _request(exc: AzureError) -> str:
+    """`METHOD URL` of the request that failed, without its query: a SAS token is a secret."""
+    request = getattr(getattr(exc, "response", None), "request", None)
+    if request is None:
+        return ""
+    parts = urlsplit(str(request.url))
+    return f"{request.method} {urlunsplit((parts.scheme, parts.netloc, parts.path, '', ''))}"
+
+
+def _missing_container(exc: AzureError) -> str | None:
+    """The container a ContainerNotFound error is about, else None."""
+    if getattr(exc, "error_code", None) != "ContainerNotFound":
+        return None
+    request = getattr(getattr(exc, "response", None), "request", None)
+    parts = urlsplit(str(getattr(request, "url", "")))
+    segments = [s for s in parts.path.split("/") if s]
+    # an emulator's address (an IP or localhost) carries the account first in the path
+    path_style = parts.hostname == "localhost" or _is_ip(parts.hostname or "")
+    segments = segments[1:] if path_style else segments
+    return unquote(segments[0]) if segments else "?"
+
+
+def _is_ip(host: str) -> bool:
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        return False
+    return True
 
 
 def translated(exc: AzureError) -> TandemError:
     """One line that says what failed and why, for an error azure-core raised."""
+    container = _missing_container(exc)
+    if container is not None:
+        return ConfigError(
+            f"Azure: blob container {container!r} does not exist ({_reason(exc)}): is the "
+            "stack deployed, and do its `containers` outputs name its containers?"
+        )
     if isinstance(exc, ResourceNotFoundError):
         return NotFoundError(f"Azure: not found ({_reason(exc)})")
     if isinstance(exc, ResourceExistsError | ResourceModifiedError):

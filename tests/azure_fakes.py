@@ -438,10 +438,11 @@ class AzureFake:
         with self._lock:
             return str(self._apps[app.lower()]["key"])
 
-    def set_secret(self, name: str, value: str) -> str:
-        """Add a version to a Key Vault secret; returns the version id."""
+    def set_secret(self, name: str, value: str, created: float | None = None) -> str:
+        """Add a version to a Key Vault secret (created now, or at that POSIX time); returns
+        the version id."""
         with self._lock:
-            return self._add_secret(name, value)["version"]
+            return self._add_secret(name, value, created)["version"]
 
     def secret_versions(self, name: str) -> list[str]:
         with self._lock:
@@ -1094,17 +1095,15 @@ class AzureFake:
             bundle["value"] = entry["value"]
         return bundle
 
-    def _add_secret(self, name: str, value: str) -> dict[str, Any]:
-        versions = self._secrets.setdefault(name.lower(), [])
-        created = max((v["created"] for v in versions), default=0)
+    def _add_secret(self, name: str, value: str, created: float | None = None) -> dict:
         entry = {
             "version": uuid.uuid4().hex,
             "value": value,
             # Key Vault's attributes are whole seconds: versions made in one second tie
-            "created": max(int(dt.datetime.now(dt.UTC).timestamp()), created),
+            "created": int(dt.datetime.now(dt.UTC).timestamp() if created is None else created),
             "name": name,
         }
-        versions.append(entry)
+        self._secrets.setdefault(name.lower(), []).append(entry)
         return entry
 
     def _get_secret(self, request: Request) -> tuple[int, Any]:
@@ -1122,6 +1121,8 @@ class AzureFake:
         name = request.params["name"]
         with self._lock:
             versions = list(self._secrets.get(name.lower(), []))
+        if not versions:
+            raise Reply(404, "SecretNotFound", f"A secret with (name/id) {name} was not found")
         return 200, {
             "value": [self._secret_bundle(v["name"], v, value=False) for v in versions],
             "nextLink": None,

@@ -20,6 +20,14 @@ When the building interpreter is the runtime's Python (``bytecode=None``, the de
 module also ships compiled (``__pycache__/*.cpython-3XY.pyc``, unchecked-hash, so the bytes
 depend on the source alone): the task root is read-only, so without them each cold start
 compiles every module it imports (numpy alone has hundreds) and cannot keep the result.
+
+The Azure Functions package (``build_azure_zip``) is what Flex Consumption's one-deploy takes
+with a remote build: ``function_app.py``, ``host.json`` and ``requirements.txt`` at the root,
+beside the project packages the function imports (``deploy/`` and ``contract/``), and no
+dependencies: the platform's build installs ``requirements.txt`` for the app's own runtime
+(``az functionapp deployment source config-zip --build-remote true``, or the one-deploy API
+with ``RemoteBuild=true``). A package put straight into the deployment container is run as it
+is, unbuilt, and cannot import numpy. It is deterministic like the Lambda archive.
 """
 
 from __future__ import annotations
@@ -59,6 +67,24 @@ _LAMBDA_REQUIRED = (
     "deploy/capture.py",
     "deploy/endpoint.py",
     "deploy/azure_blob.py",  # the core reads a blob URL with it (standard library until then)
+)
+
+AZURE_ZIP_NAME = "tandem-function.zip"
+#: Where the function app's own files live in the repository.
+AZURE_APP_DIR = "deploy/azure_functions"
+#: The files Flex Consumption looks for at the package's root.
+AZURE_APP_FILES = ("function_app.py", "host.json", "requirements.txt")
+# The function's import closure of project sources: the vocabulary, the core, the Service, the
+# capture, the shared endpoint state and Blob access (no Lambda code, no builder, no server).
+_AZURE_GLOBS = ("contract/*.py",)
+_AZURE_REQUIRED = (
+    "contract/__init__.py",
+    "deploy/__init__.py",
+    "deploy/inference.py",
+    "deploy/service.py",
+    "deploy/capture.py",
+    "deploy/endpoint.py",
+    "deploy/azure_blob.py",
 )
 
 #: What the core imports beyond the standard library (boto3 is in the Lambda runtime).
@@ -107,6 +133,29 @@ def lambda_sources(root: Path = REPO_ROOT) -> list[str]:
         raise FileNotFoundError(f"Lambda sources missing under {root}: {', '.join(missing)}")
     found = {p.relative_to(root).as_posix() for g in _LAMBDA_GLOBS for p in root.glob(g)}
     return sorted(found | set(_LAMBDA_REQUIRED))
+
+
+def azure_sources(root: Path = REPO_ROOT) -> dict[str, Path]:
+    """The Azure package's files, archive name -> source: the app's files at the root, then the
+    project sources in the package layout. Raises if a required file is missing."""
+    app = {name: root / AZURE_APP_DIR / name for name in AZURE_APP_FILES}
+    sources = {rel: root / rel for rel in _AZURE_REQUIRED}
+    missing = [
+        path.relative_to(root).as_posix() for path in [*app.values(), *sources.values()]
+        if not path.is_file()
+    ]  # fmt: skip
+    if missing:
+        raise FileNotFoundError(
+            f"Azure function sources missing under {root}: {', '.join(missing)}"
+        )
+    found = {p.relative_to(root).as_posix(): p for g in _AZURE_GLOBS for p in root.glob(g)}
+    return app | dict(sorted((sources | found).items()))
+
+
+def build_azure_zip(dest_dir: str | os.PathLike[str], *, root: Path = REPO_ROOT) -> Path:
+    """Build the Azure Functions package (Flex Consumption, remote build; see the module doc)
+    in ``dest_dir`` and return its path. Sources only: nothing is downloaded."""
+    return write_deterministic_zip(Path(dest_dir) / AZURE_ZIP_NAME, azure_sources(root))
 
 
 def write_deterministic_zip(dest: Path, files: dict[str, Path]) -> Path:

@@ -849,21 +849,41 @@ def demo(
 
 @app.command()
 def bundle(
-    target: Annotated[str, typer.Option(help="the endpoint to package for: aws (Lambda)")],
-    out: Annotated[Path, typer.Option(help="where the archive goes")] = Path("build/lambda"),
-    arch: Annotated[str, typer.Option(help="Lambda architecture: arm64 or x86_64")] = "arm64",
-    python: Annotated[str, typer.Option(help="the Lambda runtime's Python")] = "3.12",
+    target: Annotated[
+        str, typer.Option(help="the endpoint to package for: aws (Lambda) or azure (Functions)")
+    ] = "aws",
+    out: Annotated[
+        Path | None,
+        typer.Option(help="where the archive goes [default: build/lambda, build/azure-functions]"),
+    ] = None,
+    arch: Annotated[
+        str | None, typer.Option(help="Lambda architecture: arm64 or x86_64 [default: arm64]")
+    ] = None,
+    python: Annotated[
+        str | None, typer.Option(help="the Lambda runtime's Python [default: 3.12]")
+    ] = None,
 ) -> None:
-    """Build the Lambda archive (handler, inference core, numpy + onnxruntime wheels for the
-    runtime) and report its size against Lambda's limits and Tandem's budget."""
+    """Build an endpoint's deployment archive: the Lambda's (handler, inference core, numpy +
+    onnxruntime wheels for the runtime), sized against Lambda's limits and Tandem's budget; or
+    the Azure Functions package Flex Consumption's one-deploy builds remotely."""
     from deploy import bundle as packaging
 
-    if target != "aws":
-        raise usage_error(f"--target {target!r}: the only packaged target is 'aws' (Lambda)")
+    if target not in ("aws", "azure"):
+        raise usage_error(
+            f"--target {target!r}: expected 'aws' (Lambda) or 'azure' (Flex Consumption)"
+        )
+    if target == "azure":
+        if arch is not None or python is not None:
+            raise usage_error(
+                "--arch and --python are for --target aws: Flex Consumption's remote build "
+                "installs the dependencies for the function app's own runtime"
+            )
+        return _bundle_azure(out or Path("build/azure-functions"))
+    arch, python = arch or "arm64", python or "3.12"
     if arch not in packaging.PLATFORMS:
         raise usage_error(f"--arch {arch!r}: expected one of {', '.join(packaging.PLATFORMS)}")
     try:
-        archive = packaging.build_lambda_zip(out, python=python, arch=arch)
+        archive = packaging.build_lambda_zip(out or Path("build/lambda"), python=python, arch=arch)
     except (OSError, RuntimeError, ValueError) as exc:
         raise fail(exc) from None
     report = packaging.bundle_report(archive)
@@ -895,6 +915,31 @@ def bundle(
     ]
     emit({**report, "handler": packaging.LAMBDA_HANDLER,
           "code_sha256": packaging.sha256_base64(archive)}, "\n".join(lines))  # fmt: skip
+
+
+def _bundle_azure(out: Path) -> None:
+    import hashlib
+    import zipfile
+
+    from deploy import bundle as packaging
+
+    try:
+        archive = packaging.build_azure_zip(out)
+    except (OSError, ValueError) as exc:
+        raise fail(exc) from None
+    with zipfile.ZipFile(archive) as zipped:
+        names = zipped.namelist()
+    sha256 = hashlib.sha256(archive.read_bytes()).hexdigest()
+    lines = [
+        f"[bold]{escape(str(archive))}[/] (Azure Functions, Flex Consumption)",
+        f"  {len(names)} files, {archive.stat().st_size / 1e3:.1f} kB zipped: "
+        f"{', '.join(packaging.AZURE_APP_FILES)} at the root, with deploy/ and contract/",
+        "  dependencies: none inside; deploy with a remote build so requirements.txt is installed",
+        "  (az functionapp deployment source config-zip --build-remote true --src ...)",
+        f"  sha256: {sha256}",
+    ]
+    emit({"path": str(archive), "files": names, "zipped_bytes": archive.stat().st_size,
+          "sha256": sha256, "remote_build": True}, "\n".join(lines))  # fmt: skip
 
 
 if __name__ == "__main__":

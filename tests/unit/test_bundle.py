@@ -268,7 +268,7 @@ def test_the_archive_with_its_dependencies_runs_on_its_own(tmp_path, trained_art
 @pytest.mark.parametrize(
     ("args", "message"),
     [
-        (["--target", "azure"], "only packaged target is 'aws'"),
+        (["--target", "gcp"], "expected 'aws' (Lambda) or 'azure'"),
         (["--target", "aws", "--arch", "sparc"], "arm64, x86_64"),
     ],
 )

@@ -434,6 +434,12 @@ class AzureFake:
         with self._lock:
             self._apps[app.lower()]["settings"] = dict(settings)
 
+    def rotate_function_key(self, app: str) -> str:
+        """A new default function key, as `az functionapp keys set` makes; returns it."""
+        with self._lock:
+            self._apps[app.lower()]["key"] = uuid.uuid4().hex
+            return str(self._apps[app.lower()]["key"])
+
     def function_key(self, app: str) -> str:
         with self._lock:
             return str(self._apps[app.lower()]["key"])

@@ -115,14 +115,14 @@ class ArmRest:
 
     def get(self, path: str, api_version: str = ML_API_VERSION) -> dict[str, Any]:
         """GET an ARM resource by its path (`/subscriptions/...`)."""
-        return self._send(HttpRequest("GET", path, params={"api-version": api_version}))
+        return self._send(HttpRequest("GET", self.base + path, params={"api-version": api_version}))
 
     def put(self, path: str, body: dict[str, Any], api_version: str = ML_API_VERSION) -> dict:
         """PUT an ARM resource by its path; returns what Azure answers."""
         return self._send(
             HttpRequest(
                 "PUT",
-                path,
+                self.base + path,
                 params={"api-version": api_version},
                 headers={"content-type": "application/json"},
                 content=json.dumps(body),

@@ -8,7 +8,10 @@ The output-contract test holds each side to exactly these lists.
 
 from __future__ import annotations
 
+import json
+from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Any
 
 CLOUD, STACK = "cloud", "stack"
 # Not exported by any program: added by hand (or by tests) to point every client of an
@@ -127,8 +130,34 @@ AZURE = OutputContract(
         "alert_names",
         "function_identity_client_ids",  # {model: client id}
         "ci_identity_client_id",
-        "functions_package_container",  # the function apps' deployment packages
+        # {model: blob container}: each function app's deployment package (one per app)
+        "functions_package_container",
     ),
 )
 
 BY_CLOUD = {c.cloud: c for c in (LOCAL, AWS, AZURE)}
+
+# A stack with both clouds exports the AWS outputs at the top level and the Azure outputs as
+# one mapping under this key, beside them.
+AZURE_IN_DUAL_STACK = "azure"
+
+
+def cloud_half(cloud: str, outputs: Mapping[str, Any]) -> dict[str, Any]:
+    """``cloud``'s half of a stack's outputs: the whole mapping for a single-cloud stack of
+    that cloud, the top level (without the nested Azure half) or the nested Azure half for a
+    stack with both. ValueError when the stack has no such half."""
+    own = outputs.get(CLOUD)
+    nested = outputs.get(AZURE_IN_DUAL_STACK)
+    if isinstance(nested, str):  # a CLI may hand a nested value over JSON-encoded
+        try:
+            nested = json.loads(nested)
+        except ValueError:
+            nested = None
+    if own == cloud:
+        return {k: v for k, v in outputs.items() if k != AZURE_IN_DUAL_STACK}
+    if cloud == AZURE.cloud and isinstance(nested, Mapping) and nested.get(CLOUD) == cloud:
+        return dict(nested)
+    has = [c for c in (own, nested.get(CLOUD) if isinstance(nested, Mapping) else None) if c]
+    raise ValueError(
+        f"stack outputs hold no {cloud!r} half (clouds: {', '.join(map(str, has)) or 'none'})"
+    )

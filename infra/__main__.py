@@ -1,7 +1,8 @@
 """The Pulumi program: read the stack config, build each configured cloud, export outputs.
 
-The outputs are the whole contract with the ML side: `ml/clouds/aws/` is built from
-`pulumi stack output --json` alone.
+The outputs are the whole contract with the ML side: `ml/clouds/aws/` and `ml/clouds/azure/`
+are built from `pulumi stack output --json` alone (`infra.program` says how a stack with
+both clouds lays them out).
 """
 
 from __future__ import annotations
@@ -17,23 +18,20 @@ if _ROOT not in sys.path:
 
 import pulumi  # noqa: E402
 
-from infra import config  # noqa: E402
+from infra import config, program  # noqa: E402
 
 
 def main() -> None:
     cfg = config.from_pulumi()
+    aws_kwargs = {}
     if "aws" in cfg.clouds:
-        from infra.aws import build_aws_platform, serving
+        from infra.aws import serving
 
         # Every model's function runs this one archive (uploaded once, through S3).
-        archive = serving.lambda_archive(serving.default_build_dir())
-        platform = build_aws_platform(cfg, pulumi.get_stack(), archive_path=str(archive))
-        for key, value in platform.outputs().items():
-            pulumi.export(key, value)
-    if "azure" in cfg.clouds:
-        raise config.ConfigError(
-            f"stack {cfg.stack!r}: tandem:clouds: 'azure' is not built by this program yet"
-        )
+        aws_kwargs["archive_path"] = str(serving.lambda_archive(serving.default_build_dir()))
+    built = program.build(cfg, pulumi.get_stack(), **aws_kwargs)
+    for key, value in built.outputs.items():
+        pulumi.export(key, value)
 
 
 main()

@@ -4,19 +4,23 @@ A stack's settings live in ``Pulumi.<stack>.yaml`` under the ``tandem:`` namespa
 
     config:
       aws:region: eu-west-1                # Pulumi's AWS provider reads it there
-      tandem:clouds: [aws]
+      azure-native:location: westeurope    # and Pulumi's Azure provider this one
+      tandem:clouds: [aws, azure]
       tandem:models: [credit]
       tandem:log_retention_days: 400
       tandem:alarm_emails: [ml-oncall@example.com]
       tandem:github_oidc: {repository: example-org/tandem, environment: production}
       tandem:aws: {lambda: {memory_mb: 2048}, mlflow: true}   # infra/aws/config.py
+      tandem:azure: {functions: {max_instances: 40}}           # infra/azure/config.py
 
 Common (top level) is what any cloud's platform is built from: which clouds, the
 environment, the name prefix, the models, who is alerted, how long logs are kept, who may
 deploy from CI (a GitHub repository and environment or branch: AWS and Azure both federate
 GitHub's OIDC token with that same subject), and tags. What only one cloud understands
-(Lambda sizes, S3 lifecycle, ECR images, SageMaker's MLflow, the account's OIDC provider)
-is in that cloud's section, ``tandem:<cloud>``, a model of its own (`_SECTIONS`).
+(Lambda sizes, S3 lifecycle, ECR images, SageMaker's MLflow, the account's OIDC provider;
+Flex Consumption sizes, the training cluster, network allow-lists, Key Vault purge protection)
+is in that cloud's section, ``tandem:<cloud>``, a model of its own (`_SECTIONS`). A section's
+region comes from its provider's own key (``aws:region``, ``azure-native:location``).
 
 `load` turns that mapping into a frozen `StackConfig`, or raises a `ConfigError` whose every
 line names the stack, the full key and what was expected, e.g.::
@@ -25,7 +29,8 @@ line names the stack, the full key and what was expected, e.g.::
 
 `from_pulumi` does the same from inside a running Pulumi program. Nothing here imports
 Pulumi at module level, so the config can be validated (and tested) without it. Names
-derived from the config live with each cloud (`infra.aws.names.AwsNames`).
+derived from the config live with each cloud (`infra.aws.names.AwsNames`,
+`infra.azure.names.AzureNames`).
 """
 
 from __future__ import annotations
@@ -42,6 +47,7 @@ from pydantic_core import PydanticCustomError
 from contract import naming
 from infra.aws._checks import LOG_RETENTION_DAYS
 from infra.aws.config import AwsConfig
+from infra.azure.config import AzureConfig
 
 NAMESPACE = "tandem"
 
@@ -49,11 +55,14 @@ ENVIRONMENTS = ("dev", "staging", "prod")
 PROD_MIN_LOG_RETENTION_DAYS = 365  # CKV_AWS_338: keep logs at least a year in production
 GITHUB_REPOSITORY_RE = re.compile(r"^[A-Za-z0-9](?:[A-Za-z0-9-]{0,38})/[A-Za-z0-9._-]{1,100}$")
 
-# One section per cloud: `tandem:<cloud>` is validated by its model. The Azure section
-# joins with the Azure platform.
-_SECTIONS: dict[str, type[BaseModel]] = {"aws": AwsConfig}
-# Where each cloud's provider reads its region; copied into the section, never repeated.
-_REGION_KEYS = {"aws": "aws:region"}
+# One section per cloud: `tandem:<cloud>` is validated by its model.
+_SECTIONS: dict[str, type[BaseModel]] = {"aws": AwsConfig, "azure": AzureConfig}
+# Where each cloud's provider reads its region (the section's field, the provider's key);
+# copied into the section, never repeated.
+_REGION_KEYS = {"aws": ("region", "aws:region"), "azure": ("location", "azure-native:location")}
+# Log Analytics keeps a workspace's data 30-730 days (interactive retention):
+# https://learn.microsoft.com/en-us/azure/azure-monitor/logs/data-retention-configure
+LOG_ANALYTICS_RETENTION_DAYS = (30, 730)
 
 
 class ConfigError(ValueError):
@@ -122,6 +131,7 @@ class StackConfig(_Model):
     github_oidc: GithubOidcConfig | None = None
     tags: dict[str, str] = Field(default_factory=dict)
     aws: AwsConfig | None = None
+    azure: AzureConfig | None = None
 
     @field_validator("clouds")
     @classmethod
@@ -200,7 +210,50 @@ class StackConfig(_Model):
         for cloud in _SECTIONS:
             if (cloud in self.clouds) != (getattr(self, cloud) is not None):
                 raise _fail(cloud, f"is set only for a stack whose clouds include {cloud!r}")
+        if self.azure is not None:
+            self._azure_checks(self.azure)
         return self
+
+    def _azure_checks(self, azure: AzureConfig) -> None:
+        from infra.azure import names as azure_names
+
+        low, high = LOG_ANALYTICS_RETENTION_DAYS
+        if not low <= self.log_retention_days <= high:
+            raise _fail(
+                "log_retention_days",
+                f"must be {low}-{high} days on a stack with Azure (Log Analytics retention)",
+                self.log_retention_days,
+            )
+        suffix = azure.name_suffix or azure_names.stack_suffix(self.stack, self.name_prefix)
+        problems = azure_names.prefix_problems(self.name_prefix, suffix)
+        if problems:
+            raise _fail(
+                "name_prefix",
+                "; ".join(problems) + ": shorten tandem:name_prefix for Azure's name limits",
+                self.name_prefix,
+            )
+        for model in self.models:
+            problems = azure_names.model_name_problems(self.name_prefix, model, suffix)
+            if problems:
+                raise _fail(
+                    "models",
+                    f"model {model!r} with name prefix {self.name_prefix!r}: "
+                    + "; ".join(problems)
+                    + ": shorten the model name or tandem:name_prefix",
+                    model,
+                )
+        if self.is_prod and azure.network.functions_subnet_id is None:
+            raise _fail(
+                "azure.network.functions_subnet_id",
+                "is required in prod: the function apps reach the default-deny storage account "
+                "and Key Vault through this subnet (delegated to Microsoft.App/environments)",
+            )
+        if azure.key_vault.purge_protection_waiver is not None and self.environment != "dev":
+            raise _fail(
+                "azure.key_vault.purge_protection_waiver",
+                f"may be set only on a dev stack (this one is {self.environment}): "
+                "purge protection stays on",
+            )
 
     @property
     def is_prod(self) -> bool:
@@ -274,8 +327,8 @@ def _key_of(err: Mapping[str, Any]) -> str:
         key = str(err["ctx"]["key"])
         if not loc or loc[-1] != key:
             loc = [*loc, key]
-    if len(loc) == 2 and loc[0] in _REGION_KEYS and loc[1] == "region":
-        return _REGION_KEYS[loc[0]]
+    if len(loc) == 2 and loc[0] in _REGION_KEYS and loc[1] == _REGION_KEYS[loc[0]][0]:
+        return _REGION_KEYS[loc[0]][1]
     # Tuple items add an index: name the list key and the position.
     parts: list[str] = []
     for part in loc:
@@ -303,7 +356,8 @@ def load(stack: str, raw: Mapping[str, Any]) -> StackConfig:
     """Validate a stack's config, as found under ``config:`` in ``Pulumi.<stack>.yaml``.
 
     Keys are namespaced: ``tandem:<key>`` for ours; ``aws:region`` sets the AWS section's
-    region. Keys of other namespaces (``aws:profile``, ...) are ignored; an unknown
+    region, ``azure-native:location`` the Azure section's location. Keys of other
+    namespaces (``aws:profile``, ...) are ignored; an unknown
     ``tandem:`` key is an error, so a typo never silently falls back to a default.
     """
     if not isinstance(raw, Mapping):
@@ -336,21 +390,21 @@ def load(stack: str, raw: Mapping[str, Any]) -> StackConfig:
     if "log_retention_days" not in ours and ours["environment"] in _DEFAULT_LOG_RETENTION:
         ours["log_retention_days"] = _DEFAULT_LOG_RETENTION[ours["environment"]]
     clouds = ours.get("clouds", StackConfig.model_fields["clouds"].default)
-    for cloud, region_key in _REGION_KEYS.items():
+    for cloud, (field, region_key) in _REGION_KEYS.items():
         section = ours.get(cloud)
         if section is None and isinstance(clouds, (list, tuple)) and cloud in clouds:
             section = {}  # every field of a section has a default
         if not isinstance(section, Mapping):
             continue  # absent, or not a mapping: validation says so with the key
-        if "region" in section:
+        if field in section:
             raise ConfigError(
-                f"stack {stack!r}: {NAMESPACE}:{cloud}.region: is not a known key "
-                f"(the region is {region_key})"
+                f"stack {stack!r}: {NAMESPACE}:{cloud}.{field}: is not a known key "
+                f"(the {field} is {region_key})"
             )
         region = raw.get(region_key)
         if region is None:
             raise ConfigError(f"stack {stack!r}: {region_key}: is required")
-        ours[cloud] = {**section, "region": region}
+        ours[cloud] = {**section, field: region}
     try:
         return StackConfig.model_validate({"stack": stack, **ours})
     except ValidationError as exc:
@@ -358,7 +412,8 @@ def load(stack: str, raw: Mapping[str, Any]) -> StackConfig:
 
 
 def from_pulumi() -> StackConfig:
-    """Load the running stack's config (``pulumi.Config("tandem")`` and ``aws:region``)."""
+    """Load the running stack's config (``pulumi.Config("tandem")``, ``aws:region`` and
+    ``azure-native:location``)."""
     import pulumi  # imported here so the module is usable without the Pulumi runtime
 
     stack = pulumi.get_stack()
@@ -380,9 +435,11 @@ def from_pulumi() -> StackConfig:
     for key in _all_config_keys():
         if key.startswith(f"{NAMESPACE}:") and key.partition(":")[2] not in _KEYS:
             raw[key] = None
-    region = pulumi.Config("aws").get("region")
-    if region is not None:
-        raw["aws:region"] = region
+    for _field, region_key in _REGION_KEYS.values():
+        namespace, _, key = region_key.partition(":")
+        region = pulumi.Config(namespace).get(key)
+        if region is not None:
+            raw[region_key] = region
     return load(stack, raw)
 
 

@@ -1,5 +1,7 @@
 """Pulumi mocks for the infra tests: no CLI, no provider plugins, no cloud.
 
+AWS resources are answered here; azure-native ones by `tests/infra/azure_mocks.py`.
+
 Each test gets a fresh event loop and fresh mocks; a test must return an Output from a
 `@pulumi.runtime.test` function (or await one), otherwise it checks nothing.
 """
@@ -12,6 +14,8 @@ import uuid
 
 import pulumi
 import pytest
+
+from tests.infra import azure_mocks
 
 ACCOUNT = "123456789012"
 REGION = "us-east-1"
@@ -63,6 +67,8 @@ class TandemMocks(pulumi.runtime.Mocks):
     """Echo inputs back and add the computed outputs a real provider would (ids, ARNs)."""
 
     def new_resource(self, args: pulumi.runtime.MockResourceArgs):
+        if args.typ.startswith("azure-native:"):
+            return list(azure_mocks.new_resource(args.typ, args.name, dict(args.inputs)))
         outputs = dict(args.inputs)
         rid, extra = _realistic(args.typ, args.name, outputs)
         for key, value in extra.items():
@@ -92,13 +98,10 @@ class TandemMocks(pulumi.runtime.Mocks):
             return {"partition": "aws", "dnsSuffix": "amazonaws.com"}
         if args.token == "aws:iam/getPolicyDocument:getPolicyDocument":
             return {"json": json.dumps({"Version": "2012-10-17", "Statement": []})}
-        if args.token == "azure-native:authorization:getClientConfig":
-            return {
-                "clientId": "00000000-0000-0000-0000-000000000001",
-                "objectId": "00000000-0000-0000-0000-000000000002",
-                "subscriptionId": "00000000-0000-0000-0000-000000000003",
-                "tenantId": "00000000-0000-0000-0000-000000000004",
-            }
+        if args.token.startswith("azure-native:"):
+            answer = azure_mocks.call(args.token, dict(args.args))
+            if answer is not None:
+                return answer
         return {}
 
 

@@ -72,12 +72,22 @@ def test_real_stack_files_load(stack):
 
 
 @pytest.mark.parametrize("stack", STACKS)
-def test_real_stack_files_keep_aws_settings_in_the_aws_section(stack):
+def test_real_stack_files_keep_cloud_settings_in_their_sections(stack):
     raw = stack_file(stack)
     top = {key.partition(":")[2] for key in raw if key.startswith("tandem:")}
     assert top <= {"clouds", "environment", "name_prefix", "models", "log_retention_days",
-                   "alarm_emails", "github_oidc", "tags", "aws"}, sorted(top)  # fmt: skip
+                   "alarm_emails", "github_oidc", "tags", "aws", "azure"}, sorted(top)  # fmt: skip
     assert "region" not in raw["tandem:aws"], "the region is aws:region, read by the provider"
+    if "tandem:azure" in raw:
+        assert "location" not in raw["tandem:azure"], "the location is azure-native:location"
+
+
+def test_staging_and_prod_build_both_clouds_and_dev_aws_only():
+    assert load("dev", stack_file("dev")).clouds == ("aws",)
+    for stack in ("staging", "prod"):
+        cfg = load(stack, stack_file(stack))
+        assert cfg.clouds == ("aws", "azure"), (stack, cfg.clouds)
+        assert cfg.azure.location == stack_file(stack)["azure-native:location"]
 
 
 def test_prod_file_keeps_a_year_of_logs_and_gates_ci_on_an_environment():
@@ -147,8 +157,9 @@ def test_other_namespaces_are_ignored():
 
 
 def test_an_aws_section_without_aws_among_the_clouds_is_refused():
+    raw = {**base(aws={"mlflow": True}, clouds=["azure"]), "azure-native:location": "westeurope"}
     with pytest.raises(ConfigError, match=r"^stack 'dev': tandem:aws: is set only for a stack "):
-        load("dev", base(aws={"mlflow": True}, clouds=["azure"]))
+        load("dev", raw)
 
 
 @pytest.mark.parametrize(

@@ -1,6 +1,7 @@
 """Every entry point answers the same request with the same answer: the Lambda handler (a
-Function URL event), the local server over HTTP and the serving container's entry command, each
-against the Service they all wrap, for one artifact and one environment."""
+Function URL event), the Azure function (over HTTP, behind a stand-in for the Functions host),
+the local server over HTTP and the serving container's entry command, each against the Service
+they all wrap, for one artifact and one environment."""
 
 from __future__ import annotations
 
@@ -14,6 +15,8 @@ from contract import serving
 from deploy.aws_lambda.handler import App
 from deploy.server import Server
 from deploy.service import Service
+from tests.azure_function_host import FunctionHost
+from tests.conftest import REPO
 from tests.integration.http_helpers import JSON, Client
 from tests.integration.test_container_contracts import container
 from tests.integration.test_server import ROW
@@ -25,6 +28,8 @@ REQUESTS = [
     {"instances": [{**ROW, "unknown": 1}]},  # an unknown field: 422
     {"rows": []},  # neither shape: 4xx
 ]
+AZURE_APP = REPO / "deploy" / "azure_functions" / "function_app.py"
+AZURE_KEY = "agreement-key"
 
 
 @pytest.fixture(scope="module")
@@ -56,15 +61,16 @@ def _event(body: bytes, request_id: str) -> dict[str, Any]:
     }  # fmt: skip
 
 
-def _over_http(url: str, body: bytes, request_id: str) -> tuple[int, dict[str, Any]]:
+def _over_http(
+    url: str, body: bytes, request_id: str, headers: dict[str, str] | None = None
+) -> tuple[int, dict[str, Any]]:
     with Client(url) as client:
-        answer = client.request(
-            "POST", serving.PREDICT_PATH, body, {**JSON, serving.REQUEST_ID_HEADER: request_id}
-        )
+        sent = {**JSON, serving.REQUEST_ID_HEADER: request_id, **(headers or {})}
+        answer = client.request("POST", serving.PREDICT_PATH, body, sent)
         return answer.status, answer.json()
 
 
-def test_lambda_server_and_container_answer_like_the_service(environ, tmp_path) -> None:
+def test_lambda_function_server_and_container_answer_like_the_service(environ, tmp_path) -> None:
     service = Service.from_env(environ)
     bodies = [json.dumps(request).encode() for request in REQUESTS]
     expected = [_expected(service, body, f"agree-{i}") for i, body in enumerate(bodies)]
@@ -77,6 +83,13 @@ def test_lambda_server_and_container_answer_like_the_service(environ, tmp_path) 
         response = function(_event(body, f"agree-{i}"), None)
         from_lambda.append((response["statusCode"], json.loads(response["body"])))
     assert from_lambda == expected
+
+    key = {FunctionHost.KEY_HEADER: AZURE_KEY}
+    with FunctionHost(AZURE_APP, AZURE_KEY, lambda: environ) as host:
+        from_azure = [
+            _over_http(host.url, body, f"agree-{i}", key) for i, body in enumerate(bodies)
+        ]
+    assert from_azure == expected
 
     with Server(Service.from_env(environ)).start() as server:
         from_server = [_over_http(server.url, body, f"agree-{i}") for i, body in enumerate(bodies)]

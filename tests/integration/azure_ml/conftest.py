@@ -1,14 +1,15 @@
-"""Fixtures for the Azure ML, Azure Monitor, ARM and Key Vault parts of the Azure adapter:
-the HTTPS fake of those services (tests/azure_fakes.py) on a loopback port, trusted through
-REQUESTS_CA_BUNDLE, stack outputs that point the adapter at it, and a store and locks.
+"""Fixtures for the Azure ML, Azure Monitor, ARM and Key Vault parts of the Azure adapter.
 
-The store is the local one (ml/clouds/local.py) wherever a test only needs objects stored and
-read back: the fake reads and writes through it (`StoreBlobs`), as it would through the Blob
-store on Azurite.
+Each test gets a stack of its own (tests/azure_stack.py outputs, a fresh stack name, so its
+containers are its own) whose Blob store is Azurite and whose every other service is the HTTPS
+fake (tests/azure_fakes.py) on a loopback port, trusted through REQUESTS_CA_BUNDLE. The fake
+reads and writes blobs through the stack's own store (`StoreBlobs`), as Azure ML and the
+function apps would read and write the stack's storage account.
 """
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -16,90 +17,102 @@ from typing import Any
 import pytest
 
 from contract.outputs import MANAGEMENT_URL
+from ml.clouds.azure.arm import ArmRest, ml_client
 from ml.clouds.azure.common import AzureOutputs, PlaceholderCredential
-from ml.clouds.local import DirectoryStore, FileLocks
+from ml.clouds.azure.endpoint import FunctionAppEndpoint
+from ml.clouds.azure.jobs import AzureMLJobRunner
+from ml.clouds.azure.locks import BlobLocks
+from ml.clouds.azure.metrics import AzureMonitorMetricsSink
+from ml.clouds.azure.registry import AzureMLModelRegistry
+from ml.clouds.azure.secrets import pseudonym_key
+from ml.clouds.azure.store import BlobArtifactStore, blob_service
+from ml.clouds.base import Stack
+from tests import azure_stack
 from tests.azure_fakes import AzureFake, StoreBlobs
 
-SUBSCRIPTION = "0b1f6471-1bf0-4dda-aec3-cb9272f09590"
-RESOURCE_GROUP = "tandem-dev-rg"
-WORKSPACE = "tandem-dev-mlw"
-COMPUTE = "tandem-dev-cpu"
-ENVIRONMENT = "azureml:tandem-training:3"
-LOCATION = "westeurope"
-MODELS = ("credit", "churn")
-METRICS_RESOURCE = (
-    f"/subscriptions/{SUBSCRIPTION}/resourceGroups/{RESOURCE_GROUP}/providers/"
-    "Microsoft.Insights/components/tandem-dev-appi"
-)
 
-
-def app_name(model: str) -> str:
-    return f"tandem-dev-{model}-func"
+@pytest.fixture
+def base_outputs(azurite: str) -> dict[str, Any]:
+    """A fresh stack's outputs on Azurite, its containers created."""
+    made = azure_stack.outputs(azurite, stack=f"t{uuid.uuid4().hex[:12]}")
+    azure_stack.create_containers(made)
+    return made
 
 
 @pytest.fixture
-def store(tmp_path: Path) -> DirectoryStore:
-    return DirectoryStore(tmp_path / "store")
+def store(base_outputs: dict[str, Any]) -> BlobArtifactStore:
+    cfg = AzureOutputs.parse(base_outputs)
+    return BlobArtifactStore(blob_service(cfg), cfg.containers)
 
 
 @pytest.fixture
-def locks(tmp_path: Path) -> FileLocks:
-    return FileLocks(tmp_path / "locks")
+def locks(store: BlobArtifactStore) -> BlobLocks:
+    return BlobLocks(store, lease_seconds=15, poll_seconds=0.05)
 
 
 @pytest.fixture
 def fake(
-    store: DirectoryStore, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    base_outputs: dict[str, Any],
+    store: BlobArtifactStore,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> Iterator[AzureFake]:
     made = AzureFake(
-        subscription_id=SUBSCRIPTION,
-        resource_group=RESOURCE_GROUP,
-        workspace=WORKSPACE,
+        subscription_id=base_outputs["subscription_id"],
+        resource_group=base_outputs["resource_group"],
+        workspace=base_outputs["workspace_name"],
         blobs=StoreBlobs(store),
-        environments=(ENVIRONMENT,),
-        computes=(COMPUTE,),
+        environments=(base_outputs["training_environment"],),
+        computes=(base_outputs["compute_name"],),
         workdir=tmp_path / "fake",
     )
     with made:
         monkeypatch.setenv("REQUESTS_CA_BUNDLE", str(made.ca_bundle))
-        for model in MODELS:
-            made.register_function_app(app_name(model), {"FUNCTIONS_WORKER_RUNTIME": "python"})
         yield made
 
 
-def stack_outputs(fake: AzureFake, **overrides: Any) -> dict[str, Any]:
-    """What infra/azure exports for a dev stack, plus the emulator override."""
-    outputs = {
-        "cloud": "azure",
-        "stack": "dev",
-        "location": LOCATION,
-        "name_prefix": "tandem-dev",
-        "subscription_id": SUBSCRIPTION,
-        "resource_group": RESOURCE_GROUP,
-        "storage_account_url": "https://tandemdevst.blob.core.windows.net",
-        "containers": {r: f"tandem-{r}" for r in ("data", "models", "captures", "reports")},
-        "workspace_name": WORKSPACE,
-        "compute_name": COMPUTE,
-        "training_identity_client_id": "6f2d1c9e-0d53-4b8e-9d3b-1a2b3c4d5e6f",
-        "training_environment": ENVIRONMENT,
-        "endpoints": {
-            m: {"function_app": app_name(m), "url": f"{fake.url}/functions/{app_name(m)}"}
-            for m in MODELS
-        },
-        "metrics_resource_id": METRICS_RESOURCE,
-        "metric_namespace": "Tandem",
-        "key_vault_url": "https://tandem-dev-kv.vault.azure.net/",
-        "pseudonym_secret_name": "tandem-pseudonym-key",
-        MANAGEMENT_URL: fake.url,
+@pytest.fixture
+def outputs(base_outputs: dict[str, Any], fake: AzureFake) -> dict[str, Any]:
+    """The stack's outputs with every service but Blob at the fake: its function apps are
+    registered there (with Pulumi's one setting) and their URLs are the fake's."""
+    endpoints = {
+        model: {
+            "function_app": entry["function_app"],
+            "url": fake.register_function_app(
+                entry["function_app"], {"FUNCTIONS_WORKER_RUNTIME": "python"}
+            ),
+        }
+        for model, entry in base_outputs["endpoints"].items()
     }
-    return outputs | overrides
+    return base_outputs | {"endpoints": endpoints, MANAGEMENT_URL: fake.url}
 
 
 @pytest.fixture
-def cfg(fake: AzureFake) -> AzureOutputs:
-    return AzureOutputs.parse(stack_outputs(fake))
+def cfg(outputs: dict[str, Any]) -> AzureOutputs:
+    return AzureOutputs.parse(outputs)
 
 
-@pytest.fixture
-def cred() -> PlaceholderCredential:
-    return PlaceholderCredential()
+def app_name(cfg: AzureOutputs, model: str = "credit") -> str:
+    return cfg.endpoints[model].function_app
+
+
+def stack_of(outputs: dict[str, Any], **jobs_options: Any) -> Stack:
+    """The Azure stack built from its outputs alone, as `connect("azure", ...)` builds it:
+    a connection of its own (clients, store, locks), as each CI job or user has."""
+    cfg = AzureOutputs.parse(outputs)
+    cred = PlaceholderCredential()
+    store = BlobArtifactStore(blob_service(cfg), cfg.containers)
+    locks = BlobLocks(store, lease_seconds=15, poll_seconds=0.05)
+    client = ml_client(cfg, cred)
+    return Stack(
+        cloud="azure",
+        name=cfg.stack,
+        store=store,
+        registry=AzureMLModelRegistry(client, store, locks),
+        metrics=AzureMonitorMetricsSink(cfg, cred),
+        jobs=AzureMLJobRunner(client, ArmRest(cfg, cred), store, cfg, **jobs_options),
+        endpoint=FunctionAppEndpoint(cfg, cred, store, locks),
+        locks=locks,
+        outputs=dict(outputs),
+        pseudonym_key=pseudonym_key(cfg, cred),
+    )

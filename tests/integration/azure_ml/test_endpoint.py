@@ -21,26 +21,26 @@ from contract.serving import (
 from ml import lifecycle
 from ml.clouds.azure.common import AzureOutputs, PlaceholderCredential
 from ml.clouds.azure.endpoint import DEPLOYED_AT, FunctionAppEndpoint
-from ml.clouds.base import APPROVED, ModelVersion, Stack
-from ml.clouds.local import DirectoryStore, FileLocks, FileRegistry, JsonlMetricsSink
+from ml.clouds.azure.locks import BlobLocks
+from ml.clouds.azure.store import BlobArtifactStore
+from ml.clouds.base import APPROVED, ModelVersion
 from ml.clouds.records import now
 from ml.errors import ArtifactIntegrityError, ConfigError, NotFoundError, TandemError
 from tests.azure_fakes import AzureFake
 from tests.contract.conftest import feature_rows
-from tests.integration.azure_ml.conftest import app_name
+from tests.integration.azure_ml.conftest import app_name, stack_of
 
-APP = app_name("credit")
-LIST, PUT = "config/appsettings/list", "config/appsettings"
+PUT = "config/appsettings"
 
 
 @pytest.fixture
-def endpoint(cfg: AzureOutputs, store: DirectoryStore, locks: FileLocks) -> FunctionAppEndpoint:
+def endpoint(cfg: AzureOutputs, store: BlobArtifactStore, locks: BlobLocks) -> FunctionAppEndpoint:
     return FunctionAppEndpoint(cfg, PlaceholderCredential(), store, locks)
 
 
 @pytest.fixture
 def version(
-    store: DirectoryStore, trained_artifact: Path, tmp_path: Path
+    store: BlobArtifactStore, trained_artifact: Path, tmp_path: Path
 ) -> Callable[[int], ModelVersion]:
     """`version(n)`: an approved version n of credit whose artifact is in the store."""
 
@@ -60,10 +60,12 @@ def calls(fake: AzureFake, ending: str) -> int:
 def test_a_deploy_writes_tandems_settings_and_keeps_every_other(
     endpoint: FunctionAppEndpoint, fake: AzureFake, version: Callable[[int], ModelVersion]
 ) -> None:
-    fake.set_app_settings(APP, {"FUNCTIONS_WORKER_RUNTIME": "python", "TEAM_SETTING": "kept"})
+    fake.set_app_settings(
+        app_name(endpoint.cfg), {"FUNCTIONS_WORKER_RUNTIME": "python", "TEAM_SETTING": "kept"}
+    )
     v1 = version(1)
     deployed = endpoint.deploy(v1)
-    settings = fake.app_settings(APP)
+    settings = fake.app_settings(app_name(endpoint.cfg))
     assert settings["FUNCTIONS_WORKER_RUNTIME"] == "python" and settings["TEAM_SETTING"] == "kept"
     assert (settings[ENV_MODEL_URI], settings[ENV_MODEL_NAME], settings[ENV_MODEL_VERSION]) == (
         v1.artifact_uri, "credit", "1",
@@ -71,7 +73,7 @@ def test_a_deploy_writes_tandems_settings_and_keeps_every_other(
     assert settings[DEPLOYED_AT] == deployed.deployed_at
     assert endpoint.current("credit") == deployed
     assert (deployed.version, deployed.canary_weight, deployed.endpoint) == (
-        1, None, f"{fake.url}/functions/{APP}",
+        1, None, f"{fake.url}/functions/{app_name(endpoint.cfg)}",
     )  # fmt: skip
     answer = endpoint.invoke("credit", feature_rows(2))
     assert (answer["model"], answer["version"], len(answer["predictions"])) == ("credit", 1, 2)
@@ -95,7 +97,7 @@ def test_a_canary_is_split_by_settings_and_promoted_by_a_deploy(
         endpoint.deploy(v1, canary_weight=0.2)
     endpoint.deploy(v1)
     canary = endpoint.deploy(v2, canary_weight=0.25)
-    settings = fake.app_settings(APP)
+    settings = fake.app_settings(app_name(endpoint.cfg))
     assert (settings[ENV_MODEL_VERSION], settings[ENV_MODEL_URI]) == ("1", v1.artifact_uri)
     assert (settings[ENV_CANARY_VERSION], settings[ENV_CANARY_URI]) == ("2", v2.artifact_uri)
     assert float(settings[ENV_CANARY_WEIGHT]) == 0.25
@@ -105,7 +107,7 @@ def test_a_canary_is_split_by_settings_and_promoted_by_a_deploy(
     assert endpoint.invoke("credit", feature_rows(1), route="live")["version"] == 1
     assert endpoint.invoke("credit", feature_rows(1), route="canary")["version"] == 2
     promoted = endpoint.deploy(v2)
-    settings = fake.app_settings(APP)
+    settings = fake.app_settings(app_name(endpoint.cfg))
     assert settings[ENV_MODEL_VERSION] == "2"
     assert not {ENV_CANARY_URI, ENV_CANARY_VERSION, ENV_CANARY_WEIGHT} & set(settings)
     assert endpoint.current("credit") == promoted
@@ -119,8 +121,14 @@ def test_what_is_live_comes_from_the_app_even_when_changed_outside_tandem(
     v1, v2 = version(1), version(2)
     endpoint.deploy(v1)
     endpoint.deploy(v2)
-    by_hand = {**fake.app_settings(APP), ENV_MODEL_URI: v1.artifact_uri, ENV_MODEL_VERSION: "1"}
-    fake.set_app_settings(APP, by_hand)  # someone points the app back at v1 in the portal
+    by_hand = {
+        **fake.app_settings(app_name(endpoint.cfg)),
+        ENV_MODEL_URI: v1.artifact_uri,
+        ENV_MODEL_VERSION: "1",
+    }
+    fake.set_app_settings(
+        app_name(endpoint.cfg), by_hand
+    )  # someone points the app back at v1 in the portal
     live = endpoint.current("credit")
     assert live is not None and (live.version, live.artifact_uri) == (1, v1.artifact_uri)
     assert [d.version for d in endpoint.history("credit")] == [1, 2, 1]
@@ -141,18 +149,18 @@ def test_history_lists_every_deployment_in_order(
 def test_an_artifact_that_fails_its_manifest_is_never_deployed(
     endpoint: FunctionAppEndpoint,
     fake: AzureFake,
-    store: DirectoryStore,
+    store: BlobArtifactStore,
     version: Callable[[int], ModelVersion],
 ) -> None:
     v1, v2 = version(1), version(2)
     endpoint.deploy(v1)
-    (store.root / "artifacts/credit/run-2/model.onnx").write_bytes(b"tampered")
+    store.put_bytes("artifacts/credit/run-2/model.onnx", b"tampered")
     with pytest.raises(ArtifactIntegrityError, match=r"model\.onnx"):
         endpoint.deploy(v2)
     missing = ModelVersion("credit", 3, APPROVED, store.uri_for("artifacts/credit/none"), now())
     with pytest.raises(NotFoundError):
         endpoint.deploy(missing)
-    assert fake.app_settings(APP)[ENV_MODEL_VERSION] == "1"
+    assert fake.app_settings(app_name(endpoint.cfg))[ENV_MODEL_VERSION] == "1"
     assert calls(fake, PUT) == 1
 
 
@@ -163,7 +171,8 @@ def test_nothing_deployed_and_models_without_an_app(
     assert endpoint.history("credit") == []
     with pytest.raises(NotFoundError, match="not deployed"):
         endpoint.invoke("credit", feature_rows(1))
-    with pytest.raises(ConfigError, match="'fraud' has no function app on stack 'dev'"):
+    stack = endpoint.cfg.stack
+    with pytest.raises(ConfigError, match=f"'fraud' has no function app on stack '{stack}'"):
         endpoint.current("fraud")
     with pytest.raises(TandemError, match="route must be one of"):
         endpoint.invoke("credit", feature_rows(1), route="blue")
@@ -176,7 +185,7 @@ def test_invoke_reads_the_function_key_again_after_a_rotation(
     endpoint.invoke("credit", feature_rows(1))
     endpoint.invoke("credit", feature_rows(1))
     assert calls(fake, "host/default/listkeys") == 1  # kept between calls
-    fake.rotate_function_key(APP)
+    fake.rotate_function_key(app_name(endpoint.cfg))
     assert endpoint.invoke("credit", feature_rows(1))["version"] == 1
     assert calls(fake, "host/default/listkeys") == 2
 
@@ -190,29 +199,14 @@ def test_the_endpoints_answer_refusing_a_request_is_tandems_error(
 
 
 def test_the_lifecycle_deploys_canaries_promotes_and_rolls_back_through_the_app(
-    cfg: AzureOutputs,
-    fake: AzureFake,
-    store: DirectoryStore,
-    locks: FileLocks,
-    trained_artifact: Path,
-    tmp_path: Path,
+    outputs: dict, cfg: AzureOutputs, fake: AzureFake, trained_artifact: Path, tmp_path: Path
 ) -> None:
-    """The unchanged lifecycle over this endpoint (with the local registry: Azure ML
-    registers Blob URIs only, which the local store does not have)."""
-    stack = Stack(
-        cloud="azure",
-        name="dev",
-        store=store,
-        registry=FileRegistry(store, locks),
-        metrics=JsonlMetricsSink(tmp_path / "metrics.jsonl"),
-        jobs=None,  # type: ignore[arg-type]
-        endpoint=FunctionAppEndpoint(cfg, PlaceholderCredential(), store, locks),
-        locks=locks,
-    )
+    """The unchanged lifecycle over the Azure stack: Azure ML registers, the app serves."""
+    stack = stack_of(outputs)
     for n in (1, 2, 3):
         local = tmp_path / f"artifact-{n}"
         shutil.copytree(trained_artifact, local)
-        uri = store.put_artifact(local, f"artifacts/credit/run-{n}")
+        uri = stack.store.put_artifact(local, f"artifacts/credit/run-{n}")
         registered = lifecycle.register(stack, "credit", uri, {}, {"run_id": f"run-{n}"})
         lifecycle.approve(stack, "credit", registered.version, "gates passed")
     assert lifecycle.deploy(stack, "credit", 2).version == 2
@@ -221,6 +215,8 @@ def test_the_lifecycle_deploys_canaries_promotes_and_rolls_back_through_the_app(
     assert lifecycle.promote_canary(stack, "credit").version == 3
     back = lifecycle.rollback(stack, "credit", "worse in production")
     assert back.version == 2
-    assert fake.app_settings(APP)[ENV_MODEL_VERSION] == "2"
+    assert fake.app_settings(app_name(cfg))[ENV_MODEL_VERSION] == "2"
     assert stack.registry.get_version("credit", 3).status == "archived"
+    assert fake.model_versions("credit")["3"]["properties"]["isArchived"] is True
     assert stack.endpoint.invoke("credit", feature_rows(1))["version"] == 2
+    assert fake.unanswered() == []

@@ -13,7 +13,6 @@ from ml.clouds.azure.metrics import AzureMonitorMetricsSink, metrics_url
 from ml.clouds.base import MetricPoint
 from ml.errors import TandemError
 from tests.azure_fakes import AzureFake
-from tests.integration.azure_ml.conftest import METRICS_RESOURCE, stack_outputs
 
 
 def sink(cfg: AzureOutputs, **kwargs) -> AzureMonitorMetricsSink:
@@ -32,7 +31,8 @@ def test_points_become_the_apis_documents_on_the_stacks_resource(
         MetricPoint(DRIFT_SCORE, 0.2, dimensions("credit", 4), timestamp=now.isoformat()),
     ])  # fmt: skip
     [post] = fake.metric_posts
-    assert (post["resource_id"], post["content_type"]) == (METRICS_RESOURCE, "application/x-ndjson")
+    assert post["resource_id"] == cfg.metrics_resource_id
+    assert post["content_type"] == "application/x-ndjson"
     minute = now.replace(second=0, microsecond=0).isoformat().replace("+00:00", "Z")
     drift = next(d for d in post["documents"] if d["data"]["baseData"]["metric"] == DRIFT_SCORE)
     assert drift["time"] == minute
@@ -97,10 +97,10 @@ def test_a_refusal_raises_with_the_services_reason(cfg: AzureOutputs, fake: Azur
         sink(cfg).emit([MetricPoint(MODEL_QUALITY, 0.8, dimensions("credit", 1))])
 
 
-def test_the_regional_endpoint_in_the_cloud_and_the_emulator_under_test(fake: AzureFake) -> None:
-    cloud = AzureOutputs.parse(stack_outputs(fake, management_url=None, location="West Europe"))
-    assert (
-        metrics_url(cloud) == f"https://westeurope.monitoring.azure.com{METRICS_RESOURCE}/metrics"
-    )
-    emulated = AzureOutputs.parse(stack_outputs(fake))
-    assert metrics_url(emulated) == f"{fake.url}{METRICS_RESOURCE}/metrics"
+def test_the_regional_endpoint_in_the_cloud_and_the_emulator_under_test(
+    outputs: dict, fake: AzureFake
+) -> None:
+    cloud = AzureOutputs.parse(outputs | {"management_url": None, "location": "West Europe"})
+    resource = cloud.metrics_resource_id
+    assert metrics_url(cloud) == f"https://westeurope.monitoring.azure.com{resource}/metrics"
+    assert metrics_url(AzureOutputs.parse(outputs)) == f"{fake.url}{resource}/metrics"

@@ -6,6 +6,7 @@ states on tags and Azure ML's archive, the store's side record, races between ca
 from __future__ import annotations
 
 import json
+import shutil
 import threading
 from pathlib import Path
 from types import SimpleNamespace
@@ -14,25 +15,27 @@ import pytest
 
 from ml.clouds.azure.arm import ml_client
 from ml.clouds.azure.common import AzureOutputs, PlaceholderCredential
+from ml.clouds.azure.locks import BlobLocks
 from ml.clouds.azure.registry import AzureMLModelRegistry
-from ml.clouds.base import APPROVED, ARCHIVED, PENDING
-from ml.clouds.local import DirectoryStore, FileLocks
-from ml.clouds.locks import model_lock
+from ml.clouds.azure.store import BlobArtifactStore
+from ml.clouds.base import APPROVED, ARCHIVED, PENDING, ModelVersion
 from ml.errors import NotFoundError, TandemError
 from tests.azure_fakes import AzureFake
+from tests.contract import test_concurrency
 from tests.contract import test_registry as conformance
+from tests.integration.azure_ml.conftest import stack_of
 
 BLOB = "https://tandemdevst.blob.core.windows.net/tandem-models/artifacts/credit"
 MODEL_PATHS = "/models/{name}/versions"
 
 
 @pytest.fixture
-def registry(cfg: AzureOutputs, store: DirectoryStore, locks: FileLocks) -> AzureMLModelRegistry:
+def registry(cfg: AzureOutputs, store: BlobArtifactStore, locks: BlobLocks) -> AzureMLModelRegistry:
     return AzureMLModelRegistry(ml_client(cfg, PlaceholderCredential()), store, locks)
 
 
 def test_versions_are_assigned_by_azure_ml_and_point_at_the_blob_uri(
-    registry: AzureMLModelRegistry, fake: AzureFake, store: DirectoryStore
+    registry: AzureMLModelRegistry, fake: AzureFake, store: BlobArtifactStore
 ) -> None:
     created = [
         registry.create_version("credit", f"{BLOB}/run-{i}/", {"roc_auc": 0.8 + i / 100},
@@ -117,13 +120,12 @@ def test_azure_mls_status_wins_when_its_update_failed_after_the_record(
 
 
 def test_a_version_written_outside_tandem_reads_from_azure_ml_alone(
-    registry: AzureMLModelRegistry, store: DirectoryStore
+    registry: AzureMLModelRegistry, store: BlobArtifactStore
 ) -> None:
     registry.create_version("credit", f"{BLOB}/a", {"roc_auc": 0.9}, {"run_id": "a"})
     registry.set_status("credit", 1, APPROVED, "gates passed")
-    store.put_bytes("registry/credit/v1.json", b"")  # an unreadable record...
     for key in store.list_keys("registry/"):
-        (store.root / key).unlink()  # ...then none at all
+        store.blob_client(key).delete_blob()  # the record is gone
     got = registry.get_version("credit", 1)
     assert (got.artifact_uri, got.metrics, got.tags) == (
         f"{BLOB}/a",
@@ -147,44 +149,43 @@ def test_azure_ml_keeps_a_versions_artifact_whoever_races_for_its_number(
     assert client.models.get("credit", "1").path == f"{BLOB}/a"
 
 
-CALLERS = 6
-
-
 def test_concurrent_registrations_get_distinct_consecutive_versions(
-    cfg: AzureOutputs, tmp_path: Path
+    outputs: dict, trained_artifact: Path, tmp_path: Path
 ) -> None:
-    """Each caller has its own connection (MLClient, store, locks), as separate CI jobs do."""
-    start = threading.Barrier(CALLERS)
+    """The conformance suite's race, through lifecycle.register: callers with connections of
+    their own (MLClient, store, locks), released together."""
+    stack = stack_of(outputs)
+    callers = test_concurrency.CALLERS
+    uris = []
+    for i in range(callers):
+        local = tmp_path / f"artifact-{i}"
+        shutil.copytree(trained_artifact, local)
+        uris.append(stack.store.put_artifact(local, f"artifacts/credit/run-{i}"))
+    start = threading.Barrier(callers)
     results: dict[int, object] = {}
 
     def caller(index: int) -> None:
-        store = DirectoryStore(tmp_path / "store")
-        locks = FileLocks(tmp_path / "locks")
-        registry = AzureMLModelRegistry(ml_client(cfg, PlaceholderCredential()), store, locks)
+        own = stack_of(outputs)
         start.wait(60)
         try:
-            if index % 2:  # as lifecycle.register calls it: under the model's lock, re-entered
-                with locks.hold(model_lock("credit")):
-                    results[index] = registry.create_version(
-                        "credit", f"{BLOB}/run-{index}", {}, {}
-                    )
+            if index % 2:  # as the lifecycle registers: under the model's lock, re-entered
+                results[index] = test_concurrency.register(own, index, 0, uris)
             else:  # a caller that holds nothing: the registry takes the lock itself
-                results[index] = registry.create_version("credit", f"{BLOB}/run-{index}", {}, {})
+                made = own.registry.create_version("credit", uris[index], {}, {})
+                results[index] = made.version
         except Exception as exc:  # reported below
             results[index] = exc
 
-    threads = [threading.Thread(target=caller, args=(i,)) for i in range(CALLERS)]
+    threads = [threading.Thread(target=caller, args=(i,)) for i in range(callers)]
     for thread in threads:
         thread.start()
     for thread in threads:
         thread.join(120)
-    failed = {i: r for i, r in results.items() if isinstance(r, Exception)}
+    failed = {i: r for i, r in results.items() if not isinstance(r, int)}
     assert not failed, failed
-    versions = {i: r.version for i, r in results.items()}
-    assert sorted(versions.values()) == list(range(1, CALLERS + 1)), versions
-    store = DirectoryStore(tmp_path / "store")
-    registry = AzureMLModelRegistry(
-        ml_client(cfg, PlaceholderCredential()), store, FileLocks(tmp_path / "locks")
-    )
-    stored = {v.version: v.artifact_uri for v in registry.list_versions("credit")}
-    assert stored == {v: f"{BLOB}/run-{i}" for i, v in versions.items()}
+    assert sorted(results.values()) == list(range(1, callers + 1))
+    stored = stack.registry.list_versions("credit")
+    assert all(isinstance(v, ModelVersion) for v in stored)
+    assert {v.version: v.artifact_uri for v in stored} == {
+        version: uris[i] for i, version in results.items()
+    }

@@ -19,7 +19,8 @@ ENV_CANARY_WEIGHT = "CANARY_WEIGHT"
 ENV_MAX_ROWS = "TANDEM_MAX_ROWS"
 ENV_MAX_BODY_BYTES = "TANDEM_MAX_BODY_BYTES"
 ENV_CAPTURE_SAMPLE = "TANDEM_CAPTURE_SAMPLE"  # share of requests captured, 0..1
-ENV_CAPTURE_URI = "TANDEM_CAPTURE_URI"  # where captures go: a store root path or s3://bucket
+# where captures go: a store root path, s3://bucket[/prefix] or a blob container URL
+ENV_CAPTURE_URI = "TANDEM_CAPTURE_URI"
 
 LIVE_ALIAS = "live"  # the Lambda alias that receives traffic (a canary adds a weighted version)
 

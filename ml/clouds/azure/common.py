@@ -33,17 +33,13 @@ from azure.core.exceptions import (
     ServiceRequestError,
 )
 
+from contract.emulators import AZURITE_ACCOUNT, AZURITE_KEY  # noqa: F401 (store.py reads them here)
 from contract.layout import AZURE_CONTAINERS
 from contract.outputs import AZURE, AZURE_ENDPOINT_KEYS, ENDPOINT_URL, MANAGEMENT_URL
 from ml.clouds.translation import translating
 from ml.errors import ConfigError, ConflictError, NotFoundError, TandemError
 
 ARM_URL = "https://management.azure.com"
-# Azurite's well-known development account (published in Azurite's README; not a secret).
-AZURITE_ACCOUNT = "devstoreaccount1"
-AZURITE_KEY = (
-    "Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/KBHBeksoGMGw=="
-)
 
 
 # -- outputs -------------------------------------------------------------------------------

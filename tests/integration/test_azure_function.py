@@ -9,10 +9,13 @@ import hashlib
 import json
 import logging
 import shutil
+import threading
 import uuid
 from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
+from urllib.parse import parse_qs, urlsplit
 
 import pytest
 from azure.core.credentials import AzureNamedKeyCredential
@@ -341,6 +344,70 @@ def test_a_blob_url_with_a_sas_token_is_refused() -> None:
     assert found == azure_blob.BlobUrl(
         "https://acct.blob.core.windows.net", "models", "artifacts/m/r", emulated=False
     )
+
+
+class IdentityEndpoint:
+    """A loopback stand-in for App Service's managed identity endpoint (IDENTITY_ENDPOINT).
+    Answers exactly one request: GET <path>?api-version=2019-08-01&resource=<r>&client_id=<c>
+    with the X-IDENTITY-HEADER the platform set, by a bearer token for <r>; anything else 400.
+    Keeps every request's query and identity header."""
+
+    def __init__(self) -> None:
+        seen: list[dict[str, Any]] = []
+        self.seen = seen
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_GET(self) -> None:
+                query = {k: v[0] for k, v in parse_qs(urlsplit(self.path).query).items()}
+                seen.append({**query, "header": self.headers.get("x-identity-header")})
+                status, body = 400, b"{}"
+                if query.get("api-version") == "2019-08-01" and "resource" in query:
+                    status, body = 200, json.dumps({
+                        "access_token": f"token-for-{query.get('client_id')}",
+                        "expires_on": "4102444800", "resource": query["resource"],
+                        "token_type": "Bearer",
+                    }).encode()  # fmt: skip
+                self.send_response(status)
+                self.send_header("content-type", "application/json")
+                self.send_header("content-length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, *args: Any) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/msi/token"
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+def test_in_azure_the_endpoint_signs_in_as_its_user_assigned_identity(monkeypatch) -> None:
+    identity = IdentityEndpoint()
+    monkeypatch.setenv("IDENTITY_ENDPOINT", identity.url)  # what App Service sets
+    monkeypatch.setenv("IDENTITY_HEADER", "platform-secret")
+    try:
+        location = azure_blob.parse("https://acct.blob.core.windows.net/captures")
+        assert location is not None and not location.emulated
+        signed_in = azure_blob.credential(location, {azure_blob.ENV_CLIENT_ID: "client-1"})
+        token = signed_in.get_token("https://storage.azure.com/.default")
+    finally:
+        identity.close()
+    assert token.token == "token-for-client-1"
+    assert identity.seen == [
+        {
+            "api-version": "2019-08-01",
+            "resource": "https://storage.azure.com",
+            "client_id": "client-1",
+            "header": "platform-secret",
+        }
+    ]
+    # Azurite is signed with its published key, never a token
+    emulated = azure_blob.parse(f"http://127.0.0.1:1/{AZURITE_ACCOUNT}/captures")
+    assert isinstance(azure_blob.credential(emulated), AzureNamedKeyCredential)  # type: ignore[arg-type]
 
 
 def test_capture_writes_the_documented_lines_to_the_container_without_personal_columns(

@@ -29,7 +29,9 @@ import hashlib
 import io
 import math
 import mimetypes
+import threading
 import uuid
+from collections import OrderedDict
 from collections.abc import Iterator, Mapping
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from pathlib import Path
@@ -97,12 +99,37 @@ def _md5(data: bytes) -> bytearray:
     return bytearray(hashlib.md5(data, usedforsecurity=False).digest())
 
 
-def _file_md5(path: Path) -> bytearray:
-    hasher = hashlib.md5(usedforsecurity=False)
-    with path.open("rb") as handle:
-        for block in iter(lambda: handle.read(MIB), b""):
-            hasher.update(block)
-    return bytearray(hasher.digest())
+class _SentDigests:
+    """The MD5 of the local files this store sent lately, by the file's identity (device,
+    inode, size, modification time), so checking a stored copy right after sending it does
+    not read the file once more."""
+
+    def __init__(self, size: int = 64) -> None:
+        self.size = size
+        self._digests: OrderedDict[tuple[int, ...], bytes] = OrderedDict()
+        self._lock = threading.Lock()
+
+    @staticmethod
+    def _identity(path: Path) -> tuple[int, ...]:
+        stat = path.stat()
+        return (stat.st_dev, stat.st_ino, stat.st_size, stat.st_mtime_ns)
+
+    def remember(self, path: Path, digest: bytes) -> None:
+        with self._lock:
+            self._digests[self._identity(path)] = bytes(digest)
+            while len(self._digests) > self.size:
+                self._digests.popitem(last=False)
+
+    def md5(self, path: Path) -> bytes:
+        with self._lock:
+            known = self._digests.get(self._identity(path))
+        if known is not None:
+            return known
+        hasher = hashlib.md5(usedforsecurity=False)
+        with path.open("rb") as handle:
+            for block in iter(lambda: handle.read(MIB), b""):
+                hasher.update(block)
+        return hasher.digest()
 
 
 def _blob_missing(exc: ResourceNotFoundError) -> bool:
@@ -147,6 +174,7 @@ class BlobArtifactStore:
         self.single_put_bytes = single_put_bytes
         self.block_bytes = block_bytes
         self.claim_timeout = claim_timeout
+        self._sent = _SentDigests()
 
     # addressing
     def _locate(self, uri_or_key: str) -> tuple[str, str]:
@@ -237,7 +265,8 @@ class BlobArtifactStore:
         container, key = self._locate(uri_or_key)
         path = Path(path)
         with path.open("rb") as handle:
-            self._send(container, key, handle, path.stat().st_size, overwrite=True)
+            digest = self._send(container, key, handle, path.stat().st_size, overwrite=True)
+        self._sent.remember(path, digest)
         return self._url(container, key)
 
     def download_file(self, uri_or_key: str, path: Path) -> Path:
@@ -273,7 +302,7 @@ class BlobArtifactStore:
             )
         digest = stored.content_settings.content_md5
         if digest:
-            matches = bytes(digest) == bytes(_file_md5(path))
+            matches = bytes(digest) == self._sent.md5(path)
         else:  # written by something that sent no MD5: read it back
             hasher = hashlib.sha256()
             for chunk in blob.download_blob(max_concurrency=self.max_concurrency).chunks():
@@ -333,30 +362,31 @@ class BlobArtifactStore:
     # writing
     def _send(
         self, container: str, key: str, source: IO[bytes], size: int, *, overwrite: bool
-    ) -> dict[str, Any]:
+    ) -> bytes:
         """Store `size` bytes from `source` under `key`, each request checked by the service
-        against its MD5; not `overwrite`: only if absent (ResourceExistsError otherwise)."""
+        against its MD5; not `overwrite`: only if absent (ResourceExistsError otherwise).
+        Returns the MD5 of what was stored."""
         blob = self.service.get_blob_client(container, key)
         settings = ContentSettings(content_type=mimetypes.guess_type(key)[0])
         if size <= self.single_put_bytes:
+            data = source.read()
             # validate_content: the SDK sends Content-MD5, the service checks and keeps it
-            return blob.upload_blob(
-                source.read(),
-                overwrite=overwrite,
-                validate_content=True,
-                content_settings=settings,
+            sent = blob.upload_blob(
+                data, overwrite=overwrite, validate_content=True, content_settings=settings
             )
+            # the service answers with the MD5 it checked (computed here when it does not)
+            return bytes(sent.get("content_md5") or _md5(data))
         ids: list[str] = []
         hasher = hashlib.md5(usedforsecurity=False)
         with ThreadPoolExecutor(self.max_concurrency) as pool:
             pending: set[Future[Any]] = set()
             try:
                 for block_id, block in self._blocks(source, block_size(size, self.block_bytes)):
-                    hasher.update(block)
                     ids.append(block_id)
                     # validate_content: each block carries its Content-MD5, checked on receipt
                     stage = pool.submit(blob.stage_block, block_id, block, validate_content=True)
                     pending.add(stage)
+                    hasher.update(block)  # while the block is on its way
                     if len(pending) >= 2 * self.max_concurrency:  # bounds the blocks in memory
                         done, pending = wait(pending, return_when=FIRST_COMPLETED)
                         for future in done:
@@ -369,9 +399,10 @@ class BlobArtifactStore:
                 raise
         settings.content_md5 = bytearray(hasher.digest())
         condition = {} if overwrite else {"etag": "*", "match_condition": MatchConditions.IfMissing}
-        return blob.commit_block_list(
+        blob.commit_block_list(
             [BlobBlock(block_id) for block_id in ids], content_settings=settings, **condition
         )
+        return hasher.digest()
 
     @staticmethod
     def _blocks(source: IO[bytes], size: int) -> Iterator[tuple[str, bytes]]:

@@ -353,7 +353,9 @@ def resolve_environment(args: argparse.Namespace) -> tuple[str, dict[str, Any]]:
         if not args.data and os.environ.get("SM_CHANNEL_TRAIN"):
             args.data = _data_file(Path(os.environ["SM_CHANNEL_TRAIN"]))
         overrides = hyper
-    elif any(key.startswith("AZUREML_") for key in os.environ):
+    elif os.environ.get("AZUREML_RUN_ID"):  # Azure ML sets it for every job's run
+        # (not any AZUREML_ variable: azure-ai-ml sets AZUREML_CURRENT_CLOUD in its caller's
+        # environment, which a local job started by that caller inherits)
         environment = "azureml"
         args.run_id = args.run_id or os.environ.get("AZUREML_RUN_ID")
         if args.data and Path(args.data).is_dir():  # a uri_folder input is mounted as a directory

@@ -101,6 +101,7 @@ def test_a_holder_renews_its_lease_while_it_holds_the_lock(
     assert ends and ends[-1].headers.get("x-ms-lease-id")  # released by deleting under the lease
 
 
+@pytest.mark.slow  # one shortest lease, left to expire
 def test_a_dead_holders_lease_expires_and_is_taken_over(
     make_store: Callable[..., BlobArtifactStore],
     blobs: BlobServiceClient,

@@ -186,7 +186,8 @@ class _Keep(logging.Handler):
 
 class FunctionHost:
     """The host in front of `app_path` on 127.0.0.1 (see the module doc), as a context manager:
-    `url` is where it listens, `key` the function key it wants, `records` the log records."""
+    `url` is where it listens, `key` the function key it wants, `records` the log records,
+    `workers_started` how many workers it has started (a settings change starts one)."""
 
     KEY_HEADER = KEY_HEADER
     KEY_PARAM = KEY_PARAM

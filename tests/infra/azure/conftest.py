@@ -1,9 +1,10 @@
-"""The Azure program under Pulumi's mocks, built once per test module.
+"""The Azure program under Pulumi's mocks, each stack built once for the whole run.
 
-Building a whole platform takes about a second, so each module builds the stacks it needs
-once (`build_stack`, from a module-scoped fixture) in one event loop that all of the
-module's tests share (this file's `pulumi_mocks` replaces the per-test loop of
-`tests/infra/conftest.py`). A `Built` stack gives the tests two views:
+Building a whole platform takes a second or two, so the stacks the tests read (`prod`,
+`staging`, `dev`, `dev_waived`, or any other through `build_stack`) are built once, in one
+event loop all Azure tests share (this file's `pulumi_mocks` replaces the per-test loop of
+`tests/infra/conftest.py`, and puts the session's loop and mocks back in place if a test of
+another directory installed its own). A `Built` stack gives the tests two views:
 
 - the components and their Pulumi resources (``built.program.azure.storage.account``), for
   checks that return an Output from a ``@pulumi.runtime.test`` function;
@@ -24,6 +25,7 @@ import pulumi
 import pytest
 import yaml
 from pulumi.runtime import mocks as pulumi_mocks_module
+from pulumi.runtime import settings as pulumi_settings
 
 from infra import config, program
 from tests.infra.conftest import TandemMocks
@@ -117,15 +119,28 @@ class Built:
 
 
 @dataclass
-class ModulePulumi:
+class AzureSession:
+    """One event loop, one set of recording mocks and one cache of built stacks for every
+    Azure infra test (a stack is built once, whichever modules read it)."""
+
     loop: asyncio.AbstractEventLoop
     mocks: RecordingMocks
     build_dir: Path
+    settings: dict[str, Any] = field(default_factory=dict)
+    root: Any = None
+    built: dict[str, Built] = field(default_factory=dict)
+
+    def restore(self) -> None:
+        """Make this session's loop, mocks and root stack current again (a test of another
+        directory may have installed its own since)."""
+        asyncio.set_event_loop(self.loop)
+        for key, value in self.settings.items():
+            setattr(pulumi_settings.SETTINGS, key, value)
+        pulumi_settings.ROOT.set(self.root)
 
 
-@pytest.fixture(scope="module")
-def module_pulumi(tmp_path_factory):
-    """One event loop and one set of recording mocks for the whole test module."""
+@pytest.fixture(scope="session")
+def azure_session(tmp_path_factory):
     patch = pytest.MonkeyPatch()
     patch.setenv("TANDEM_LAMBDA_CODE_ONLY", "1")  # the dual-cloud build packs the Lambda code
     loop = asyncio.new_event_loop()
@@ -135,8 +150,11 @@ def module_pulumi(tmp_path_factory):
     pulumi.runtime.set_mocks(
         mocks, project="tandem", stack="dev", preview=False, monitor=RecordingMonitor(mocks)
     )
-    state = ModulePulumi(loop, mocks, tmp_path_factory.mktemp("build"))
-    yield state
+    session = AzureSession(loop, mocks, tmp_path_factory.mktemp("build"))
+    session.settings = dict(pulumi_settings.SETTINGS.__dict__)
+    session.root = pulumi_settings.get_root_resource()
+    yield session
+    session.restore()
     pending = [task for task in asyncio.all_tasks(loop) if not task.done()]
     if pending:
         loop.run_until_complete(asyncio.wait(pending, timeout=5))
@@ -146,21 +164,29 @@ def module_pulumi(tmp_path_factory):
 
 
 @pytest.fixture(autouse=True)
-def pulumi_mocks(module_pulumi):
-    """Replaces the per-test loop of tests/infra/conftest.py: this module's loop, current."""
-    asyncio.set_event_loop(module_pulumi.loop)
+def pulumi_mocks(azure_session):
+    """Replaces the per-test loop of tests/infra/conftest.py with the session's."""
+    azure_session.restore()
     yield
 
 
-def build_stack(state: ModulePulumi, stack: str, raw: dict[str, Any]) -> Built:
-    """Build ``stack`` from ``raw`` (a stack file's ``config:``) and resolve its outputs."""
+def build_stack(session: AzureSession, stack: str, raw: dict[str, Any]) -> Built:
+    """``stack`` built from ``raw`` (a stack file's ``config:``), its outputs resolved; built
+    once per session for the same config."""
+    key = json.dumps([stack, raw], sort_keys=True)
+    if key not in session.built:
+        session.built[key] = _build(session, stack, raw)
+    return session.built[key]
+
+
+def _build(session: AzureSession, stack: str, raw: dict[str, Any]) -> Built:
     cfg = config.load(stack, raw)
-    start = len(state.mocks.records)
+    start = len(session.mocks.records)
     holder: dict[str, Any] = {}
 
     @pulumi.runtime.test
     def run():
-        built = program.build(cfg, stack, build_dir=str(state.build_dir))
+        built = program.build(cfg, stack, build_dir=str(session.build_dir))
         holder["program"] = built
         return pulumi.Output.from_input(built.outputs).apply(
             lambda values: holder.__setitem__("outputs", values)
@@ -169,4 +195,43 @@ def build_stack(state: ModulePulumi, stack: str, raw: dict[str, Any]) -> Built:
     run()
     outputs = holder["outputs"]
     json.dumps(outputs)  # as `pulumi stack output --json` hands it over
-    return Built(cfg, holder["program"], outputs, state.mocks.records[start:], state.mocks.options)
+    return Built(
+        cfg, holder["program"], outputs, session.mocks.records[start:], session.mocks.options
+    )
+
+
+@pytest.fixture(scope="session")
+def prod(azure_session):
+    """prod's stack file, Azure only: CMK, default-deny networks, a functions subnet, CI
+    through the production environment, MLflow on."""
+    return build_stack(azure_session, "prod", azure_only("prod"))
+
+
+@pytest.fixture(scope="session")
+def staging(azure_session):
+    """staging's stack file, Azure only, with sizes of its own: CI from the main branch."""
+    raw = azure_only(
+        "staging",
+        azure={
+            "functions": {"instance_memory_mb": 4096, "max_instances": 250},
+            "compute": {"vm_size": "Standard_E4ds_v5", "max_nodes": 7},
+            "training_image_tag": "2026.12.01-abc123",
+        },
+    )
+    return build_stack(azure_session, "staging", raw)
+
+
+@pytest.fixture(scope="session")
+def dev(azure_session):
+    """A dev stack on Azure with defaults: no CI identity."""
+    return build_stack(azure_session, "dev", azure_only("dev"))
+
+
+WAIVER = "dev vaults are torn down and rebuilt every day"
+
+
+@pytest.fixture(scope="session")
+def dev_waived(azure_session):
+    """A dev stack that waived purge protection (so storage has no customer-managed key)."""
+    raw = azure_only("dev", azure={"key_vault": {"purge_protection_waiver": WAIVER}})
+    return build_stack(azure_session, "dev", raw)

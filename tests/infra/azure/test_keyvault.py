@@ -8,30 +8,15 @@ import base64
 import time
 
 import pulumi
-import pytest
 from pulumi.runtime import rpc
 
 from contract import privacy
 from infra.azure import keyvault
-from tests.infra.azure.conftest import azure_only, build_stack
 from tests.infra.azure_mocks import TENANT
 
-WAIVER = "dev vaults are torn down and rebuilt every day"
 
-
-@pytest.fixture(scope="module")
-def prod(module_pulumi):
-    return build_stack(module_pulumi, "prod", azure_only("prod"))
-
-
-@pytest.fixture(scope="module")
-def dev(module_pulumi):
-    raw = azure_only("dev", azure={"key_vault": {"purge_protection_waiver": WAIVER}})
-    return build_stack(module_pulumi, "dev", raw)
-
-
-def test_vault_authorises_with_rbac_and_keeps_deleted_items(prod, dev):
-    for built in (prod, dev):
+def test_vault_authorises_with_rbac_and_keeps_deleted_items(prod, dev_waived):
+    for built in (prod, dev_waived):
         props = built.one("keyvault:Vault").inputs["properties"]
         where = built.cfg.stack
         assert props["enableRbacAuthorization"] is True, where  # CIS 8.6
@@ -56,8 +41,8 @@ def test_prod_vault_has_purge_protection_and_denies_by_default(prod):
     ]
 
 
-def test_a_waived_dev_vault_leaves_purge_protection_unset(dev):
-    props = dev.one("keyvault:Vault").inputs["properties"]
+def test_a_waived_dev_vault_leaves_purge_protection_unset(dev_waived):
+    props = dev_waived.one("keyvault:Vault").inputs["properties"]
     # Key Vault refuses `false`; unset is how a vault goes without it.
     assert "enablePurgeProtection" not in props
     assert props["networkAcls"]["defaultAction"] == "Allow"
@@ -79,9 +64,9 @@ def test_storage_key_is_rotated_wrap_only_rsa_with_an_expiry(prod):
     assert prod.ignored(key) == ["properties.attributes.expires"]
 
 
-def test_pseudonym_key_is_32_random_bytes_sent_as_a_secret(prod, dev):
+def test_pseudonym_key_is_32_random_bytes_sent_as_a_secret(prod, dev_waived):
     values = []
-    for built in (prod, dev):
+    for built in (prod, dev_waived):
         secret = built.one("keyvault:Secret")
         assert secret.inputs["secretName"] == "pseudonym-key"
         wrapped = secret.inputs["properties"]

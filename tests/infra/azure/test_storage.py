@@ -4,29 +4,14 @@ the network rules per environment, and the lifecycle of models and captures."""
 from __future__ import annotations
 
 import pulumi
-import pytest
 
 from contract import layout
 from infra.azure.names import HOST_CONTAINERS, AzureNames
 from infra.azure.storage import lifecycle_rules
-from tests.infra.azure.conftest import azure_only, build_stack
-
-WAIVER = "dev vaults are torn down and rebuilt every day"
 
 
-@pytest.fixture(scope="module")
-def prod(module_pulumi):
-    return build_stack(module_pulumi, "prod", azure_only("prod"))
-
-
-@pytest.fixture(scope="module")
-def dev(module_pulumi):
-    raw = azure_only("dev", azure={"key_vault": {"purge_protection_waiver": WAIVER}})
-    return build_stack(module_pulumi, "dev", raw)
-
-
-def test_account_meets_the_baseline(prod, dev):
-    for built in (prod, dev):
+def test_account_meets_the_baseline(prod, dev_waived):
+    for built in (prod, dev_waived):
         account = built.one("storage:StorageAccount").inputs
         where = f"{built.cfg.stack}: {account['accountName']}"
         assert account["kind"] == "StorageV2", where
@@ -92,15 +77,15 @@ def test_prod_encrypts_with_the_vault_key_through_its_own_identity(prod):
     ).apply(check)
 
 
-def test_a_dev_stack_that_waived_purge_protection_uses_microsoft_managed_keys(dev):
-    account = dev.one("storage:StorageAccount").inputs
+def test_a_dev_stack_that_waived_purge_protection_uses_microsoft_managed_keys(dev_waived):
+    account = dev_waived.one("storage:StorageAccount").inputs
     assert account["encryption"]["keySource"] == "Microsoft.Storage"
     assert "keyVaultProperties" not in account["encryption"]
     assert "identity" not in account
-    assert not dev.all("keyvault:Key"), (
+    assert not dev_waived.all("keyvault:Key"), (
         "no key: the vault cannot serve one without purge protection"
     )
-    assert dev.azure.key_vault.storage_key is None
+    assert dev_waived.azure.key_vault.storage_key is None
 
 
 def test_prod_denies_every_network_but_the_allow_list_and_the_functions_subnet(prod):
@@ -114,8 +99,8 @@ def test_prod_denies_every_network_but_the_allow_list_and_the_functions_subnet(p
     ]
 
 
-def test_dev_allows_networks_by_default(dev):
-    rules = dev.one("storage:StorageAccount").inputs["networkRuleSet"]
+def test_dev_allows_networks_by_default(dev_waived):
+    rules = dev_waived.one("storage:StorageAccount").inputs["networkRuleSet"]
     assert rules["defaultAction"] == "Allow"
 
 

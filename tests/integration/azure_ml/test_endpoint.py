@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from contract.metrics import MODEL_QUALITY, dimensions
 from contract.serving import (
     ENV_CANARY_URI,
     ENV_CANARY_VERSION,
@@ -23,11 +24,12 @@ from ml.clouds.azure.common import AzureOutputs, PlaceholderCredential
 from ml.clouds.azure.endpoint import DEPLOYED_AT, FunctionAppEndpoint
 from ml.clouds.azure.locks import BlobLocks
 from ml.clouds.azure.store import BlobArtifactStore
-from ml.clouds.base import APPROVED, ModelVersion
+from ml.clouds.base import APPROVED, MetricPoint, ModelVersion
 from ml.clouds.records import now
 from ml.errors import ArtifactIntegrityError, ConfigError, NotFoundError, TandemError
 from tests.azure_fakes import AzureFake
 from tests.contract.conftest import feature_rows
+from tests.integration.azure_ml import requests
 from tests.integration.azure_ml.conftest import app_name, stack_of
 
 PUT = "config/appsettings"
@@ -219,4 +221,11 @@ def test_the_lifecycle_deploys_canaries_promotes_and_rolls_back_through_the_app(
     assert stack.registry.get_version("credit", 3).status == "archived"
     assert fake.model_versions("credit")["3"]["properties"]["isArchived"] is True
     assert stack.endpoint.invoke("credit", feature_rows(1))["version"] == 2
+    stack.endpoint.history("credit")
+    assert stack.registry.list_models() == ["credit"]
+    stack.metrics.emit([MetricPoint(MODEL_QUALITY, 0.8, dimensions("credit", 2))])
+    assert stack.pseudonym_key is not None and len(stack.pseudonym_key()) == 32
+    # exactly the requests the parts are known to make (tests/integration/azure_ml/requests.py)
+    known = requests.REGISTRY | requests.ENDPOINT | requests.INVOKE | requests.METRICS
+    assert set(fake.operations()) == known | requests.SECRETS
     assert fake.unanswered() == []

@@ -57,9 +57,23 @@ written back through `blobs`; then it is Completed, or Failed with the process's
 as Azure ML's run history reports it. `blobs` reads and writes URIs of any ArtifactStore
 (`StoreBlobs`), so the fake works with the Blob store on Azurite and with a local store alike.
 
-Not modelled: paging (every list is one page), ARM's asynchronous operations, RBAC (every
-well-formed token is allowed), Azure ML's datastores and its own blob uploads (Tandem never
-asks for them), job queues and compute (a job starts at once), Key Vault's soft delete.
+Helpers for tests: `register_function_app`, `app_settings` / `set_app_settings` (a change
+made outside Tandem), `function_key` / `rotate_function_key`, `set_secret` /
+`secret_versions`, `model_versions`, `add_environment`, `job` / `wait_job`, `points` and
+`metric_posts` (what Azure Monitor received), and `fail(method, path part, status, code,
+message)`, which answers the next matching request with that ARM error.
+
+Checked as Azure checks it: a bearer token for the right audience (a PlaceholderCredential's
+token names its scopes), the workspace and resource group in the path, a job's environment,
+compute and code asset existing, Azure Monitor's limits (window, dimensions, lengths), an
+asset version's path never changing.
+
+Not modelled: paging (every list is one page), ARM's asynchronous operations (a cancel answers
+202 without a Location), RBAC (every well-formed token is allowed), ETags, Azure ML's
+datastores and its own blob uploads (Tandem never asks for them), job queues and compute (a
+job starts at once, in this machine's Python, with no image), a job's identity (recorded, not
+used: the fake reads and writes with `blobs`), a function app's restart on a settings change
+(the next request is answered by the new settings), Key Vault's soft delete and expiry.
 """
 
 from __future__ import annotations

@@ -149,12 +149,12 @@ def test_demo_runs_the_whole_lifecycle(cli):
     assert answer["version"] == 1 and len(answer["predictions"]) == 3
 
 
-def test_a_cloud_without_an_adapter_says_so(cli, tmp_path):
+def test_azure_outputs_that_lack_keys_are_named(cli, tmp_path):
     outputs = tmp_path / "azure.json"
-    outputs.write_text("{}")
+    outputs.write_text('{"cloud": "azure", "stack": "dev"}')
     result = cli("--cloud", "azure", "--outputs", str(outputs), "models")
-    assert result.exit_code == 1
-    assert "the azure adapter is not part of this release yet" in result.output
+    assert result.exit_code == 1 and "Traceback" not in result.output
+    assert "azure stack outputs lack" in result.output and "'storage_account_url'" in result.output
 
 
 def test_an_unknown_cloud_is_refused(cli):

@@ -134,9 +134,9 @@ def test_outputs_come_from_the_pulumi_cli_when_no_file_is_given(cli, tmp_path, m
     assert (bin_dir / "args").read_text().split() == [
         "stack", "output", "--json", "--show-secrets", "--stack", "qa",
     ]  # fmt: skip
-    # through the CLI: the outputs were read, then the azure adapter says it is not here yet
+    # through the CLI: the outputs were read, then the azure adapter names what they lack
     result = cli("--cloud", "azure", "--stack", "qa", "models")
-    assert result.exit_code == 1 and "azure adapter is not part of this release" in result.output
+    assert result.exit_code == 1 and "azure stack outputs lack" in result.output
 
 
 @pytest.mark.parametrize(

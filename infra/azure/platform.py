@@ -393,7 +393,7 @@ class AzurePlatform(pulumi.ComponentResource):
             "tenant_id": self.tenant_id,
             "storage_account_name": st.account.name,
             "key_vault_name": kv.vault.name,
-            "log_analytics_workspace_id": self.insights.log_analytics.customer_id,
+            "log_analytics_workspace_id": self.insights.log_analytics.id,
             "application_insights_name": appi.name,
             "container_registry_login_server": self.registry.registry.login_server,
             "action_group_id": self.monitoring.action_group.id,

@@ -49,6 +49,9 @@ def test_outputs_are_exactly_the_contract(stack, request):
     assert out["key_vault_name"] == n.key_vault
     assert out["pseudonym_secret_name"] == n.pseudonym_secret
     assert out["application_insights_name"] == n.application_insights
+    assert out["log_analytics_workspace_id"].endswith(
+        f"/Microsoft.OperationalInsights/workspaces/{n.log_analytics}"
+    )
     assert out["container_registry_login_server"] == f"{n.container_registry}.azurecr.io"
     assert set(out["function_identity_client_ids"]) == set(built.cfg.models)
     assert set(out["alert_names"]) and all(a.startswith(f"{n.prefix}-") for a in out["alert_names"])
@@ -86,7 +89,7 @@ def test_outputs_are_the_components_own_values(prod):
         p.urn,
         pulumi.Output.all(
             metrics_resource_id=p.insights.application_insights.id,
-            log_analytics_workspace_id=p.insights.log_analytics.customer_id,
+            log_analytics_workspace_id=p.insights.log_analytics.id,
             training_identity_client_id=p.identities.training.client_id,
             ci_identity_client_id=p.identities.ci.client_id,
             action_group_id=p.monitoring.action_group.id,

@@ -37,7 +37,7 @@ KEY_ROTATE_AFTER = "P365D"  # ISO 8601, as Key Vault's rotation policy takes it
 KEY_EXPIRES_AFTER = "P730D"
 KEY_NOTIFY_BEFORE_EXPIRY = "P30D"
 INITIAL_EXPIRY_DAYS = 730
-SECRET_CONTENT_TYPE = "application/octet-stream;base64"
+SECRET_CONTENT_TYPE = "application/octet-stream; base64"  # as the adapter writes one
 # What Pulumi leaves alone once created (see the module docstring).
 KEY_IGNORED = ["properties.attributes.expires"]
 SECRET_IGNORED = ["properties.value", "properties.attributes.expires"]

@@ -4,9 +4,10 @@ secrets, and the function apps' HTTP trigger, all on one base URL (the `manageme
 output, contract.outputs.MANAGEMENT_URL).
 
 HTTPS because the SDKs refuse to send a bearer token over plain HTTP (azure-core's
-BearerTokenCredentialPolicy, Key Vault's challenge policy): the fake makes its own certificate
-authority on 127.0.0.1, and `ca_bundle` is a file with it and the usual public roots, for
-REQUESTS_CA_BUNDLE. No SDK or adapter code is patched; the fake only answers HTTP.
+BearerTokenCredentialPolicy, Key Vault's challenge policy): the fakes make a certificate
+authority of their own (one per process, so one bundle trusts every fake), and `ca_bundle` is a
+file with it and the usual public roots, for REQUESTS_CA_BUNDLE. No SDK or adapter code is
+patched; the fake only answers HTTP.
 
 It answers exactly these requests, with `{ws}` = /subscriptions/{sub}/resourceGroups/{rg}/
 providers/Microsoft.MachineLearningServices/workspaces/{workspace} and `{site}` =
@@ -78,12 +79,15 @@ used: the fake reads and writes with `blobs`), a function app's restart on a set
 
 from __future__ import annotations
 
+import atexit
 import datetime as dt
+import functools
 import ipaddress
 import json
 import os
 import re
 import shlex
+import shutil
 import signal
 import socket
 import ssl
@@ -161,8 +165,11 @@ class _Tls:
     ca_bundle: Path
 
 
-def _make_tls(directory: Path) -> _Tls:
-    """A certificate authority of the fake's own and a certificate for 127.0.0.1/localhost."""
+@functools.cache
+def _tls() -> _Tls:
+    """A certificate authority of the fakes' own and a certificate for 127.0.0.1/localhost,
+    made once per process: every fake serves it, so one bundle trusts them all (a test may
+    run two stacks, each with its fake)."""
     import certifi
     from cryptography import x509
     from cryptography.hazmat.primitives import hashes, serialization
@@ -214,6 +221,8 @@ def _make_tls(directory: Path) -> _Tls:
         .sign(ca_key, hashes.SHA256())
     )
     pem = serialization.Encoding.PEM
+    directory = Path(tempfile.mkdtemp(prefix="azure-fake-tls-"))
+    atexit.register(shutil.rmtree, directory, True)
     tls = _Tls(directory / "fake.crt", directory / "fake.key", directory / "ca-bundle.pem")
     tls.cert.write_bytes(cert.public_bytes(pem))
     tls.key.write_bytes(
@@ -341,7 +350,7 @@ class AzureFake:
         self.job_logs: dict[str, str] = {}  # a played job's output
         self._failures: list[dict[str, Any]] = []  # what `fail` asked for
         self.routes = self._routes()
-        self._tls = _make_tls(self.workdir)
+        self._tls = _tls()
         self._server: ThreadingHTTPServer | None = None
         self.url = ""
 

@@ -4,8 +4,10 @@ A function app is told what to serve by its app settings (contract.serving: the 
 name and version; a canary's URI, version and weight, which the inference core splits traffic
 by, Flex Consumption having no deployment slots). A deploy writes them through Azure Resource
 Manager, read-modify-write: ARM's PUT of `config/appsettings` replaces the whole set, so every
-setting Tandem does not own is written back as it was read, and the model's lock keeps two
-deploys of one model (one app) from interleaving their read and write.
+setting Tandem does not own is written back as it was read, and a lock per app
+(`endpoint:<model>`, one app per model) keeps two deploys from interleaving their read and
+write. (Not the lifecycle's `model:<name>`, which the caller holds, maybe through another
+connection: a lock of the endpoint's own never waits on its caller.)
 
 What is live is read from the app's settings every time, never from a record, so a change made
 outside Tandem (the portal, the CLI) is seen. Each deployment is also recorded under
@@ -49,7 +51,6 @@ from ml.clouds.base import (
     checked_model,
     primary_version,
 )
-from ml.clouds.locks import model_lock
 from ml.clouds.records import DeploymentLog, now
 from ml.errors import ConfigError, NotFoundError, TandemError
 
@@ -65,6 +66,11 @@ OWNED = (
 )
 FUNCTION_KEY_HEADER = "x-functions-key"
 ROUTES = ("live", "canary")
+
+
+def endpoint_lock(model: str) -> str:
+    """The lock around the read-modify-write of one model's app settings."""
+    return f"endpoint:{model}"
 
 
 @translate_errors
@@ -152,7 +158,7 @@ class FunctionAppEndpoint:
             )
         model = checked_model(version.model)
         app = self.app(model)
-        with self.locks.hold(model_lock(model)):
+        with self.locks.hold(endpoint_lock(model)):
             settings = self._settings(app)
             current = self._live(model, app, settings)
             if (

@@ -12,11 +12,11 @@ Concurrent registrations: Azure ML hands out numbers by read-then-PUT with nothi
 and PUT is create-or-update. Two callers that read the same `nextVersion` PUT the same number:
 with different artifacts the second is refused (400, "Asset paths cannot be updated"), with
 the same artifact it silently becomes an update of the first. Azure ML guarantees only that a
-version never changes its artifact. The adapter adds the model's lock (the stack's Locks,
-`model:<name>`) around reading the number and creating the version, so Tandem's callers get
-distinct, consecutive numbers; a writer outside Tandem that races it gets Azure ML's refusal.
-The lock is re-entrant per thread: give the registry the stack's own Locks, which the lifecycle
-already holds while it registers.
+version never changes its artifact. The adapter adds a lock per model (`registry:<name>`, in
+the stack's Locks) around reading the number and creating the version, and around a status
+change, so Tandem's callers get distinct, consecutive numbers; a writer outside Tandem that
+races it gets Azure ML's refusal. It is not the lifecycle's `model:<name>`, which the caller
+may hold through another connection: a lock of the registry's own never waits on its caller.
 
 Like every cloud registry, the record at `registry/<model>/v<version>.json` in the store holds
 the full version (metrics and tags beyond what Azure ML's tags hold); a status change writes
@@ -44,7 +44,6 @@ from ml.clouds.base import (
     checked_model,
     with_status,
 )
-from ml.clouds.locks import model_lock
 from ml.clouds.records import VersionRecords, now
 from ml.errors import NotFoundError, TandemError
 
@@ -55,6 +54,11 @@ REASON_TAG = f"{OWN}status_reason"
 ARTIFACT_PROPERTY = f"{OWN}artifact_uri"
 METRIC_PROPERTY = f"{OWN}metric."
 MODEL_TYPE = "custom_model"  # an ONNX artifact with Tandem's card, not an MLflow model
+
+
+def registry_lock(model: str) -> str:
+    """The lock around numbering and status changes of one model's versions."""
+    return f"registry:{model}"
 
 
 def _iso(value: Any) -> str:
@@ -181,7 +185,7 @@ class AzureMLModelRegistry:
                 **{f"{METRIC_PROPERTY}{k}": repr(v) for k, v in metrics.items()},
             },
         )
-        with self.locks.hold(model_lock(model)):
+        with self.locks.hold(registry_lock(model)):
             created = self.models.create_or_update(entity)  # the next number, by Azure ML
             version = _number(created.version)
             if version is None:
@@ -200,7 +204,7 @@ class AzureMLModelRegistry:
 
     def set_status(self, model: str, version: int, status: str, reason: str = "") -> ModelVersion:
         model = checked_model(model)
-        with self.locks.hold(model_lock(model)):
+        with self.locks.hold(registry_lock(model)):
             current = self.get_version(model, version)
             updated = with_status(current, status, reason)
             if updated is current:

@@ -168,9 +168,9 @@ def test_concurrent_registrations_get_distinct_consecutive_versions(
         own = stack_of(outputs)
         start.wait(60)
         try:
-            if index % 2:  # as the lifecycle registers: under the model's lock, re-entered
+            if index % 2:  # as the lifecycle registers: under the model's lock
                 results[index] = test_concurrency.register(own, index, 0, uris)
-            else:  # a caller that holds nothing: the registry takes the lock itself
+            else:  # a caller that holds nothing: the registry's own lock serialises
                 made = own.registry.create_version("credit", uris[index], {}, {})
                 results[index] = made.version
         except Exception as exc:  # reported below

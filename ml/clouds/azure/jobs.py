@@ -10,9 +10,12 @@ The code: azure-ai-ml uploads a local code folder with its own blob client, arou
 transport and Tandem's verified store, so the runner writes the files into the store itself
 (under the run's `code/` key) and creates the code version by REST; the job names it by its
 bare ARM id, the one form a command job accepts for an existing code asset. The version is the
-code's SHA-256, so unchanged code is uploaded once. Data and the artifact move as blob URIs:
+code's SHA-256, so unchanged code is uploaded once. Data and the artifact move as blob paths:
 the job reads the staged dataset (`uri_file`) and writes the artifact directory to the run's
-`output/` key (`uri_folder`, uploaded when the job ends).
+`output/` key (`uri_folder`, uploaded when the job ends), each given to Azure ML as
+`wasbs://<container>@<account>.blob.core.windows.net/<path>`, the form Azure ML documents for a
+storage account it reaches with the job's identity (its docs withdrew the https:// form for
+that: https://github.com/MicrosoftDocs/azure-docs/issues/98360).
 """
 
 from __future__ import annotations
@@ -27,6 +30,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 from azure.core.exceptions import AzureError, HttpResponseError, ResourceNotFoundError
 
@@ -57,6 +61,17 @@ def job_name(prefix: str, output_key: str) -> str:
         digest = hashlib.sha256(output_key.encode()).hexdigest()[:10]
         name = f"{name[: JOB_NAME_MAX - len(digest) - 1].rstrip('-_')}-{digest}"
     return name
+
+
+def job_path(uri: str) -> str:
+    """A blob URL as a job's input or output path: `wasbs://container@host/path` for a storage
+    account's blob endpoint; anything else (an emulator's address) as it is."""
+    parts = urlsplit(uri)
+    host = parts.hostname or ""
+    container, _, path = parts.path.lstrip("/").partition("/")
+    if parts.scheme != "https" or ".blob." not in host or not container:
+        return uri
+    return f"wasbs://{container}@{parts.netloc}/{path}"
 
 
 def code_version(files: dict[str, bytes]) -> str:
@@ -190,8 +205,8 @@ class AzureMLJobRunner:
                 f"--data-uri {shlex.quote(data)} --run-id {shlex.quote(name)}"
             ),
             code=code,
-            inputs={"data": Input(type="uri_file", path=data)},
-            outputs={"model": Output(type="uri_folder", path=output, mode="upload")},
+            inputs={"data": Input(type="uri_file", path=job_path(data))},
+            outputs={"model": Output(type="uri_folder", path=job_path(output), mode="upload")},
             environment=environment,
             compute=self.cfg.compute_name,
             identity=ManagedIdentityConfiguration(client_id=self.cfg.training_identity_client_id),

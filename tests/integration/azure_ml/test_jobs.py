@@ -10,7 +10,7 @@ from types import SimpleNamespace
 import pytest
 
 from ml.clouds.azure.common import AzureOutputs
-from ml.clouds.azure.jobs import CODE_NAME, AzureMLJobRunner, job_name
+from ml.clouds.azure.jobs import CODE_NAME, AzureMLJobRunner, job_name, job_path
 from ml.clouds.base import Stack
 from ml.errors import ConfigError
 from ml.spec import parse_spec
@@ -141,3 +141,15 @@ def test_train_knows_an_azure_ml_run_by_its_run_id_not_by_azure_ai_mls_variable(
     monkeypatch.setenv("AZUREML_RUN_ID", "tandem-dev-job-1")
     assert train.resolve_environment(args) == ("azureml", {})
     assert args.run_id == "tandem-dev-job-1"
+
+
+def test_jobs_reach_the_storage_account_by_wasbs_paths() -> None:
+    account = "https://tandemprodst01.blob.core.windows.net"
+    assert job_path(f"{account}/prod-data/datasets/credit/ab.csv") == (
+        "wasbs://prod-data@tandemprodst01.blob.core.windows.net/datasets/credit/ab.csv"
+    )
+    assert job_path(f"{account}/prod-models/artifacts/credit/r1/output/") == (
+        "wasbs://prod-models@tandemprodst01.blob.core.windows.net/artifacts/credit/r1/output/"
+    )
+    azurite = "http://127.0.0.1:10000/devstoreaccount1/dev-data/datasets/x.csv"
+    assert job_path(azurite) == azurite  # an emulator's address stays as it is

@@ -6,7 +6,9 @@ store wrote and verified, so azure-ai-ml uploads nothing. Metrics are the versio
 (`tandem.metric.<name>`, fixed when it is created, as Azure ML keeps properties), lineage its
 tags (run id, data hash, code version; mutable in the studio), and Tandem's status and reason
 the tags `tandem.status` / `tandem.status_reason`; `archived` also archives the version in
-Azure ML (hidden from the studio's lists, still readable by number).
+Azure ML (hidden from the studio's lists, still readable by number). The status is read from
+the tag: azure-ai-ml's Model does not expose `isArchived`, so an archive made in the studio
+alone is not seen.
 
 Concurrent registrations: Azure ML hands out numbers by read-then-PUT with nothing reserved,
 and PUT is create-or-update. Two callers that read the same `nextVersion` PUT the same number:

@@ -43,9 +43,6 @@ providers/Microsoft.MachineLearningServices/workspaces/{workspace} and `{site}` 
     GET  /secrets/{name}/versions                      every version's id and attributes
     GET  /secrets/{name}/{version}
     PUT  /secrets/{name}                               a new version
-    A function app's HTTP trigger (the x-functions-key header must hold its key, else 401)
-    POST /functions/{app}/predict                      deploy/service.py over the app's settings
-    GET  /functions/{app}/health
 
 Anything else answers 501 and is listed by `unanswered()`; `operations()` lists every request
 as (method, path template), for a least-privilege test to map to RBAC actions.
@@ -58,7 +55,12 @@ written back through `blobs`; then it is Completed, or Failed with the process's
 as Azure ML's run history reports it. `blobs` reads and writes URIs of any ArtifactStore
 (`StoreBlobs`), so the fake works with the Blob store on Azurite and with a local store alike.
 
-Helpers for tests: `register_function_app`, `app_settings` / `set_app_settings` (a change
+A registered function app is the real deploy/azure_functions/function_app.py behind the
+Functions host stand-in (tests/azure_function_host.py) on a loopback port of its own, serving
+from the app settings this fake holds and wanting the function key it hands out: what a deploy
+writes through ARM is what the function serves, as in Azure.
+
+Helpers for tests: `register_function_app` (its URL), `app_settings` / `set_app_settings` (a change
 made outside Tandem), `function_key` / `rotate_function_key`, `set_secret` /
 `secret_versions`, `model_versions`, `add_environment`, `job` / `wait_job`, `points` and
 `metric_posts` (what Azure Monitor received), and `fail(method, path part, status, code,
@@ -97,21 +99,21 @@ import tempfile
 import threading
 import uuid
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any, Protocol
 from urllib.parse import parse_qs, unquote, urlsplit
 
-from contract.serving import HEALTH_PATH, PREDICT_PATH
-
 MANAGEMENT_AUDIENCE = "https://management.azure.com"
 MONITOR_AUDIENCE = "https://monitoring.azure.com"
 VAULT_AUDIENCE = "https://vault.azure.net"
 PLACEHOLDER = "placeholder-token-for:"  # ml.clouds.azure.common.PlaceholderCredential
 TENANT = "00000000-0000-0000-0000-000000000000"
-FUNCTION_KEY_HEADER = "x-functions-key"
+FUNCTION_APP = (
+    Path(__file__).resolve().parent.parent / "deploy" / "azure_functions" / "function_app.py"
+)
 
 # Azure Monitor custom metrics limits
 # https://learn.microsoft.com/azure/azure-monitor/essentials/metrics-store-custom-rest-api
@@ -343,7 +345,8 @@ class AzureFake:
         self._computes = {c.lower() for c in computes}
         self._jobs: dict[str, _Job] = {}
         self._apps: dict[str, dict[str, Any]] = {}  # lower app -> settings, key
-        self._services: dict[tuple, Any] = {}  # (app, settings) -> deploy.service.Service
+        self._hosts: dict[str, Any] = {}  # lower app -> its FunctionHost
+        self._running_hosts = ExitStack()
         self._secrets: dict[str, list[dict]] = {}
         self.points: list[dict[str, Any]] = []  # every metric series received, flattened
         self.metric_posts: list[dict[str, Any]] = []  # each POST: resource, content type, docs
@@ -412,6 +415,7 @@ class AzureFake:
     def stop(self) -> None:
         for job in list(self._jobs.values()):
             self._kill(job)
+        self._running_hosts.close()
         if self._server is not None:
             self._server.shutdown()
             self._server.server_close()
@@ -439,14 +443,20 @@ class AzureFake:
     def register_function_app(
         self, app: str, settings: dict[str, str] | None = None, key: str | None = None
     ) -> str:
-        """A function app with these settings and function key; returns its URL."""
+        """A function app with these settings and function key, running; returns its URL."""
+        from tests.azure_function_host import FunctionHost
+
         with self._lock:
             self._apps[app.lower()] = {
                 "name": app,
                 "settings": dict(settings or {}),
                 "key": key or uuid.uuid4().hex,
             }
-        return f"{self.url}/functions/{app}"
+            host = FunctionHost(
+                FUNCTION_APP, self._apps[app.lower()]["key"], lambda: self.app_settings(app)
+            )
+            self._hosts[app.lower()] = self._running_hosts.enter_context(host)
+        return host.url
 
     def app_settings(self, app: str) -> dict[str, str]:
         with self._lock:
@@ -460,8 +470,9 @@ class AzureFake:
     def rotate_function_key(self, app: str) -> str:
         """A new default function key, as `az functionapp keys set` makes; returns it."""
         with self._lock:
-            self._apps[app.lower()]["key"] = uuid.uuid4().hex
-            return str(self._apps[app.lower()]["key"])
+            key = self._apps[app.lower()]["key"] = uuid.uuid4().hex
+            self._hosts[app.lower()].key = key
+            return key
 
     def function_key(self, app: str) -> str:
         with self._lock:
@@ -537,8 +548,6 @@ class AzureFake:
                 payload = b"" if answer is None else json.dumps(answer).encode()
                 if isinstance(answer, bytes):
                     payload = answer
-            except _Raw as raw:
-                status, extra, payload = raw.status, raw.headers, raw.body
             except Reply as reply:
                 status, extra = reply.status, reply.headers
                 payload = json.dumps(
@@ -612,8 +621,6 @@ class AzureFake:
             ("GET", "/secrets/{name}", self._get_secret, vault),
             ("GET", "/secrets/{name}/{version}", self._get_secret, vault),
             ("PUT", "/secrets/{name}", self._put_secret, vault),
-            ("POST", f"/functions/{{app}}{PREDICT_PATH}", self._invoke, None),
-            ("GET", f"/functions/{{app}}{HEALTH_PATH}", self._invoke, None),
         ]
         return [Route(m, t, _pattern(t), h, a) for m, t, h, a in table]
 
@@ -1018,41 +1025,6 @@ class AzureFake:
                 "systemKeys": {},
             }
 
-    # -- a function app's HTTP trigger -------------------------------------------------------
-    def _invoke(self, request: Request) -> tuple[int, Any]:
-        with self._lock:
-            app = self._apps.get(request.params["app"].lower())
-            if app is None:
-                raise Reply(404, "NotFound", f"no function app {request.params['app']}")
-            key, settings = app["key"], dict(app["settings"])
-        if request.headers.get(FUNCTION_KEY_HEADER) != key:
-            raise Reply(401, "Unauthorized", "a function key is required")
-        service = self._service(app["name"], settings)
-        path = request.path.split(f"/functions/{request.params['app']}", 1)[-1]
-        response = service.handle(request.method, path, request.headers, request.body)
-        raise _Raw(response.status, response.headers, response.body)
-
-    def _service(self, app: str, settings: dict[str, str]) -> Any:
-        """The inference core over the settings, with the artifacts read through `blobs`."""
-        from deploy.service import Service
-
-        key = (app, tuple(sorted(settings.items())))
-        with self._lock:
-            if key in self._services:
-                return self._services[key]
-        local = dict(settings)
-        for setting in ("MODEL_URI", "CANARY_MODEL_URI"):
-            uri = local.get(setting, "").strip()
-            if uri:
-                target = self.workdir / "models" / uuid.uuid4().hex / "model.tar.gz"
-                target.parent.mkdir(parents=True)
-                target.write_bytes(self.blobs.read(f"{uri.rstrip('/')}/model.tar.gz"))
-                local[setting] = str(target)
-        service = Service.from_env(local)
-        with self._lock:
-            self._services[key] = service
-        return service
-
     # -- Azure Monitor -----------------------------------------------------------------------
     def _metrics(self, request: Request) -> tuple[int, Any]:
         kind = request.headers.get("content-type", "").split(";")[0].strip().lower()
@@ -1164,14 +1136,6 @@ class AzureFake:
         with self._lock:
             entry = self._add_secret(request.params["name"], value)
         return 200, self._secret_bundle(entry["name"], entry)
-
-
-class _Raw(Reply):
-    """A handler's answer that is not ARM JSON (the function trigger's own response)."""
-
-    def __init__(self, status: int, headers: dict[str, str], body: bytes) -> None:
-        super().__init__(status, "", "", headers)
-        self.body = body
 
 
 @contextmanager

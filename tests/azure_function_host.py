@@ -73,6 +73,12 @@ KEY_PARAM = "code"
 DEFAULT_ROUTE_PREFIX = "api"
 _KEYED = {"function", "admin"}
 _modules = itertools.count(1)
+# One process environment for every host running (one per function app): a worker starts
+# from the environment the first host found plus its own app's settings, never another
+# app's, and restarts are serialised across hosts.
+_hosts = threading.Lock()
+_running = 0
+_base_environ: dict[str, str] = {}
 
 
 class _Context(func.Context):
@@ -184,6 +190,12 @@ class _Keep(logging.Handler):
         self.kept.append(record)
 
 
+def _restore_environment() -> None:
+    for name in set(os.environ) - set(_base_environ):
+        del os.environ[name]
+    os.environ.update(_base_environ)
+
+
 class FunctionHost:
     """The host in front of `app_path` on 127.0.0.1 (see the module doc), as a context manager:
     `url` is where it listens, `key` the function key it wants, `records` the log records,
@@ -204,10 +216,8 @@ class FunctionHost:
         self.records: list[logging.LogRecord] = []
         self.workers_started = 0
         self._route_prefix = _route_prefix(self.app_path.parent / "host.json")
-        self._lock = threading.Lock()
         self._worker: _Worker | None = None
         self._started_with: dict[str, str] | None = None
-        self._environ: dict[str, str] = {}
         self._handler = _Keep(self.records)
         self._server: ThreadingHTTPServer | None = None
         self._thread: threading.Thread | None = None
@@ -219,7 +229,11 @@ class FunctionHost:
         return f"http://{host}:{port}"
 
     def __enter__(self) -> FunctionHost:
-        self._environ = dict(os.environ)
+        global _running, _base_environ
+        with _hosts:
+            if _running == 0:
+                _base_environ = dict(os.environ)
+            _running += 1
         sys.path.insert(0, str(self.app_path.parent))
         logging.getLogger().addHandler(self._handler)
         host = self
@@ -257,7 +271,11 @@ class FunctionHost:
         logging.getLogger().removeHandler(self._handler)
         with contextlib.suppress(ValueError):
             sys.path.remove(str(self.app_path.parent))
-        self._restore_environment()
+        global _running
+        with _hosts:
+            _running -= 1
+            if _running == 0:
+                _restore_environment()
         self._worker = None
 
     # --- the host's work ----------------------------------------------------------------------
@@ -265,20 +283,15 @@ class FunctionHost:
     def worker(self) -> _Worker:
         """The worker for the current settings: the running one, or a restarted one."""
         settings = {str(k): str(v) for k, v in self.settings().items()}
-        with self._lock:
+        with _hosts:
             if self._worker is None or settings != self._started_with:
-                self._restore_environment()
+                _restore_environment()
                 os.environ.update(settings)
                 self._worker = None
                 self._started_with = settings
                 self._worker = _Worker(self.app_path, self._route_prefix)
                 self.workers_started += 1
             return self._worker
-
-    def _restore_environment(self) -> None:
-        for name in set(os.environ) - set(self._environ):
-            del os.environ[name]
-        os.environ.update(self._environ)
 
     def _answer(
         self, method: str, target: str, headers: Any, body: bytes

@@ -12,14 +12,16 @@ from __future__ import annotations
 
 import json
 import shutil
+import uuid
 from collections.abc import Callable, Iterator
-from contextlib import AbstractContextManager, contextmanager
+from contextlib import AbstractContextManager, ExitStack, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import botocore.handlers
 import pytest
 
+from contract.layout import AZURE_CONTAINERS
 from ml.clouds import connect
 from ml.clouds.base import APPROVED, ModelVersion, Stack
 from ml.clouds.local import stack_outputs
@@ -62,7 +64,7 @@ class Cloud:
 
 
 @contextmanager
-def local_cloud(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Cloud]:
+def local_cloud(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, _: object) -> Iterator[Cloud]:
     home = tmp_path / "tandem-home"
     monkeypatch.setenv("TANDEM_HOME", str(home))
     monkeypatch.setenv("TANDEM_CODE_VERSION", "test-code-1")
@@ -72,7 +74,7 @@ def local_cloud(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Clo
 
 
 @contextmanager
-def aws_cloud(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Cloud]:
+def aws_cloud(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, _: object) -> Iterator[Cloud]:
     """moto in-process. Training runs the training image's real entry point inside
     FakeTrainingContainer; Lambda `Invoke` is answered by the stack's real handler."""
     fake_credentials(monkeypatch, tmp_path)
@@ -95,9 +97,70 @@ def aws_cloud(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Cloud
         handlers.remove(invoke)
 
 
-STACKS: dict[str, Callable[[Path, pytest.MonkeyPatch], AbstractContextManager[Cloud]]] = {
+@contextmanager
+def azure_cloud(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, request: pytest.FixtureRequest
+) -> Iterator[Cloud]:
+    """Blob storage on Azurite (one per test session); Azure ML, ARM, Azure Monitor and Key
+    Vault are the HTTPS fake of tests/azure_fakes.py, one per stack, which plays training
+    jobs locally and runs each model's function app (the real deploy/azure_functions/) behind
+    the Functions host stand-in. Containers carry a name of this test's own."""
+    from contract.outputs import MANAGEMENT_URL
+    from ml.clouds.azure import AzureOutputs, BlobArtifactStore
+    from tests import azure_stack
+    from tests.azure_fakes import AzureFake, StoreBlobs
+
+    azurite = request.getfixturevalue("azurite")
+
+    monkeypatch.setenv("TANDEM_CODE_VERSION", "test-code-1")
+    run = uuid.uuid4().hex[:8]
+    fakes = ExitStack()
+
+    def new_stack(name: str) -> Stack:
+        base = azure_stack.outputs(
+            azurite,
+            stack=name,
+            containers={role: f"t{run}-{name}-{role}"[:63] for role in AZURE_CONTAINERS},
+            mlflow_tracking_uri=None,  # the lifecycle's MLflow mirror is tested elsewhere
+        )
+        azure_stack.create_containers(base)
+        # what Azure ML and the function apps read and write: the stack's storage account
+        store = BlobArtifactStore(azure_stack.service(base), AzureOutputs.parse(base).containers)
+        fake = fakes.enter_context(
+            AzureFake(
+                subscription_id=base["subscription_id"],
+                resource_group=base["resource_group"],
+                workspace=base["workspace_name"],
+                blobs=StoreBlobs(store),
+                environments=(base["training_environment"],),
+                computes=(base["compute_name"],),
+                workdir=tmp_path / f"fake-{name}",
+            )
+        )
+        monkeypatch.setenv("REQUESTS_CA_BUNDLE", str(fake.ca_bundle))
+        endpoints = {
+            model: {
+                "function_app": entry["function_app"],
+                "url": fake.register_function_app(entry["function_app"]),
+            }
+            for model, entry in base["endpoints"].items()
+        }
+        stack = connect("azure", base | {"endpoints": endpoints, MANAGEMENT_URL: fake.url})
+        stack.jobs.poll_seconds = 0.1  # the fake plays a job at once
+        return stack
+
+    with fakes:
+        yield Cloud("azure", new_stack, "threads", tmp_path)
+
+
+# Each entry: (base directory, monkeypatch, the test's request, for session services).
+STACKS: dict[
+    str,
+    Callable[[Path, pytest.MonkeyPatch, pytest.FixtureRequest], AbstractContextManager[Cloud]],
+] = {
     "local": local_cloud,
     "aws": aws_cloud,
+    "azure": azure_cloud,
 }
 
 
@@ -105,7 +168,7 @@ STACKS: dict[str, Callable[[Path, pytest.MonkeyPatch], AbstractContextManager[Cl
 def cloud(request, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Cloud]:
     base = tmp_path / "cloud"
     base.mkdir()
-    with STACKS[request.param](base, monkeypatch) as made:
+    with STACKS[request.param](base, monkeypatch, request) as made:
         yield made
 
 

@@ -242,7 +242,9 @@ class FunctionAppEndpoint:
         if route:
             headers[ROUTE_HEADER] = route
         body = json.dumps({"instances": rows}, allow_nan=False)
-        client = PipelineClient(base_url=app.url, policies=[RetryPolicy()])
+        # connection failures are retried; an answer (a 503 while a model loads) is returned
+        # as it is: the lifecycle's smoke request has its own deadline and retries
+        client = PipelineClient(base_url=app.url, policies=[RetryPolicy(retry_status=0)])
         for fresh in (False, True):  # a key rotated since it was read: read it again, once
             headers[FUNCTION_KEY_HEADER] = self._function_key(app, fresh)
             request = HttpRequest("POST", app.url.rstrip("/") + PREDICT_PATH, headers=headers,

@@ -21,7 +21,6 @@ ENDPOINT = {
     ("PUT", f"{SITE}/config/appsettings"),
     ("POST", f"{SITE}/host/default/listkeys"),  # the function key, for invoke
 }
-INVOKE = {("POST", "/functions/{app}/predict")}  # the function itself, with its key
 METRICS = {("POST", "{resource_id}/metrics")}
 SECRETS = {
     ("GET", "/secrets/{name}/versions"),

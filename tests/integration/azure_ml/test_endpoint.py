@@ -75,7 +75,7 @@ def test_a_deploy_writes_tandems_settings_and_keeps_every_other(
     assert settings[DEPLOYED_AT] == deployed.deployed_at
     assert endpoint.current("credit") == deployed
     assert (deployed.version, deployed.canary_weight, deployed.endpoint) == (
-        1, None, f"{fake.url}/functions/{app_name(endpoint.cfg)}",
+        1, None, endpoint.cfg.endpoints["credit"].url,
     )  # fmt: skip
     answer = endpoint.invoke("credit", feature_rows(2))
     assert (answer["model"], answer["version"], len(answer["predictions"])) == ("credit", 1, 2)
@@ -226,6 +226,6 @@ def test_the_lifecycle_deploys_canaries_promotes_and_rolls_back_through_the_app(
     stack.metrics.emit([MetricPoint(MODEL_QUALITY, 0.8, dimensions("credit", 2))])
     assert stack.pseudonym_key is not None and len(stack.pseudonym_key()) == 32
     # exactly the requests the parts are known to make (tests/integration/azure_ml/requests.py)
-    known = requests.REGISTRY | requests.ENDPOINT | requests.INVOKE | requests.METRICS
+    known = requests.REGISTRY | requests.ENDPOINT | requests.METRICS
     assert set(fake.operations()) == known | requests.SECRETS
     assert fake.unanswered() == []

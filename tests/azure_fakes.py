@@ -514,6 +514,11 @@ class AzureFake:
         with self._lock:
             self._environments.add(self._asset_key(reference))
 
+    def job_names(self) -> list[str]:
+        """Every job submitted, in order."""
+        with self._lock:
+            return [job.name for job in self._jobs.values()]
+
     def job(self, name: str) -> dict[str, Any]:
         """A job's resource as GET returns it."""
         with self._lock:

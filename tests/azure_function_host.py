@@ -24,8 +24,9 @@ What it emulates, and a test may rely on:
   invocation id (a uuid4) per request, the function's name and directory.
 - App settings: `settings()` is read on every request. When it differs from what the running
   worker started with, the worker restarts, as the host restarts it on a settings change: the
-  process environment becomes the original one plus the settings, and the module is indexed
-  again, so its state (a loaded model) starts over. The environment is put back on exit.
+  settings the last worker set in the process environment are put back, the new ones set, and
+  the module is indexed again, so its state (a loaded model) starts over. The environment is
+  put back when the last host stops.
 - Logs: every record that reaches the root logger at INFO or above while the host runs is
   kept in `records` (the worker forwards the root logger's records to the host).
 
@@ -74,11 +75,12 @@ DEFAULT_ROUTE_PREFIX = "api"
 _KEYED = {"function", "admin"}
 _modules = itertools.count(1)
 # One process environment for every host running (one per function app): a worker starts
-# from the environment the first host found plus its own app's settings, never another
-# app's, and restarts are serialised across hosts.
+# with its own app's settings in it and never another app's (the settings a worker set
+# before are put back first), restarts are serialised across hosts, and what the test itself
+# sets in the environment is left alone.
 _hosts = threading.Lock()
 _running = 0
-_base_environ: dict[str, str] = {}
+_replaced: dict[str, str | None] = {}  # setting -> the environment's value before it
 
 
 class _Context(func.Context):
@@ -191,9 +193,19 @@ class _Keep(logging.Handler):
 
 
 def _restore_environment() -> None:
-    for name in set(os.environ) - set(_base_environ):
-        del os.environ[name]
-    os.environ.update(_base_environ)
+    for name, value in _replaced.items():
+        if value is None:
+            os.environ.pop(name, None)
+        else:
+            os.environ[name] = value
+    _replaced.clear()
+
+
+def _apply_settings(settings: Mapping[str, str]) -> None:
+    _restore_environment()
+    for name, value in settings.items():
+        _replaced[name] = os.environ.get(name)
+        os.environ[name] = value
 
 
 class FunctionHost:
@@ -229,10 +241,8 @@ class FunctionHost:
         return f"http://{host}:{port}"
 
     def __enter__(self) -> FunctionHost:
-        global _running, _base_environ
+        global _running
         with _hosts:
-            if _running == 0:
-                _base_environ = dict(os.environ)
             _running += 1
         sys.path.insert(0, str(self.app_path.parent))
         logging.getLogger().addHandler(self._handler)
@@ -285,8 +295,7 @@ class FunctionHost:
         settings = {str(k): str(v) for k, v in self.settings().items()}
         with _hosts:
             if self._worker is None or settings != self._started_with:
-                _restore_environment()
-                os.environ.update(settings)
+                _apply_settings(settings)
                 self._worker = None
                 self._started_with = settings
                 self._worker = _Worker(self.app_path, self._route_prefix)

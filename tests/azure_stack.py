@@ -11,15 +11,20 @@ from __future__ import annotations
 
 import contextlib
 import uuid
-from typing import Any
+from collections.abc import Iterator
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from azure.core.exceptions import ResourceExistsError
 from azure.storage.blob import BlobServiceClient
 
 from contract.layout import AZURE_CONTAINERS
-from contract.outputs import AZURE, CLOUD, ENDPOINT_URL, STACK
+from contract.outputs import AZURE, CLOUD, ENDPOINT_URL, MANAGEMENT_URL, STACK
 from ml.clouds.azure.common import AzureOutputs
-from ml.clouds.azure.store import blob_service
+from ml.clouds.azure.store import BlobArtifactStore, blob_service
+
+if TYPE_CHECKING:
+    from tests.azure_fakes import AzureFake
 
 MODELS = ("credit", "churn")  # the models the test stacks have function apps for
 LOCATION = "westeurope"
@@ -99,3 +104,42 @@ def create_containers(stack_outputs: dict[str, Any]) -> None:
     for name in AzureOutputs.parse(stack_outputs).containers.values():
         with contextlib.suppress(ResourceExistsError):
             blobs.create_container(name)
+
+
+@contextlib.contextmanager
+def emulated(
+    endpoint_url: str, stack: str, workdir: Path, *, run: str | None = None
+) -> Iterator[tuple[dict[str, Any], AzureFake]]:
+    """A whole Azure stack offline, as `(outputs, fake)`: Blob on the Azurite at
+    `endpoint_url` (containers `t<run>-<stack>-<role>`, so tests sharing one Azurite never
+    meet), every other service the HTTPS fake (tests/azure_fakes.py), which plays training
+    jobs and runs each model's function app. The outputs are all a user would have (plus the
+    two emulator addresses); the caller trusts the fake: REQUESTS_CA_BUNDLE=fake.ca_bundle."""
+    from tests.azure_fakes import AzureFake, StoreBlobs
+
+    run = run or uuid.uuid4().hex[:8]
+    base = outputs(
+        endpoint_url,
+        stack=stack,
+        containers={role: f"t{run}-{stack}-{role}"[:63] for role in AZURE_CONTAINERS},
+        mlflow_tracking_uri=None,  # an azureml:// URI needs Azure ML's MLflow plugin
+    )
+    create_containers(base)
+    cfg = AzureOutputs.parse(base)
+    # what Azure ML and the function apps read and write: the stack's storage account
+    store = BlobArtifactStore(blob_service(cfg), cfg.containers)
+    fake = AzureFake(
+        subscription_id=cfg.subscription_id,
+        resource_group=cfg.resource_group,
+        workspace=cfg.workspace_name,
+        blobs=StoreBlobs(store),
+        environments=(cfg.training_environment,),
+        computes=(cfg.compute_name,),
+        workdir=workdir,
+    )
+    with fake:
+        endpoints = {}
+        for model, app in cfg.endpoints.items():
+            url = fake.register_function_app(app.function_app)
+            endpoints[model] = {"function_app": app.function_app, "url": url}
+        yield base | {"endpoints": endpoints, MANAGEMENT_URL: fake.url}, fake

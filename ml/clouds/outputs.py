@@ -2,7 +2,9 @@
 
 An adapter is built from outputs alone (`clouds.connect(cloud, outputs)`). They come from a
 file the user names (`pulumi stack output --json --show-secrets > dev.json`), from the Pulumi
-CLI itself, or, for the local stack, from the `outputs.json` it writes on first use.
+CLI itself, or, for the local stack, from the `outputs.json` it writes on first use. A stack
+that builds both clouds exports the Azure outputs nested under `azure` beside the AWS ones
+(`contract.outputs.cloud_half`): each cloud gets its own half.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ import subprocess
 from pathlib import Path
 from typing import Any
 
+from contract.outputs import AZURE_IN_DUAL_STACK, cloud_half
 from ml.errors import ConfigError
 
 
@@ -34,12 +37,23 @@ def read_outputs(cloud: str, stack: str, outputs_file: Path | None = None) -> di
         except (OSError, UnicodeDecodeError) as exc:
             reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else exc
             raise ConfigError(f"{path}: cannot read stack outputs: {reason}") from None
-        return _as_object(text, f"{path}")
+        return _half(cloud, _as_object(text, f"{path}"), f"{path}")
     if cloud == "local":
         from ml.clouds.local import stack_outputs
 
         return stack_outputs(stack)
-    return _from_pulumi(cloud, stack)
+    return _half(cloud, _from_pulumi(cloud, stack), f"stack {stack!r}")
+
+
+def _half(cloud: str, outputs: dict[str, Any], origin: str) -> dict[str, Any]:
+    """`cloud`'s half of a stack with both clouds; any other stack's outputs as they are
+    (the adapter checks they are its cloud's)."""
+    if AZURE_IN_DUAL_STACK not in outputs:
+        return outputs
+    try:
+        return cloud_half(cloud, outputs)
+    except ValueError as exc:
+        raise ConfigError(f"{origin}: {exc}") from None
 
 
 def _from_pulumi(cloud: str, stack: str) -> dict[str, Any]:

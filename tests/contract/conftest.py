@@ -21,7 +21,6 @@ from pathlib import Path
 import botocore.handlers
 import pytest
 
-from contract.layout import AZURE_CONTAINERS
 from ml.clouds import connect
 from ml.clouds.base import APPROVED, ModelVersion, Stack
 from ml.clouds.local import stack_outputs
@@ -104,52 +103,22 @@ def azure_cloud(
     """Blob storage on Azurite (one per test session); Azure ML, ARM, Azure Monitor and Key
     Vault are the HTTPS fake of tests/azure_fakes.py, one per stack, which plays training
     jobs locally and runs each model's function app (the real deploy/azure_functions/) behind
-    the Functions host stand-in. Containers carry a name of this test's own."""
-    from contract.outputs import MANAGEMENT_URL
-    from ml.clouds.azure import AzureOutputs, BlobArtifactStore
-    from tests import azure_stack
-    from tests.azure_fakes import AzureFake, StoreBlobs
+    the Functions host stand-in (tests/azure_stack.emulated)."""
+    from tests.azure_stack import emulated
 
     azurite = request.getfixturevalue("azurite")
-
     monkeypatch.setenv("TANDEM_CODE_VERSION", "test-code-1")
     run = uuid.uuid4().hex[:8]
-    fakes = ExitStack()
+    with ExitStack() as running:
 
-    def new_stack(name: str) -> Stack:
-        base = azure_stack.outputs(
-            azurite,
-            stack=name,
-            containers={role: f"t{run}-{name}-{role}"[:63] for role in AZURE_CONTAINERS},
-            mlflow_tracking_uri=None,  # the lifecycle's MLflow mirror is tested elsewhere
-        )
-        azure_stack.create_containers(base)
-        # what Azure ML and the function apps read and write: the stack's storage account
-        store = BlobArtifactStore(azure_stack.service(base), AzureOutputs.parse(base).containers)
-        fake = fakes.enter_context(
-            AzureFake(
-                subscription_id=base["subscription_id"],
-                resource_group=base["resource_group"],
-                workspace=base["workspace_name"],
-                blobs=StoreBlobs(store),
-                environments=(base["training_environment"],),
-                computes=(base["compute_name"],),
-                workdir=tmp_path / f"fake-{name}",
-            )
-        )
-        monkeypatch.setenv("REQUESTS_CA_BUNDLE", str(fake.ca_bundle))
-        endpoints = {
-            model: {
-                "function_app": entry["function_app"],
-                "url": fake.register_function_app(entry["function_app"]),
-            }
-            for model, entry in base["endpoints"].items()
-        }
-        stack = connect("azure", base | {"endpoints": endpoints, MANAGEMENT_URL: fake.url})
-        stack.jobs.poll_seconds = 0.1  # the fake plays a job at once
-        return stack
+        def new_stack(name: str) -> Stack:
+            made = emulated(azurite, name, tmp_path / f"fake-{name}", run=run)
+            outputs, fake = running.enter_context(made)
+            monkeypatch.setenv("REQUESTS_CA_BUNDLE", str(fake.ca_bundle))
+            stack = connect("azure", outputs)
+            stack.jobs.poll_seconds = 0.1  # the fake plays a job at once
+            return stack
 
-    with fakes:
         yield Cloud("azure", new_stack, "threads", tmp_path)
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 from functools import cached_property
 from typing import Any
 
@@ -58,10 +59,18 @@ def _cloud_kwargs(cfg: AzureOutputs) -> dict[str, Any]:
     }
 
 
+QUIET_LOGGERS = ("azure.ai.ml._telemetry", "azure.ai.ml._utils._experimental")
+
+
 def ml_client(cfg: AzureOutputs, cred: TokenCredential) -> Any:
     """azure-ai-ml's MLClient for the stack's workspace (no request is sent here)."""
     from azure.ai.ml import MLClient
 
+    # azure-ai-ml logs every call's outcome (a lookup that finds nothing at ERROR) and each
+    # experimental class it builds at WARNING, on the root handlers: stderr of every `tandem`
+    # command. Tandem says what failed itself, in one line.
+    for noisy in QUIET_LOGGERS:
+        logging.getLogger(noisy).setLevel(logging.CRITICAL)
     return MLClient(
         cred,
         subscription_id=cfg.subscription_id,

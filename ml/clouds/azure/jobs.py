@@ -50,6 +50,7 @@ _JOB_NAME_BAD = re.compile(r"[^A-Za-z0-9_-]+")
 CODE_NAME = "tandem-training"
 COMPLETED = "Completed"
 ENDED = frozenset({COMPLETED, "Failed", "Canceled", "NotResponding"})
+FIRST_POLL_SECONDS = 1.0  # then doubling up to poll_seconds
 
 
 def job_name(prefix: str, output_key: str) -> str:
@@ -243,6 +244,8 @@ class AzureMLJobRunner:
         # Azure ML stops the job at its timeout; allow for queueing and scaling up too
         deadline = time.monotonic() + self.timeout_seconds + 3600
         last = None
+        # a short job is seen ending soon after it does; a long one costs a poll a period
+        interval = min(FIRST_POLL_SECONDS, self.poll_seconds)
         while True:
             found = self.ml.jobs.get(job)
             status = _status(found)
@@ -259,7 +262,8 @@ class AzureMLJobRunner:
             if time.monotonic() > deadline:
                 self.stop(job)
                 raise TandemError(f"training job {job} still {status} after the deadline")
-            self.sleep(self.poll_seconds)
+            self.sleep(interval)
+            interval = min(interval * 2, self.poll_seconds)
 
     # -- collect ---------------------------------------------------------------------------
     def collect(self, job: str, output_key: str, *, progress: Progress | None = None) -> JobResult:

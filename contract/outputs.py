@@ -9,7 +9,7 @@ The output-contract test holds each side to exactly these lists.
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -38,6 +38,18 @@ class OutputContract:
     def exported(self) -> tuple[str, ...]:
         """Every key a stack with every feature on exports."""
         return (*self.required, *self.optional, *self.informational)
+
+    def check_exported(self, keys: Iterable[str], exporter: str) -> None:
+        """What a program exports is exactly the contract (optional keys may be absent): a key
+        added on one side only fails the program at preview, naming what differs."""
+        have = set(keys)
+        expected = {*self.required, *self.informational}
+        if have - set(self.optional) != expected:
+            raise AssertionError(
+                f"{exporter}: keys {sorted(have)} do not match contract.outputs."
+                f"{self.cloud.upper()} (missing {sorted(expected - have)}, "
+                f"unknown {sorted(have - set(self.exported))})"
+            )
 
     def missing(self, outputs: object) -> list[str]:
         """Required keys absent (or empty) in `outputs`, in contract order."""

@@ -111,9 +111,6 @@ MONITOR_AUDIENCE = "https://monitoring.azure.com"
 VAULT_AUDIENCE = "https://vault.azure.net"
 PLACEHOLDER = "placeholder-token-for:"  # ml.clouds.azure.common.PlaceholderCredential
 TENANT = "00000000-0000-0000-0000-000000000000"
-FUNCTION_APP = (
-    Path(__file__).resolve().parent.parent / "deploy" / "azure_functions" / "function_app.py"
-)
 
 # Azure Monitor custom metrics limits
 # https://learn.microsoft.com/azure/azure-monitor/essentials/metrics-store-custom-rest-api
@@ -444,7 +441,7 @@ class AzureFake:
         self, app: str, settings: dict[str, str] | None = None, key: str | None = None
     ) -> str:
         """A function app with these settings and function key, running; returns its URL."""
-        from tests.azure_function_host import FunctionHost
+        from tests.azure_function_host import FUNCTION_APP, FunctionHost
 
         with self._lock:
             self._apps[app.lower()] = {

@@ -70,6 +70,8 @@ from azure.functions import meta
 from azure.functions.http import HttpRequestConverter, HttpResponseConverter
 
 KEY_HEADER = "x-functions-key"
+# Tandem's own function app, which the tests run behind this host
+FUNCTION_APP = Path(__file__).resolve().parents[1] / "deploy/azure_functions/function_app.py"
 KEY_PARAM = "code"
 DEFAULT_ROUTE_PREFIX = "api"
 _KEYED = {"function", "admin"}

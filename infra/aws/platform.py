@@ -331,13 +331,7 @@ class AwsPlatform(pulumi.ComponentResource):
         }
         if self.registry.mlflow_server is not None:
             out["mlflow_tracking_server_arn"] = self.registry.mlflow_server.arn
-        expected = {*AWS.required, *AWS.informational}
-        if set(out) - set(AWS.optional) != expected:
-            # A key added here and not to the contract (or the reverse) fails at preview.
-            raise AssertionError(
-                f"AwsPlatform.outputs: keys {sorted(out)} do not match contract.outputs.AWS "
-                f"(missing {sorted(expected - set(out))})"
-            )
+        AWS.check_exported(out, "AwsPlatform.outputs")
         return {key: Output.from_input(value) for key, value in out.items()}
 
 

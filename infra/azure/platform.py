@@ -405,13 +405,7 @@ class AzurePlatform(pulumi.ComponentResource):
         }
         if cfg.azure.mlflow:
             out["mlflow_tracking_uri"] = ws.workspace.ml_flow_tracking_uri
-        expected = {*AZURE.required, *AZURE.informational}
-        if set(out) - set(AZURE.optional) != expected:
-            # A key added here and not to the contract (or the reverse) fails at preview.
-            raise AssertionError(
-                f"AzurePlatform.outputs: keys {sorted(out)} do not match contract.outputs.AZURE "
-                f"(missing {sorted(expected - set(out))})"
-            )
+        AZURE.check_exported(out, "AzurePlatform.outputs")
         return {key: Output.from_input(value) for key, value in out.items()}
 
 

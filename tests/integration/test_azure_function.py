@@ -26,11 +26,10 @@ from contract.emulators import AZURITE_ACCOUNT, AZURITE_KEY
 from deploy import azure_blob
 from deploy.aws_lambda.handler import App
 from deploy.service import Service
-from tests.azure_function_host import FunctionHost
-from tests.conftest import CREDIT_ROW, REPO
+from tests.azure_function_host import FUNCTION_APP, FunctionHost
+from tests.conftest import CREDIT_ROW
 from tests.integration.http_helpers import JSON, Answer, Client, wait_until
 
-APP = REPO / "deploy" / "azure_functions" / "function_app.py"
 KEY = "function-key-for-tests"
 ROW = CREDIT_ROW
 GOOD = json.dumps({"instances": [ROW, {**ROW, "age": 63}]}).encode()
@@ -53,7 +52,7 @@ def environ(trained_artifact: Path) -> dict[str, str]:
 def hosted(settings: dict[str, str]) -> FunctionHost:
     """The function app with these app settings (read on each request: change the dict to
     deploy)."""
-    return FunctionHost(APP, KEY, lambda: settings)
+    return FunctionHost(FUNCTION_APP, KEY, lambda: settings)
 
 
 def call(

@@ -15,8 +15,7 @@ from contract import serving
 from deploy.aws_lambda.handler import App
 from deploy.server import Server
 from deploy.service import Service
-from tests.azure_function_host import FunctionHost
-from tests.conftest import REPO
+from tests.azure_function_host import FUNCTION_APP, FunctionHost
 from tests.integration.http_helpers import JSON, Client
 from tests.integration.test_container_contracts import container
 from tests.integration.test_server import ROW
@@ -28,7 +27,7 @@ REQUESTS = [
     {"instances": [{**ROW, "unknown": 1}]},  # an unknown field: 422
     {"rows": []},  # neither shape: 4xx
 ]
-AZURE_APP = REPO / "deploy" / "azure_functions" / "function_app.py"
+
 AZURE_KEY = "agreement-key"
 
 
@@ -85,7 +84,7 @@ def test_lambda_function_server_and_container_answer_like_the_service(environ, t
     assert from_lambda == expected
 
     key = {FunctionHost.KEY_HEADER: AZURE_KEY}
-    with FunctionHost(AZURE_APP, AZURE_KEY, lambda: environ) as host:
+    with FunctionHost(FUNCTION_APP, AZURE_KEY, lambda: environ) as host:
         from_azure = [
             _over_http(host.url, body, f"agree-{i}", key) for i, body in enumerate(bodies)
         ]

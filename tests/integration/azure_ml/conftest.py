@@ -17,14 +17,9 @@ from typing import Any
 import pytest
 
 from contract.outputs import MANAGEMENT_URL
-from ml.clouds.azure.arm import ArmRest, ml_client
-from ml.clouds.azure.common import AzureOutputs, PlaceholderCredential
-from ml.clouds.azure.endpoint import FunctionAppEndpoint
-from ml.clouds.azure.jobs import AzureMLJobRunner
+from ml.clouds import connect
+from ml.clouds.azure.common import AzureOutputs
 from ml.clouds.azure.locks import BlobLocks
-from ml.clouds.azure.metrics import AzureMonitorMetricsSink
-from ml.clouds.azure.registry import AzureMLModelRegistry
-from ml.clouds.azure.secrets import pseudonym_key
 from ml.clouds.azure.store import BlobArtifactStore, blob_service
 from ml.clouds.base import Stack
 from tests import azure_stack
@@ -97,22 +92,11 @@ def app_name(cfg: AzureOutputs, model: str = "credit") -> str:
 
 
 def stack_of(outputs: dict[str, Any], **jobs_options: Any) -> Stack:
-    """The Azure stack built from its outputs alone, as `connect("azure", ...)` builds it:
-    a connection of its own (clients, store, locks), as each CI job or user has."""
-    cfg = AzureOutputs.parse(outputs)
-    cred = PlaceholderCredential()
-    store = BlobArtifactStore(blob_service(cfg), cfg.containers)
-    locks = BlobLocks(store, lease_seconds=15, poll_seconds=0.05)
-    client = ml_client(cfg, cred)
-    return Stack(
-        cloud="azure",
-        name=cfg.stack,
-        store=store,
-        registry=AzureMLModelRegistry(client, store, locks),
-        metrics=AzureMonitorMetricsSink(cfg, cred),
-        jobs=AzureMLJobRunner(client, ArmRest(cfg, cred), store, cfg, **jobs_options),
-        endpoint=FunctionAppEndpoint(cfg, cred, store, locks),
-        locks=locks,
-        outputs=dict(outputs),
-        pseudonym_key=pseudonym_key(cfg, cred),
-    )
+    """The Azure stack built from its outputs alone (`connect`): a connection of its own
+    (clients, store, locks), as each CI job or user has. Locks poll often; `jobs_options`
+    (poll_seconds, sleep) tune the job runner."""
+    stack = connect("azure", outputs)
+    stack.locks.poll_seconds = 0.05
+    for name, value in jobs_options.items():
+        setattr(stack.jobs, name, value)
+    return stack

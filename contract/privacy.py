@@ -14,6 +14,9 @@ import hmac
 KEY_BYTES = 32
 PREFIX = "hmac:"
 DIGEST_CHARS = 32  # 128 bits: collisions stay negligible, the value stays short
+# How the key is kept in Key Vault (written by the Pulumi program, read by the adapter): its
+# KEY_BYTES, base64-encoded, as a secret of this content type.
+KEY_VAULT_CONTENT_TYPE = "application/octet-stream; base64"
 
 
 def pseudonym(value: object, key: bytes) -> str:

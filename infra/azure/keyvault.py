@@ -37,7 +37,6 @@ KEY_ROTATE_AFTER = "P365D"  # ISO 8601, as Key Vault's rotation policy takes it
 KEY_EXPIRES_AFTER = "P730D"
 KEY_NOTIFY_BEFORE_EXPIRY = "P30D"
 INITIAL_EXPIRY_DAYS = 730
-SECRET_CONTENT_TYPE = "application/octet-stream; base64"  # as the adapter writes one
 # What Pulumi leaves alone once created (see the module docstring).
 KEY_IGNORED = ["properties.attributes.expires"]
 SECRET_IGNORED = ["properties.value", "properties.attributes.expires"]
@@ -173,7 +172,7 @@ class KeyVault(pulumi.ComponentResource):
             resource_group_name=args.resource_group_name,
             properties=keyvault.SecretPropertiesArgs(
                 value=Output.secret(new_pseudonym_key()),
-                content_type=SECRET_CONTENT_TYPE,
+                content_type=privacy.KEY_VAULT_CONTENT_TYPE,
                 attributes=keyvault.SecretAttributesArgs(
                     enabled=True, expires=expiry_from_now(INITIAL_EXPIRY_DAYS)
                 ),

@@ -30,7 +30,6 @@ from contract import privacy
 from ml.clouds.azure.common import AzureOutputs, translated
 from ml.errors import ConfigError
 
-CONTENT_TYPE = "application/octet-stream; base64"
 # Key Vault only records an expiry on a secret (the baseline asks for one, CKV_AZURE_41); the
 # key stays readable after it, and rotating it would break every join on its pseudonyms.
 EXPIRY = timedelta(days=3 * 365)
@@ -103,7 +102,7 @@ def _read_or_create(
         client.set_secret(
             name,
             fresh,
-            content_type=CONTENT_TYPE,
+            content_type=privacy.KEY_VAULT_CONTENT_TYPE,
             expires_on=datetime.now(UTC) + EXPIRY,
             tags={"tandem:stack": cfg.stack},
         )

@@ -74,7 +74,7 @@ def test_pseudonym_key_is_32_random_bytes_sent_as_a_secret(prod, dev_waived):
         props = rpc.unwrap_rpc_secret(wrapped)
         key = base64.b64decode(props["value"], validate=True)
         assert len(key) == privacy.KEY_BYTES
-        assert props["contentType"] == keyvault.SECRET_CONTENT_TYPE
+        assert props["contentType"] == privacy.KEY_VAULT_CONTENT_TYPE
         assert props["attributes"]["expires"] > time.time()  # CKV_AZURE_41
         values.append(props["value"])
     assert values[0] != values[1], "each stack draws its own key"

@@ -1,6 +1,6 @@
 """A loopback HTTPS fake of the Azure services that have no emulator: Azure Resource Manager
-(Microsoft.Web sites), Azure ML, Azure ML's run history, Azure Monitor custom metrics, Key Vault
-secrets, and the function apps' HTTP trigger, all on one base URL (the `management_url` stack
+(Microsoft.Web sites), Azure ML, Azure ML's run history, Azure Monitor custom metrics and Key
+Vault secrets, all on one base URL (the `management_url` stack
 output, contract.outputs.MANAGEMENT_URL).
 
 HTTPS because the SDKs refuse to send a bearer token over plain HTTP (azure-core's
@@ -75,8 +75,8 @@ Not modelled: paging (every list is one page), ARM's asynchronous operations (a 
 202 without a Location), RBAC (every well-formed token is allowed), ETags, Azure ML's
 datastores and its own blob uploads (Tandem never asks for them), job queues and compute (a
 job starts at once, in this machine's Python, with no image), a job's identity (recorded, not
-used: the fake reads and writes with `blobs`), a function app's restart on a settings change
-(the next request is answered by the new settings), Key Vault's soft delete and expiry.
+used: the fake reads and writes with `blobs`), Key Vault's soft delete and expiry. (A function
+app's restart on a settings change is the host stand-in's: tests/azure_function_host.py.)
 """
 
 from __future__ import annotations

@@ -81,7 +81,7 @@ def outputs(endpoint_url: str, stack: str = "dev", **overrides: Any) -> dict[str
             model: str(uuid.uuid5(uuid.NAMESPACE_URL, f"{stack}/{model}")) for model in MODELS
         },
         "ci_identity_client_id": str(uuid.uuid5(uuid.NAMESPACE_URL, f"{stack}/ci")),
-        "functions_package_container": f"{stack}-functions",
+        "functions_package_container": {model: f"{stack}-{model}-package" for model in MODELS},
         ENDPOINT_URL: endpoint_url,
     }
     assert set(AZURE.exported) <= set(values), set(AZURE.exported) - set(values)

@@ -11,7 +11,9 @@ split by the inference core from app settings (`contract.serving`). Each app:
   (``AzureWebJobsStorage__*``: no key in any connection string), and its Application
   Insights telemetry signs in with Entra ID (local auth is off on the component);
 - takes its deployment package from its own blob container, read with that identity
-  (the deploy uploads the archive there: Flex Consumption's one-deploy);
+  (`tandem bundle --target azure` builds the package; one-deploy with a remote build,
+  `az functionapp deployment source config-zip --build-remote true`, puts it there: the
+  program deploys no code, so an app answers nothing until then);
 - in prod, integrates with the functions' subnet (the storage account and Key Vault deny
   other networks).
 

@@ -4,8 +4,9 @@ Built from the stack outputs alone (`contract.outputs.AZURE`, exported by infra/
 emulator overrides `endpoint_url` (Azurite) and `management_url` (a fake of everything else)
 are added by hand, never exported. One module per job:
 
-- store.py: the artifact store over the stack's blob containers (verified, manifest last,
-  conflicts by ETag / If-None-Match); locks.py: locks as blob leases under `locks/`.
+- store.py: the artifact store over the stack's blob containers (verified, the manifest last
+  and only if absent, one writer per artifact by a claim lease); locks.py: locks as blob
+  leases under `locks/`.
 - registry.py: Azure ML's model registry (Azure ML numbers versions; Tandem's states on tags,
   archive is Azure ML's archive); the model is registered by the blob URI the store verified.
 - jobs.py: `ml/train.py` as an Azure ML command job on the stack's compute cluster.

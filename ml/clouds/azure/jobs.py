@@ -4,7 +4,7 @@
 command job; `wait` polls it; `collect` verifies what the job wrote and stores it as the
 artifact. The job runs the same `python -m ml.train` as every stack, on the stack's compute
 cluster, as the training identity, in the stack's environment (Tandem's training image), in an
-experiment named after the model.
+experiment `<name_prefix>-<model>`.
 
 The code: azure-ai-ml uploads a local code folder with its own blob client, around the azure-core
 transport and Tandem's verified store, so the runner writes the files into the store itself

@@ -1,13 +1,15 @@
 """The stack's pseudonymisation key (contract.privacy), a Key Vault secret.
 
-The value is the key's bytes in base64, as on every cloud. The Pulumi program leaves the
-secret to the first reader, so the key never enters Pulumi's state: a reader that finds no
-enabled version writes a fresh key. Key Vault has no conditional write, so two first readers
-may both write; the key is therefore the secret's OLDEST enabled version (by creation time,
-then version id), never "the latest". Key Vault stamps versions in whole seconds and a write
-may still be landing while another reader lists, so the oldest is only taken once it is
-`settle` old (five seconds, once in a stack's life): by then every version that could rank
-before it is listed, and every reader, first or later, picks the same one.
+The value is the key's bytes in base64, as on every cloud. The Pulumi program creates the
+secret (infra/azure/keyvault.py), so a reader normally just reads it; a stack whose secret has
+no enabled version (deleted by hand, or made by another program) gets one from its first
+reader, if that identity may write secrets (CI's may not: Key Vault Secrets User). Key Vault
+has no conditional write, so two first readers may both write; the key is therefore the
+secret's OLDEST enabled version (by creation time, then version id), never "the latest".
+Key Vault stamps versions in whole seconds and a write may still be landing while another
+reader lists, so the oldest is only taken once it is `settle` old (five seconds, once in a
+stack's life): by then every version that could rank before it is listed, and every reader,
+first or later, picks the same one.
 
 Read once per process, on first use. Readers need `secrets/getSecret` and
 `secrets/readMetadata` (Key Vault Secrets User); the first one also `secrets/setSecret`.

@@ -13,28 +13,11 @@ import pytest
 from infra.azure import roles
 from infra.azure.identity import ENTRA_TOKEN_EXCHANGE_AUDIENCE, GITHUB_ISSUER
 from infra.azure.names import AzureNames
-from tests.infra.azure_mocks import SUBSCRIPTION, resource_group_id
+from tests.infra.azure_mocks import resource_group_id
+from tests.infra.azure_program import assignments
 
 BROADER_THAN_A_RESOURCE = re.compile(r"^/subscriptions/[^/]+(/resourceGroups/[^/]+)?/?$")
 CONTAINER_SCOPE = re.compile(r"/blobServices/default/containers/[a-z0-9-]+$")
-
-
-def assignments(built) -> list[tuple[str, str, str]]:
-    """(identity name, role name, scope) of every role assignment the stack asked for."""
-    principals = {
-        r.outputs["principalId"]: r.inputs["resourceName"]
-        for r in built.all("managedidentity:UserAssignedIdentity")
-    }
-    rows = []
-    for record in built.all("authorization:RoleAssignment"):
-        inputs = record.inputs
-        assert inputs["principalType"] == "ServicePrincipal", record.name
-        assert inputs["roleDefinitionId"].startswith(
-            f"/subscriptions/{SUBSCRIPTION}/providers/Microsoft.Authorization/roleDefinitions/"
-        ), inputs["roleDefinitionId"]
-        who = principals.get(inputs["principalId"], f"unknown principal {inputs['principalId']}")
-        rows.append((who, roles.role_of(inputs["roleDefinitionId"]), inputs["scope"]))
-    return rows
 
 
 def expected_table(built) -> set[tuple[str, str, str]]:

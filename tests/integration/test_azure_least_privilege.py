@@ -67,7 +67,7 @@ from tests.integration.azure_ml import requests
 from tests.integration.http_helpers import wait_until
 
 SOURCE, TARGET = "staging", "prod"  # the stack files whose programs are checked
-MODEL = "credit"  # the model deployed (churn's app is the same grant, never deployed here)
+MODEL = "credit"  # the model deployed; another model's app gets the same grants (checked)
 SMALL_MODEL = {"kind": "gradient_boosting", "params": {"n_estimators": 20, "max_depth": 2}}
 
 # Requests no assignment allows: (identity, action, resource) -> what would close the gap.
@@ -228,7 +228,9 @@ class Run:
 
 
 def seed_pseudonym_key(outputs: dict[str, Any], fake: AzureFake) -> None:
-    """The secret as the Pulumi program creates it (infra/azure/keyvault.py)."""
+    """The secret as the Pulumi program creates it (infra/azure/keyvault.py). Without it the
+    adapter's first reader would write a key (secrets/setSecret), which CI's Key Vault
+    Secrets User does not grant: in Azure that path is never taken."""
     key = base64.b64encode(secrets.token_bytes(privacy.KEY_BYTES)).decode()
     fake.set_secret(outputs["pseudonym_secret_name"], key)
 
@@ -266,7 +268,6 @@ def rows_file(path: Path, count: int) -> Path:
 @pytest.fixture(scope="module")
 def run(azurite: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Run]:
     tmp = tmp_path_factory.mktemp("least-privilege")
-    runner = CliRunner()
     with contextlib.ExitStack() as held, pytest.MonkeyPatch.context() as patch:
         patch.setenv("TANDEM_CODE_VERSION", "least-privilege-1")
         patch.setenv("TANDEM_HOME", str(tmp / "home"))
@@ -282,40 +283,51 @@ def run(azurite: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Run]
             files[name] = tmp / f"{name}.json"
             files[name].write_text(json.dumps(outputs[name]))
         patch.setenv("REQUESTS_CA_BUNDLE", str(fakes[SOURCE].ca_bundle))
-        recorder = held.enter_context(recording())
-
-        def cli(*args: str) -> dict[str, Any]:
-            answer = runner.invoke(app, ["--json", *args], catch_exceptions=False)
-            assert answer.exit_code == 0, answer.output
-            return json.loads(answer.stdout)
-
-        on_source = ("--cloud", "azure", "--outputs", str(files[SOURCE]))
-        spec = small_spec(tmp, "synthetic://credit?rows=1500&seed=3")
-        with recorder.acting(f"ci@{SOURCE}"):
-            first = cli(*on_source, "pipeline", str(spec))
-            assert first["deployed"] == first["version"] == 1
-            second = cli(*on_source, "pipeline", str(spec), "--no-deploy")
-            cli(*on_source, "deploy", MODEL, str(second["version"]), "--canary", "0.25")
-            cli(*on_source, "models")
-            source = connect("azure", outputs[SOURCE])
-            rows = rows_file(tmp / "rows.json", serving.MAX_ROWS)
-            with capturing(fakes[SOURCE], outputs[SOURCE], azurite):
-                scored = cli(*on_source, "predict", MODEL, str(rows))
-                assert len(scored["predictions"]) == serving.MAX_ROWS
-                with recorder.looking():  # a full batch: written at once by the capture thread
-                    wait_until(lambda: source.store.list_keys(f"captures/{MODEL}/"))
-            assert cli(*on_source, "rollback", MODEL)["version"] == 1
-            source.metrics.emit(
-                [MetricPoint(metrics.MODEL_QUALITY, 0.8, {metrics.DIM_MODEL: MODEL})]
-            )
-            assert len(source.pseudonym_key()) == privacy.KEY_BYTES
-            bad = failed_job(source)
-            canceled_job(source, fakes[SOURCE], bad)
-        with recorder.acting(f"ci@{TARGET}"):
-            cli(*on_source, "promote", MODEL, "--to", TARGET, "--to-outputs", str(files[TARGET]))
+        with recording() as recorder:
+            lifecycle(recorder, CliRunner(), outputs, fakes, files, azurite, tmp)
         for fake in fakes.values():
             assert fake.unanswered() == []
         yield Run(azurite, outputs, fakes, list(recorder.sent))
+
+
+def lifecycle(
+    recorder: Recorder,
+    runner: CliRunner,
+    outputs: dict[str, dict[str, Any]],
+    fakes: dict[str, AzureFake],
+    files: dict[str, Path],
+    azurite: str,
+    tmp: Path,
+) -> None:
+    """What CI does with the source stack, then a promotion run as the target's CI."""
+
+    def cli(*args: str) -> dict[str, Any]:
+        answer = runner.invoke(app, ["--json", *args], catch_exceptions=False)
+        assert answer.exit_code == 0, answer.output
+        return json.loads(answer.stdout)
+
+    on_source = ("--cloud", "azure", "--outputs", str(files[SOURCE]))
+    spec = small_spec(tmp, "synthetic://credit?rows=1500&seed=3")
+    with recorder.acting(f"ci@{SOURCE}"):
+        first = cli(*on_source, "pipeline", str(spec))
+        assert first["deployed"] == first["version"] == 1
+        second = cli(*on_source, "pipeline", str(spec), "--no-deploy")
+        cli(*on_source, "deploy", MODEL, str(second["version"]), "--canary", "0.25")
+        cli(*on_source, "models")
+        source = connect("azure", outputs[SOURCE])
+        rows = rows_file(tmp / "rows.json", serving.MAX_ROWS)
+        with capturing(fakes[SOURCE], outputs[SOURCE], azurite):
+            scored = cli(*on_source, "predict", MODEL, str(rows))
+            assert len(scored["predictions"]) == serving.MAX_ROWS
+            with recorder.looking():  # a full batch: written at once by the capture thread
+                wait_until(lambda: source.store.list_keys(f"captures/{MODEL}/"))
+        assert cli(*on_source, "rollback", MODEL)["version"] == 1
+        source.metrics.emit([MetricPoint(metrics.MODEL_QUALITY, 0.8, {metrics.DIM_MODEL: MODEL})])
+        assert len(source.pseudonym_key()) == privacy.KEY_BYTES
+        bad = failed_job(source)
+        canceled_job(source, fakes[SOURCE], bad)
+    with recorder.acting(f"ci@{TARGET}"):
+        cli(*on_source, "promote", MODEL, "--to", TARGET, "--to-outputs", str(files[TARGET]))
 
 
 def failed_job(stack: Any) -> str:

@@ -45,6 +45,7 @@ import pytest
 from typer.testing import CliRunner
 
 from contract import metrics, privacy, serving
+from deploy import azure_blob
 from infra.azure import roles
 from infra.azure.access import resource_type_of
 from infra.azure.names import AzureNames
@@ -135,7 +136,7 @@ IDENTITIES_ACTING = ("ci", "training", f"function:{MODEL}")
 
 # -- who sent what -------------------------------------------------------------------------
 URLLIB3_RESPONSE = '%s://%s:%s "%s %s %s" %s %s'  # urllib3's log line for each response
-AZURE_BLOB = Path(inspect.getfile(AzureFake)).parents[1] / "deploy" / "azure_blob.py"
+AZURE_BLOB = Path(inspect.getfile(azure_blob))  # what a function app reaches Blob with
 FAKES = Path(inspect.getfile(AzureFake))
 
 

@@ -44,7 +44,6 @@ def expected_table(built) -> set[tuple[str, str, str]]:
         (training, reader, container("data")),
         (training, contributor, container("models")),
         (training, roles.ACR_PULL, registry),
-        (training, roles.MONITORING_METRICS_PUBLISHER, metrics),
     }
     if built.cfg.azure.purge_protection:
         table.add(
@@ -70,7 +69,6 @@ def expected_table(built) -> set[tuple[str, str, str]]:
             (ci, contributor, container("data")),
             (ci, contributor, container("models")),
             (ci, contributor, container("reports")),
-            (ci, reader, container("captures")),
             (ci, roles.AZUREML_DATA_SCIENTIST, workspace),
             (ci, roles.KEY_VAULT_SECRETS_USER, f"{vault}/secrets/pseudonym-key"),
             (ci, roles.MONITORING_METRICS_PUBLISHER, metrics),

@@ -13,10 +13,11 @@ an action string is case-insensitive and `*` stands for any characters, `/` incl
 (`Microsoft.CostManagement/exports/*` grants `.../exports/read` and `.../exports/run/action`,
 `*/read` every provider's reads); a role grants what its Actions match less what its
 NotActions match, and its DataActions less its NotDataActions; control-plane actions are
-matched against Actions only, data actions against DataActions only. Read literally,
-`Microsoft.MachineLearningServices/workspaces/*/read` does not grant
-`Microsoft.MachineLearningServices/workspaces/read` (no `/` stands after `workspaces/`);
-Microsoft shows no example of that case (see KNOWN_GAPS in the least-privilege test).
+matched against Actions only, data actions against DataActions only. A `/*/` also matches a
+single `/`: AzureML Data Scientist grants `workspaces/*/write` and excludes `workspaces/write`
+by NotActions, which would exclude nothing otherwise (so its `workspaces/*/read` grants
+`workspaces/read`). Microsoft's pages show no example of that case: this is the role's own
+evidence, not a quoted rule.
 
 Requests to actions: the Blob operations' actions are the table "Permissions for calling data
 operations" (https://learn.microsoft.com/en-us/rest/api/storageservices/authorize-with-azure-
@@ -70,7 +71,9 @@ class Permissions:
 
 @cache
 def _pattern(pattern: str) -> re.Pattern[str]:
-    return re.compile(".*".join(map(re.escape, pattern.split("*"))), re.IGNORECASE)
+    # "/*/" may also stand for one "/" (see the module doc); any other "*", any characters
+    segments = [".*".join(map(re.escape, part.split("*"))) for part in pattern.split("/*/")]
+    return re.compile("/(?:.*/)?".join(segments), re.IGNORECASE)
 
 
 def matches(pattern: str, action: str) -> bool:

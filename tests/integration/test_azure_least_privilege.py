@@ -73,15 +73,6 @@ SMALL_MODEL = {"kind": "gradient_boosting", "params": {"n_estimators": 20, "max_
 
 # Requests no assignment allows: (identity, action, resource) -> what would close the gap.
 KNOWN_GAPS = {
-    # A failed job's reason starts with azure-ai-ml's workspaces.get (for the discovery URL).
-    # AzureML Data Scientist grants workspaces/*/read, which read literally ("`*` stands for
-    # any characters") does not cover workspaces/read. Unconfirmed: Microsoft gives no example
-    # of `/*/` against a single `/`, and the same role's NotActions `computes/*/write` are only
-    # meaningful if it can. Close it either way with Reader on the workspace for CI, or by the
-    # adapter reaching the run history without reading the workspace.
-    ("ci@staging", "Microsoft.MachineLearningServices/workspaces/read", "staging:workspace"): (
-        "Reader on the workspace for CI, or no workspaces.get in the adapter"
-    ),
     # A promotion into prod, run as prod's CI identity, reads the source's version and
     # artifact: no stack's program grants one stack's identity a role on another stack.
     (

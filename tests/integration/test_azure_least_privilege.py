@@ -653,7 +653,8 @@ def test_both_stacks_make_the_same_grants(programs: dict[str, Program]) -> None:
         ("*/read", "Microsoft.Compute/virtualMachines/read", True),
         ("Microsoft.Authorization/*/Write", "microsoft.authorization/roleAssignments/write", True),
         (f"{azure_rbac.ML}/*/read", f"{azure_rbac.ML}/models/versions/read", True),
-        (f"{azure_rbac.ML}/*/read", f"{azure_rbac.ML}/read", False),  # nothing between slashes
+        (f"{azure_rbac.ML}/*/read", f"{azure_rbac.ML}/read", True),  # "/*/" as one "/"
+        (f"{azure_rbac.ML}/*/read", f"{azure_rbac.ML}/models/write", False),
         ("Microsoft.Web/sites/*", "Microsoft.Web/serverFarms/read", False),
     ],
 )

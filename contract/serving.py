@@ -46,6 +46,10 @@ REQUEST_ID_HEADER = "x-request-id"  # honoured when well-formed, else one is gen
 ROUTE_HEADER = "x-tandem-route"  # "live" or "canary": pins a request (smoke tests use it)
 VERSION_HEADER = "x-tandem-version"  # the model version that answered
 
+# How a 503 begins when the endpoint's model failed to load (a broken version), as opposed
+# to one not loaded yet: a deploy's smoke request gives up on it at once instead of waiting.
+LOAD_FAILED = "the model could not be loaded"
+
 # Limits (overridable per endpoint through ENV_MAX_ROWS / ENV_MAX_BODY_BYTES).
 MAX_ROWS = 1000
 MAX_BODY_BYTES = 6 * 1024 * 1024  # Lambda's synchronous payload limit

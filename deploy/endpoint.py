@@ -36,6 +36,7 @@ from contract.serving import (
     ENV_CAPTURE_URI,
     ENV_MODEL_NAME,
     HEALTH_PATH,
+    LOAD_FAILED,
     PREDICT_PATH,
     REQUEST_ID_HEADER,
     VERSION_HEADER,
@@ -212,7 +213,7 @@ class Endpoint:
             rid = headers[REQUEST_ID_HEADER]
             if path not in ROUTES:
                 return error(404, "no such route", rid)
-            return error(503, f"the model could not be loaded: {self.load_error}", rid)
+            return error(503, f"{LOAD_FAILED}: {self.load_error}", rid)
         return service.handle(method, path, headers, body)
 
     def _record(

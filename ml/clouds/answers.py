@@ -12,19 +12,21 @@ from collections.abc import Mapping
 from typing import Any
 from urllib.parse import urlsplit
 
+from contract.serving import LOAD_FAILED
 from ml.errors import NotFoundError, TandemError
 
 TIMEOUT_SECONDS = 30.0
 
 
 def answer_or_error(model: str, status: int, answer: Any) -> dict[str, Any]:
-    """The answer of a 200 with predictions; NotFoundError for a 503 (nothing loaded) or a
-    404, TandemError naming the endpoint's own message for anything else."""
+    """The answer of a 200 with predictions; NotFoundError for a 503 (nothing loaded yet) or
+    a 404, TandemError naming the endpoint's own message for anything else, a model that
+    failed to load included (`contract.serving.LOAD_FAILED`: asking again will not help)."""
     if status == 200 and isinstance(answer, dict) and "predictions" in answer:
         return answer
     message = answer.get("error") if isinstance(answer, dict) else None
     message = str(message or json.dumps(answer)[:300])
-    if status in (404, 503):
+    if status in (404, 503) and not message.startswith(LOAD_FAILED):
         raise NotFoundError(f"{model}: the endpoint answered {status}: {message}")
     raise TandemError(f"{model}: the endpoint refused the request ({status}): {message}")
 

@@ -37,7 +37,7 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
@@ -197,22 +197,26 @@ class StackConfig(_Model):
             # One function and one role per model: each name must fit its service's limit.
             from infra.aws.names import model_name_problems
 
-            for model in self.models:
-                problems = model_name_problems(self.name_prefix, model)
-                if problems:
-                    raise _fail(
-                        "models",
-                        f"model {model!r} with name prefix {self.name_prefix!r}: "
-                        + "; ".join(problems)
-                        + ": shorten the model name or tandem:name_prefix",
-                        model,
-                    )
+            self._models_fit(lambda model: model_name_problems(self.name_prefix, model))
         for cloud in _SECTIONS:
             if (cloud in self.clouds) != (getattr(self, cloud) is not None):
                 raise _fail(cloud, f"is set only for a stack whose clouds include {cloud!r}")
         if self.azure is not None:
             self._azure_checks(self.azure)
         return self
+
+    def _models_fit(self, problems_of: Callable[[str], list[str]]) -> None:
+        """Each model's names fit the cloud's limits with this prefix (`problems_of`)."""
+        for model in self.models:
+            problems = problems_of(model)
+            if problems:
+                raise _fail(
+                    "models",
+                    f"model {model!r} with name prefix {self.name_prefix!r}: "
+                    + "; ".join(problems)
+                    + ": shorten the model name or tandem:name_prefix",
+                    model,
+                )
 
     def _azure_checks(self, azure: AzureConfig) -> None:
         from infra.azure import names as azure_names
@@ -232,16 +236,9 @@ class StackConfig(_Model):
                 "; ".join(problems) + ": shorten tandem:name_prefix for Azure's name limits",
                 self.name_prefix,
             )
-        for model in self.models:
-            problems = azure_names.model_name_problems(self.name_prefix, model, suffix)
-            if problems:
-                raise _fail(
-                    "models",
-                    f"model {model!r} with name prefix {self.name_prefix!r}: "
-                    + "; ".join(problems)
-                    + ": shorten the model name or tandem:name_prefix",
-                    model,
-                )
+        self._models_fit(
+            lambda model: azure_names.model_name_problems(self.name_prefix, model, suffix)
+        )
         if self.is_prod and azure.network.functions_subnet_id is None:
             raise _fail(
                 "azure.network.functions_subnet_id",

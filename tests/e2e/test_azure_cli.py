@@ -8,6 +8,9 @@ both clouds' outputs, as a stack with `tandem:clouds: [aws, azure]` exports them
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 from contextlib import ExitStack
 from pathlib import Path
 
@@ -157,3 +160,23 @@ def test_promotion_crosses_clouds_and_back(cli, clouds, trained_artifact, tmp_pa
         "--to", "azure:staging", "--to-outputs", str(staging),
     )  # fmt: skip
     assert json.loads(again.stdout)["version"] == on_azure["version"]  # a retry: no duplicate
+
+
+def test_stderr_holds_tandems_words_only(azure_files, tmp_path):
+    """As a user runs it (a process of its own: no test logging in between): azure-ai-ml
+    announces its experimental classes and each failed lookup on the root logger, and
+    azure-identity every credential it tried; none of it reaches the user."""
+    dev, _, _ = azure_files
+    # a connection made in this process first: azure-ai-ml records the (emulator's) cloud in
+    # the environment, which a child process would inherit and fail to import azure-ai-ml with
+    before = dict(os.environ)
+    connect("azure", json.loads(dev.read_text()))
+    assert dict(os.environ) == before
+    tandem = [sys.executable, "-m", "ml", "--cloud", "azure", "--outputs", str(dev), "--json"]
+    spec = small_spec(tmp_path, "synthetic://credit?rows=600&seed=3")
+    trained = subprocess.run([*tandem, "train", str(spec)], capture_output=True, text=True)
+    assert trained.returncode == 0 and trained.stderr == "", trained.stderr
+    assert json.loads(trained.stdout)["run_id"]
+    missing = subprocess.run([*tandem, "approve", "credit", "7"], capture_output=True, text=True)
+    assert missing.returncode == 1 and missing.stderr == "", missing.stderr
+    assert json.loads(missing.stdout)["type"] == "NotFoundError"

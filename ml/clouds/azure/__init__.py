@@ -25,7 +25,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from ml.clouds.azure.arm import ArmRest, ml_client
-from ml.clouds.azure.common import AzureOutputs, credential
+from ml.clouds.azure.common import AzureOutputs, credential, quiet_sdk_chatter
 from ml.clouds.azure.endpoint import FunctionAppEndpoint
 from ml.clouds.azure.jobs import AzureMLJobRunner
 from ml.clouds.azure.locks import BlobLocks
@@ -50,6 +50,7 @@ __all__ = [
 def connect(outputs: Mapping[str, Any]) -> Stack:
     """The Azure Stack of one environment, from its stack outputs alone."""
     cfg = AzureOutputs.parse(outputs)
+    quiet_sdk_chatter()
     cred = credential(cfg)
     store = BlobArtifactStore(blob_service(cfg), cfg.containers)
     locks = BlobLocks(store)

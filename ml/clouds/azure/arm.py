@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-import logging
+import os
 from functools import cached_property
 from typing import Any
 
@@ -29,8 +29,10 @@ from azure.mgmt.core.exceptions import ARMErrorFormat
 from azure.mgmt.core.policies import ARMChallengeAuthenticationPolicy
 
 from ml.clouds.azure.common import ARM_URL, AzureOutputs
+from ml.errors import ConfigError
 
 AZURE_CLOUD = "AzureCloud"
+CURRENT_CLOUD = "AZUREML_CURRENT_CLOUD"  # where azure-ai-ml keeps the cloud it was given
 # Azure ML's REST API for what azure-ai-ml keeps private (code versions)
 # https://learn.microsoft.com/rest/api/azureml/code-versions
 ML_API_VERSION = "2024-04-01"
@@ -59,27 +61,37 @@ def _cloud_kwargs(cfg: AzureOutputs) -> dict[str, Any]:
     }
 
 
-QUIET_LOGGERS = ("azure.ai.ml._telemetry", "azure.ai.ml._utils._experimental")
-
-
 def ml_client(cfg: AzureOutputs, cred: TokenCredential) -> Any:
-    """azure-ai-ml's MLClient for the stack's workspace (no request is sent here)."""
-    from azure.ai.ml import MLClient
+    """azure-ai-ml's MLClient for the stack's workspace (no request is sent here).
 
-    # azure-ai-ml logs every call's outcome (a lookup that finds nothing at ERROR) and each
-    # experimental class it builds at WARNING, on the root handlers: stderr of every `tandem`
-    # command. Tandem says what failed itself, in one line.
-    for noisy in QUIET_LOGGERS:
-        logging.getLogger(noisy).setLevel(logging.CRITICAL)
-    return MLClient(
-        cred,
-        subscription_id=cfg.subscription_id,
-        resource_group_name=cfg.resource_group,
-        workspace_name=cfg.workspace_name,
-        show_progress=False,
-        enable_telemetry=False,
-        **_cloud_kwargs(cfg),
-    )
+    azure-ai-ml writes the cloud it is given into the process environment (CURRENT_CLOUD),
+    where every child process would find it: one that imports azure-ai-ml then fails at
+    import if the cloud is not one it knows (an emulator's). It is put back as it was."""
+    before = os.environ.get(CURRENT_CLOUD)
+    try:
+        from azure.ai.ml import MLClient
+
+        return MLClient(
+            cred,
+            subscription_id=cfg.subscription_id,
+            resource_group_name=cfg.resource_group,
+            workspace_name=cfg.workspace_name,
+            show_progress=False,
+            enable_telemetry=False,
+            **_cloud_kwargs(cfg),
+        )
+    except ImportError:
+        raise
+    except Exception as exc:  # azure-ai-ml loads its cloud's metadata on import
+        raise ConfigError(
+            f"azure-ai-ml could not start: {str(exc).splitlines()[0][:300]} "
+            f"({CURRENT_CLOUD}={before!r})"
+        ) from None
+    finally:
+        if before is None:
+            os.environ.pop(CURRENT_CLOUD, None)
+        else:
+            os.environ[CURRENT_CLOUD] = before
 
 
 class ArmRest:

@@ -16,6 +16,7 @@ from __future__ import annotations
 import contextlib
 import ipaddress
 import json
+import logging
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -144,6 +145,24 @@ def _endpoints(raw: Any) -> dict[str, FunctionApp]:
             )
         apps[str(model)] = FunctionApp(**{k: str(entry[k]) for k in AZURE_ENDPOINT_KEYS})
     return apps
+
+
+# -- what the SDKs say on their own --------------------------------------------------------
+# They log to the root handlers, i.e. the stderr of every `tandem` command: azure-ai-ml each
+# call's outcome (a lookup that finds nothing at ERROR) and every experimental class it builds,
+# azure-identity every credential it tried when none signs in (a dozen lines). Tandem says
+# what failed itself, in one line.
+SDK_CHATTER = (
+    "azure.ai.ml._telemetry",
+    "azure.ai.ml._utils._experimental",
+    "azure.ai.ml._azure_environments",  # a cloud it cannot load: Tandem names it (arm.py)
+    "azure.identity",
+)
+
+
+def quiet_sdk_chatter() -> None:
+    for name in SDK_CHATTER:
+        logging.getLogger(name).setLevel(logging.CRITICAL)
 
 
 # -- credentials ---------------------------------------------------------------------------

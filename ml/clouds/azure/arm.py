@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import threading
 from functools import cached_property
 from typing import Any
 
@@ -66,7 +67,16 @@ def ml_client(cfg: AzureOutputs, cred: TokenCredential) -> Any:
 
     azure-ai-ml writes the cloud it is given into the process environment (CURRENT_CLOUD),
     where every child process would find it: one that imports azure-ai-ml then fails at
-    import if the cloud is not one it knows (an emulator's). It is put back as it was."""
+    import if the cloud is not one it knows (an emulator's). It is put back as it was, one
+    client at a time (threads racing here would put back each other's cloud)."""
+    with _MAKING_CLIENT:
+        return _ml_client(cfg, cred)
+
+
+_MAKING_CLIENT = threading.Lock()
+
+
+def _ml_client(cfg: AzureOutputs, cred: TokenCredential) -> Any:
     before = os.environ.get(CURRENT_CLOUD)
     try:
         from azure.ai.ml import MLClient
